@@ -1,0 +1,146 @@
+"""Find the input-embedding module behind whatever wrappers a training stack put around a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+#: Attribute names under which distributed / compile wrappers keep the real model.
+_WRAPPER_ATTRS = ("module", "_orig_mod", "_fsdp_wrapped_module")
+#: Preferred names when a plain module holds several embeddings.
+_WRAPPER_CLASSES = {
+    "DistributedDataParallel",
+    "DataParallel",
+    "FullyShardedDataParallel",
+    "DeepSpeedEngine",
+    "OptimizedModule",
+}
+_PREFERRED_NAMES = (
+    "embed_tokens",
+    "wte",
+    "word_embeddings",
+    "shared",
+    "tok_embeddings",
+    "embed_in",
+    "embedding",
+)
+
+
+class EmbeddingNotFoundError(ValueError):
+    """No input embedding could be identified; the message says what was tried."""
+
+
+@dataclass(frozen=True)
+class EmbeddingLocation:
+    """Where the input embedding lives.
+
+    ``root``: the model with distributed/compile wrappers removed (PEFT kept).
+    ``module``: the embedding module whose output gets the noise.
+    ``path``: its dotted name inside ``root`` ("" if it is ``root``).
+    ``owners``: modules whose forward receives the batch keyword arguments
+    (``root`` and, for PEFT, the wrapped transformers model).
+    ``tied``: every ``(path, module)`` to noise: ``module`` first, then the other embedding
+    modules sharing its weight (transformers >= 5 gives encoder-decoder models separate
+    encoder and decoder embedding modules tied to ``shared``, which itself is never called).
+    """
+
+    root: nn.Module
+    module: nn.Module
+    path: str
+    owners: tuple[nn.Module, ...]
+    tied: tuple[tuple[str, nn.Module], ...] = ()
+
+
+def _with_tied(root: nn.Module, module: nn.Module, path: str, owners: tuple) -> EmbeddingLocation:
+    weight = getattr(module, "weight", None)
+    tied = [(path, module)]
+    if isinstance(weight, nn.Parameter):
+        for name, other in root.named_modules():
+            if (
+                other is not module
+                and getattr(other, "weight", None) is weight
+                and (isinstance(other, nn.Embedding) or type(other) is type(module))
+            ):
+                tied.append((name, other))
+    return EmbeddingLocation(root, module, path, owners, tuple(tied))
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DDP / DataParallel / FSDP(1) / DeepSpeed / torch.compile wrappers (not PEFT)."""
+    while True:
+        children = model._modules
+        attr = next((a for a in _WRAPPER_ATTRS if isinstance(children.get(a), nn.Module)), None)
+        if attr is None or (type(model).__name__ not in _WRAPPER_CLASSES and len(children) != 1):
+            return model
+        model = children[attr]
+
+
+def _peft_base(model: nn.Module) -> nn.Module | None:
+    """The transformers model inside a PEFT wrapper, if ``model`` is one."""
+    get_base = getattr(type(model), "get_base_model", None)
+    if callable(get_base) and hasattr(model, "peft_config"):
+        try:
+            base = model.get_base_model()
+        except Exception:
+            return None
+        return base if isinstance(base, nn.Module) and base is not model else None
+    return None
+
+
+def _module_path(root: nn.Module, target: nn.Module) -> str:
+    for name, mod in root.named_modules(remove_duplicate=False):
+        if mod is target:
+            return name
+    return "<outside the model>"
+
+
+def find_input_embedding(model: nn.Module) -> EmbeddingLocation:
+    """Locate the input embedding of ``model``.
+
+    Tried in order: ``get_input_embeddings()`` (transformers models, PEFT wrappers,
+    encoder-decoder models' shared embedding), then the model's ``nn.Embedding``
+    submodules (one, or one with a conventional name such as ``embed_tokens``).
+    Raises :class:`EmbeddingNotFoundError` listing what was tried.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    root = unwrap_model(model)
+    base = _peft_base(root)
+    owners = (root,) if base is None else (root, base)
+    tried = []
+
+    for candidate in (base, root) if base is not None else (root,):
+        getter = getattr(candidate, "get_input_embeddings", None)
+        if not callable(getter):
+            continue
+        try:
+            emb = getter()
+        except (NotImplementedError, AttributeError) as exc:
+            tried.append(f"{type(candidate).__name__}.get_input_embeddings() raised {type(exc).__name__}")
+            continue
+        if isinstance(emb, nn.Module):
+            return _with_tied(root, emb, _module_path(root, emb), owners)
+        tried.append(f"{type(candidate).__name__}.get_input_embeddings() returned {type(emb).__name__}")
+    if not tried:
+        tried.append("no get_input_embeddings() method")
+
+    embeddings = [(n, m) for n, m in root.named_modules() if isinstance(m, nn.Embedding)]
+    if len(embeddings) == 1:
+        name, emb = embeddings[0]
+        return _with_tied(root, emb, name, owners)
+    for preferred in _PREFERRED_NAMES:
+        named = [(n, m) for n, m in embeddings if n.rsplit(".", 1)[-1] == preferred]
+        if len(named) == 1:
+            return _with_tied(root, named[0][1], named[0][0], owners)
+    if embeddings:
+        names = ", ".join(n or "<root>" for n, _ in embeddings[:6])
+        tried.append(
+            f"found {len(embeddings)} nn.Embedding modules ({names}) and none is named like an input embedding"
+        )
+    else:
+        tried.append("found no nn.Embedding submodule")
+    raise EmbeddingNotFoundError(
+        f"could not find the input embedding of {type(model).__name__}: " + "; ".join(tried) + ". "
+        "Pass the embedding explicitly: neftune.activate(model, alpha, embedding=model.<path>)."
+    )

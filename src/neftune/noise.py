@@ -1,0 +1,255 @@
+"""Pure NEFTune math: argument checks, per-sequence lengths, scales and noise sampling.
+
+Nothing here registers hooks or reads global state (except torch's default RNG when
+no generator is given). Shapes: ``embeds`` is ``(B, T, d)`` (or ``(T, d)``, treated as
+one row); masks and position ids are ``(B, T)``; ``cu_seqlens`` is ``(N + 1,)``
+cumulative lengths over the flattened ``B * T`` tokens.
+
+For one sequence of ``L`` real tokens and width ``d`` the noise is
+``alpha / sqrt(L * d) * eps`` with ``eps`` i.i.d. per element, so its squared L2 norm
+has expectation ``alpha**2 * Var(eps)``: ``alpha**2 / 3`` for "uniform",
+``alpha**2`` for "gaussian" and exactly ``alpha**2`` for "symmetric".
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+
+DISTRIBUTIONS = ("uniform", "gaussian", "symmetric")
+SCALINGS = ("per_sequence", "batch")
+
+#: Var(eps) of one noise element before scaling, per distribution.
+EPS_VARIANCE = {"uniform": 1.0 / 3.0, "gaussian": 1.0, "symmetric": 1.0}
+
+
+def check_alpha(alpha: object, name: str = "alpha") -> float:
+    """Return ``alpha`` as a float, or raise if it is not a finite number >= 0."""
+    if isinstance(alpha, bool) or not isinstance(alpha, Real | torch.Tensor):
+        raise TypeError(f"{name} must be a real number >= 0, got {type(alpha).__name__} {alpha!r}")
+    if isinstance(alpha, torch.Tensor):
+        if alpha.numel() != 1 or alpha.is_complex():
+            raise TypeError(f"{name} must be a real scalar, got a tensor of shape {tuple(alpha.shape)}")
+        alpha = alpha.item()
+    value = float(alpha)
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value} (the paper used 5, 10 or 15)")
+    return value
+
+
+def check_choice(value: object, choices: tuple[str, ...], name: str) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming the argument."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def expected_noise_norm(alpha: float, distribution: str = "uniform") -> float:
+    """sqrt(E||noise||^2) of one sequence: alpha/sqrt(3) for uniform, alpha otherwise."""
+    check_choice(distribution, DISTRIBUTIONS, "distribution")
+    return check_alpha(alpha) * math.sqrt(EPS_VARIANCE[distribution])
+
+
+def _as_rows(embeds: torch.Tensor) -> tuple[int, int, int]:
+    if embeds.dim() == 3:
+        return embeds.shape[0], embeds.shape[1], embeds.shape[2]
+    if embeds.dim() == 2:
+        return 1, embeds.shape[0], embeds.shape[1]
+    raise ValueError(f"embeds must have shape (batch, seq, dim) or (seq, dim); got {tuple(embeds.shape)}")
+
+
+def _check_2d(t: torch.Tensor, name: str, rows: int, cols: int) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() == 1 and rows == 1:
+        t = t.unsqueeze(0)
+    if tuple(t.shape) != (rows, cols):
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)} but the embeddings need ({rows}, {cols}) "
+            "(batch, sequence length)"
+        )
+    return t
+
+
+def segment_lengths(
+    shape: tuple[int, int],
+    *,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Length ``L`` of the sequence each token belongs to, shape ``(B, T)`` int64; 0 on padding.
+
+    Sources, most specific first: ``cu_seqlens`` (flattened ``B*T`` tokens; tokens past
+    its last entry are padding), ``position_ids`` (a new sequence starts where the id is 0
+    or does not continue the previous one), then one sequence per row. An
+    ``attention_mask`` (nonzero = real token) is combined with any of them: masked
+    tokens are padding and do not count towards ``L``.
+    """
+    rows, cols = shape
+    if device is None:
+        for t in (attention_mask, position_ids, cu_seqlens):
+            if isinstance(t, torch.Tensor):
+                device = t.device
+                break
+    valid = torch.ones(rows, cols, dtype=torch.bool, device=device)
+    if attention_mask is not None:
+        attention_mask = _check_2d(attention_mask, "attention_mask", rows, cols)
+        valid = attention_mask.to(device) != 0
+
+    if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
+            raise ValueError("cu_seqlens must be a 1-D tensor of cumulative lengths starting at 0")
+        cu = cu_seqlens.to(device=device, dtype=torch.long)
+        # Validation reads values back; skip it on accelerators to avoid a sync every step.
+        if cu.device.type == "cpu" and (
+            cu[0].item() != 0 or bool((cu.diff() < 0).any()) or cu[-1].item() > rows * cols
+        ):
+            raise ValueError(
+                f"cu_seqlens must start at 0, never decrease and end at most at {rows * cols} "
+                f"(batch x sequence tokens); got {cu.tolist()[:8]}{'...' if cu.numel() > 8 else ''}"
+            )
+        flat = torch.arange(rows * cols, device=device)
+        seg = torch.searchsorted(cu[1:], flat, right=True)  # index of the segment holding each token
+        inside = flat < cu[-1]
+        seg = seg.clamp(max=max(cu.numel() - 2, 0)).view(rows, cols)
+        valid = valid & inside.view(rows, cols)
+        row_offset = torch.zeros(rows, 1, dtype=torch.long, device=device)
+    else:
+        if position_ids is not None:
+            position_ids = _check_2d(position_ids, "position_ids", rows, cols).to(device)
+            starts = torch.ones(rows, cols, dtype=torch.bool, device=device)
+            if cols > 1:
+                starts[:, 1:] = (position_ids[:, 1:] == 0) | (position_ids[:, 1:] != position_ids[:, :-1] + 1)
+        else:
+            starts = torch.zeros(rows, cols, dtype=torch.bool, device=device)
+            starts[:, 0] = True
+        seg = starts.long().cumsum(1) - 1  # segment index within the row
+        row_offset = torch.arange(rows, device=device).unsqueeze(1) * cols
+    # Count real tokens per (row, segment) with one scatter over globally unique ids.
+    gid = (seg + row_offset).view(-1)
+    counts = torch.zeros(rows * cols, dtype=torch.long, device=device)
+    counts.scatter_add_(0, gid, valid.view(-1).long())
+    lengths = counts.gather(0, gid).view(rows, cols)
+    return lengths * valid
+
+
+def token_scales(
+    embeds: torch.Tensor,
+    alpha: float,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token noise scale ``alpha / sqrt(L * d)``, shape ``(B, T)`` float32 (``(T,)`` for 2-D embeds).
+
+    Exactly 0.0 on padding positions.
+    """
+    rows, cols, dim = _as_rows(embeds)
+    lengths = segment_lengths(
+        (rows, cols),
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cu_seqlens=cu_seqlens,
+        device=embeds.device,
+    )
+    lf = lengths.to(torch.float32)
+    scales = torch.where(lengths > 0, alpha / torch.sqrt(lf.clamp(min=1.0) * dim), torch.zeros_like(lf))
+    return scales if embeds.dim() == 3 else scales.squeeze(0)
+
+
+def sample_eps(
+    shape: torch.Size | tuple[int, ...],
+    distribution: str,
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Unscaled i.i.d. noise: U(-1, 1), N(0, 1) or random signs ±1."""
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if distribution == "uniform":
+        return out.uniform_(-1.0, 1.0, generator=generator)
+    if distribution == "gaussian":
+        return out.normal_(0.0, 1.0, generator=generator)
+    if distribution == "symmetric":
+        return out.bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
+    raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+
+
+def make_noise(
+    embeds: torch.Tensor,
+    alpha: float,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    distribution: str = "uniform",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The noise tensor alone (same shape and dtype as ``embeds``, no autograd graph)."""
+    alpha = check_alpha(alpha)
+    check_choice(distribution, DISTRIBUTIONS, "distribution")
+    scales = token_scales(
+        embeds, alpha, attention_mask=attention_mask, position_ids=position_ids, cu_seqlens=cu_seqlens
+    )
+    with torch.no_grad():
+        eps = sample_eps(
+            embeds.shape, distribution, dtype=embeds.dtype, device=embeds.device, generator=generator
+        )
+        return eps.mul_(scales.to(embeds.dtype).unsqueeze(-1))
+
+
+def add_noise(
+    embeds: torch.Tensor,
+    alpha: float,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    distribution: str = "uniform",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Return ``embeds + alpha / sqrt(L * d) * eps`` with ``L`` each sequence's own length.
+
+    ``embeds``: ``(B, T, d)`` or ``(T, d)``. With no mask, positions or ``cu_seqlens``,
+    ``L`` is the row length ``T``. Padding (mask 0, or past ``cu_seqlens[-1]``) gets
+    exactly zero noise. The result keeps ``embeds``' dtype, device and autograd graph
+    (gradient w.r.t. ``embeds`` is the identity); the noise itself is not differentiated.
+    Always adds noise: the train/eval decision belongs to the caller (see ``activate``).
+    """
+    if not isinstance(embeds, torch.Tensor):
+        raise TypeError(f"embeds must be a torch.Tensor, got {type(embeds).__name__}")
+    if not embeds.is_floating_point():
+        raise TypeError(f"embeds must be floating point, got {embeds.dtype}")
+    noise = make_noise(
+        embeds,
+        alpha,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cu_seqlens=cu_seqlens,
+        distribution=distribution,
+        generator=generator,
+    )
+    return embeds + noise
+
+
+def batch_scaled_noise_like(
+    output: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """transformers' formula: U(-m, m) with ``m = alpha / sqrt(T * d)`` (padded length ``T``).
+
+    Same operations in the same order as ``transformers.integrations.neftune``, so the
+    same RNG state gives bit-identical results.
+    """
+    _, cols, dim = _as_rows(output)
+    mag_norm = alpha / torch.sqrt(torch.tensor(cols * dim))
+    return torch.zeros_like(output).uniform_(-mag_norm, mag_norm, generator=generator)

@@ -1,0 +1,186 @@
+"""Shared fixtures: tiny models built from configs (never downloaded) and noise capture."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import neftune
+
+VOCAB = 128
+HIDDEN = 64
+
+#: z-score bound used by every statistical test: P(|Z| > 6) ~ 2e-9 per check, so even
+#: thousands of checks per run fail by chance with probability < 1e-5.
+Z = 6.0
+
+
+def expected_sq_norm(alpha: float, distribution: str) -> float:
+    """E||noise||^2 of one sequence = alpha^2 * Var(eps)."""
+    return alpha**2 * neftune.noise.EPS_VARIANCE[distribution]
+
+
+def sq_norm_sd(alpha: float, distribution: str, n_elements: int) -> float:
+    """sd of ||noise||^2 for one sequence of n = L*d elements.
+
+    ||noise||^2 = (alpha^2 / n) * sum_i eps_i^2, so Var = alpha^4 / n * Var(eps^2), with
+    Var(eps^2) = E[eps^4] - E[eps^2]^2 = 1/5 - 1/9 = 4/45 (uniform), 3 - 1 = 2 (gaussian),
+    0 (symmetric: eps^2 == 1).
+    """
+    var_eps_sq = {"uniform": 4.0 / 45.0, "gaussian": 2.0, "symmetric": 0.0}[distribution]
+    return alpha**2 * math.sqrt(var_eps_sq / n_elements)
+
+
+def assert_sequence_norm(noise_seq: torch.Tensor, alpha: float, distribution: str, rel_slack: float = 1e-4):
+    """``noise_seq``: (L, d) noise of one sequence; its squared norm within Z sd of the expectation."""
+    n = noise_seq.numel()
+    sq = noise_seq.double().pow(2).sum().item()
+    mean = expected_sq_norm(alpha, distribution)
+    tol = Z * sq_norm_sd(alpha, distribution, n) + rel_slack * mean
+    assert abs(sq - mean) <= tol, f"||noise||^2={sq:.5f}, expected {mean:.5f} +- {tol:.5f} (L*d={n})"
+
+
+def tiny_llama(dtype=torch.float32, **kw):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        **kw,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).to(dtype)
+
+
+def tiny_gpt2(dtype=torch.float32):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(
+        GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=2, n_head=4, n_positions=512)
+    ).to(dtype)
+
+
+def tiny_bert(dtype=torch.float32):
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=512,
+    )
+    return BertForMaskedLM(cfg).to(dtype)
+
+
+def tiny_t5(dtype=torch.float32):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = T5Config(
+        vocab_size=VOCAB,
+        d_model=HIDDEN,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+    )
+    return T5ForConditionalGeneration(cfg).to(dtype)
+
+
+def tiny_gemma(dtype=torch.float32):
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GemmaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        pad_token_id=0,
+    )
+    return GemmaForCausalLM(cfg).to(dtype)
+
+
+def tiny_lora_llama(dtype=torch.float32):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(tiny_llama(dtype), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+
+
+MODEL_FACTORIES = {
+    "llama": tiny_llama,
+    "gpt2": tiny_gpt2,
+    "bert": tiny_bert,
+    "t5": tiny_t5,
+    "lora-llama": tiny_lora_llama,
+}
+
+
+class NoiseRecorder:
+    """Records, for every call of an embedding module, the noise our hook added.
+
+    Registered after ``neftune.activate`` so it sees the noised output; the clean
+    output is recomputed by calling the module in eval mode on the same input.
+    """
+
+    def __init__(self, embedding: torch.nn.Module):
+        self.embedding = embedding
+        self.noise: list[torch.Tensor] = []
+        self._handle = embedding.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad(), self._paused():
+                clean = module(*args)
+        finally:
+            module.train(was_training)
+        self.noise.append((output.detach() - clean).float())
+
+    def _paused(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def paused():
+            handle, self._handle = self._handle, None
+            handle.remove()
+            try:
+                yield
+            finally:
+                self._handle = self.embedding.register_forward_hook(self._hook)
+
+        return paused()
+
+    def remove(self):
+        if self._handle is not None:
+            self._handle.remove()
+
+
+@pytest.fixture
+def padded_batch():
+    """Right-padded batch of 3 sequences (lengths 5, 12, 2) in a (3, 12) layout."""
+    lengths = [5, 12, 2]
+    ids = torch.randint(1, VOCAB, (3, 12))
+    mask = torch.zeros(3, 12, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    ids = ids * mask
+    return ids, mask, lengths

@@ -1,0 +1,111 @@
+"""Bad input gets a ValueError/TypeError that names the argument."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import neftune
+
+from conftest import tiny_llama
+
+
+@pytest.mark.parametrize(
+    ("alpha", "exc", "match"),
+    [
+        (-1.0, ValueError, "alpha must be >= 0"),
+        (math.nan, ValueError, "alpha must be finite"),
+        (math.inf, ValueError, "alpha must be finite"),
+        ("5", TypeError, "alpha must be a real number"),
+        (None, TypeError, "alpha must be a real number"),
+        (True, TypeError, "alpha must be a real number"),
+        (torch.ones(2), TypeError, "alpha must be a real scalar"),
+    ],
+)
+def test_bad_alpha(alpha, exc, match):
+    with pytest.raises(exc, match=match):
+        neftune.add_noise(torch.zeros(1, 2, 4), alpha)
+    with pytest.raises(exc, match=match):
+        neftune.activate(nn.Embedding(3, 4), alpha)
+    with pytest.raises(exc, match=match):
+        neftune.NEFTuneEmbedding(nn.Embedding(3, 4), alpha)
+
+
+def test_alpha_as_tensor_scalar_is_accepted():
+    out = neftune.add_noise(torch.zeros(1, 2, 4), torch.tensor(5.0))
+    assert out.abs().max() > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"distribution": "laplace"}, ValueError, r"unknown distribution 'laplace'"),
+        ({"distribution": 3}, TypeError, "distribution must be one of"),
+        ({"scaling": "global"}, ValueError, "unknown scaling 'global'"),
+        ({"seed": 1.5}, TypeError, "seed must be an int"),
+        ({"schedule": "exponential"}, ValueError, "unknown schedule 'exponential'"),
+        ({"schedule": "warmup:2"}, ValueError, "warm-up fraction"),
+    ],
+)
+def test_bad_activate_options(kwargs, exc, match):
+    model = tiny_llama()
+    with pytest.raises(exc, match=match):
+        neftune.activate(model, 5.0, **kwargs)
+    assert not neftune.is_active(model)
+
+
+def test_model_without_embedding():
+    model = nn.Sequential(nn.Linear(3, 3))
+    with pytest.raises(neftune.EmbeddingNotFoundError, match="found no nn.Embedding") as info:
+        neftune.activate(model, 5.0)
+    assert isinstance(info.value, ValueError)
+    assert "Sequential" in str(info.value) and "embedding=" in str(info.value)
+
+
+def test_not_a_module():
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        neftune.activate("gpt2", 5.0)
+    with pytest.raises(TypeError, match="embedding must be a torch.nn.Module"):
+        neftune.activate(nn.Embedding(3, 4), 5.0, embedding="x")
+    with pytest.raises(TypeError, match="embedding must be a torch.nn.Embedding"):
+        neftune.NEFTuneEmbedding(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"attention_mask": torch.ones(2, 5)}, r"attention_mask has shape \(2, 5\)"),
+        ({"attention_mask": torch.ones(3, 6)}, r"attention_mask has shape \(3, 6\)"),
+        ({"position_ids": torch.zeros(1, 6)}, r"position_ids has shape"),
+        ({"cu_seqlens": torch.tensor([1, 3])}, "cu_seqlens must start at 0"),
+        ({"cu_seqlens": torch.tensor([0, 4, 2])}, "never decrease"),
+        ({"cu_seqlens": torch.tensor([0, 13])}, "end at most at 12"),
+    ],
+)
+def test_mismatched_masks(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        neftune.add_noise(torch.zeros(2, 6, 4), 5.0, **kwargs)
+
+
+def test_bad_embeds():
+    with pytest.raises(TypeError, match="embeds must be floating point"):
+        neftune.add_noise(torch.zeros(2, 3, 4, dtype=torch.long), 5.0)
+    with pytest.raises(ValueError, match="embeds must have shape"):
+        neftune.add_noise(torch.zeros(2, 3, 4, 5), 5.0)
+    with pytest.raises(TypeError, match="embeds must be a torch.Tensor"):
+        neftune.add_noise([[0.0]], 5.0)
+
+
+def test_mismatched_mask_inside_model_is_ignored_with_warning():
+    model = tiny_llama()
+    h = neftune.activate(model, 5.0)
+    model.train()
+    ids = torch.randint(1, 100, (2, 6))
+    # a 4-D mask (a custom attention pattern) cannot give lengths: warn once and scale by row length
+    mask4d = torch.ones(2, 1, 6, 6, dtype=torch.bool).tril()
+    with pytest.warns(UserWarning, match="ignoring attention_mask of shape"):
+        model(input_ids=ids, attention_mask=mask4d)
+    h.remove()
