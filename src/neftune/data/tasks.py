@@ -12,8 +12,8 @@ Answer checking rule (used by :meth:`TaskFamily.check` and :func:`check_answer`)
    if different, its first non-empty line alone. So an explanation on *later*
    lines never turns a correct answer wrong, but extra words on the answer line do.
 2. Each candidate is normalised: runs of whitespace collapse to one space, one
-   pair of wrapping quotes/backticks is removed, and one trailing ``.`` or ``!``
-   is dropped (no expected answer ends with one).
+   pair of wrapping quotes/backticks is removed, and a trailing ``.`` or ``!``
+   inside and/or outside the quotes is dropped (no expected answer ends with one).
 3. The candidate is compared according to the family's answer kind:
 
    - ``text``: case-insensitive string equality.
@@ -162,12 +162,14 @@ def _candidates(prediction: str) -> list[str]:
     return out
 
 
+def _drop_final_stop(s: str) -> str:
+    return s[:-1].rstrip() if s[-1:] in (".", "!") else s
+
+
 def _normalise(text: str) -> str:
-    s = " ".join(text.split())
+    s = _drop_final_stop(" ".join(text.split()))
     if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'`":
-        s = s[1:-1].strip()
-    if s[-1:] in (".", "!"):
-        s = s[:-1].rstrip()
+        s = _drop_final_stop(s[1:-1].strip())
     return s
 
 
