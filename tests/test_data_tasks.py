@@ -129,7 +129,9 @@ def test_answers_match_independent_oracles() -> None:
         if iso:
             day = dt.date.fromisoformat(iso.group())
         else:
-            day = dt.datetime.strptime(re.search(r"[A-Z][a-z]+ \d+, \d{4}", ex.prompt).group(), "%B %d, %Y").date()
+            day = dt.datetime.strptime(
+                re.search(r"[A-Z][a-z]+ \d+, \d{4}", ex.prompt).group(), "%B %d, %Y"
+            ).date()
         assert ex.output == day.strftime("%A")
     for ex in _examples("next_in_sequence"):
         terms = _ints(ex.input or ex.instruction)
@@ -253,7 +255,7 @@ def test_split_sizes_and_keys(small_splits: dict[str, list[Example]]) -> None:
 def test_default_heldout_families_are_about_a_fifth() -> None:
     held = resolve_heldout_families(SMALL)
     assert held == tuple(sorted(held))
-    assert 0 < len(held) and abs(len(held) - 0.2 * len(FAMILIES)) <= 1
+    assert len(held) > 0 and abs(len(held) - 0.2 * len(FAMILIES)) <= 1
     assert resolve_heldout_families(SMALL) == held
     others = {resolve_heldout_families(SplitConfig(seed=s)) for s in range(6)}
     assert len(others) > 1, "the held-out choice should depend on the seed"
