@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import re
 from collections import Counter
@@ -346,3 +347,28 @@ def test_presets() -> None:
     assert max(map(len, outputs)) < 160
     prompts = [ex.prompt for split in splits.values() for ex in split]
     assert max(map(len, prompts)) < 400
+
+
+def test_splits_identical_across_processes() -> None:
+    """`neftune train` and `neftune eval` run in separate processes; str hashing must not leak in."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, json; from neftune.data import build_splits, SplitConfig; "
+        "s = build_splits(SplitConfig(n_train=64, n_eval=16, seed=5)); "
+        "print(hashlib.sha256(json.dumps({k: [e.prompt + e.output for e in v] for k, v in s.items()})"
+        ".encode()).hexdigest())"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1
