@@ -1,0 +1,260 @@
+"""Pure evaluation metrics (no torch): ROUGE-L, repetition, accuracy, confidence intervals.
+
+Word tokens are ``\\w+`` runs of the lower-cased text, so punctuation is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from .data.tasks import Example, check_answer
+
+__all__ = [
+    "accuracy",
+    "accuracy_by_family",
+    "alpacaeval_records",
+    "exact_match",
+    "length_stats",
+    "mean_and_ci",
+    "mean_rouge_l",
+    "paired_difference_ci",
+    "repetition_rate",
+    "rouge_l",
+    "student_t_cdf",
+    "student_t_ppf",
+    "word_tokens",
+]
+
+_WORD = re.compile(r"\w+")
+
+
+def word_tokens(text: str) -> list[str]:
+    """Lower-cased word tokens (``\\w+`` runs)."""
+    return _WORD.findall(text.lower())
+
+
+def _same_length(a: Sequence[Any], b: Sequence[Any], names: str) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"{names} differ in length: {len(a)} != {len(b)}")
+    if not a:
+        raise ValueError(f"{names} are empty")
+
+
+# --------------------------------------------------------------------------- text overlap
+
+
+def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    if len(b) > len(a):
+        a, b = b, a
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, start=1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1: harmonic mean of LCS/len(prediction) and LCS/len(reference) over word tokens.
+
+    Two texts without any word token score 1.0; exactly one empty scores 0.0.
+    """
+    p, r = word_tokens(prediction), word_tokens(reference)
+    if not p or not r:
+        return 1.0 if not p and not r else 0.0
+    lcs = _lcs_length(p, r)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def mean_rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Mean :func:`rouge_l` over aligned pairs."""
+    _same_length(predictions, references, "predictions and references")
+    return statistics.fmean(rouge_l(p, r) for p, r in zip(predictions, references))
+
+
+def repetition_rate(text: str, n: int = 2) -> float:
+    """Fraction of word n-grams that repeat an earlier n-gram of the same text.
+
+    ``1 - unique / total`` over the ``len(tokens) - n + 1`` n-grams; 0.0 when the
+    text has fewer than ``n`` tokens. ``"a b a b a b"`` has bigrams ab, ba, ab, ba,
+    ab: 2 unique of 5, so the rate is 0.6. Degenerate looping outputs approach 1.
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    tokens = word_tokens(text)
+    total = len(tokens) - n + 1
+    if total <= 0:
+        return 0.0
+    unique = len({tuple(tokens[i : i + n]) for i in range(total)})
+    return 1.0 - unique / total
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """Equality after stripping, collapsing whitespace and case-folding."""
+    return " ".join(prediction.split()).casefold() == " ".join(reference.split()).casefold()
+
+
+# --------------------------------------------------------------------------- task accuracy
+
+
+def accuracy(examples: Sequence[Example], predictions: Sequence[str]) -> float:
+    """Fraction of predictions that :func:`~neftune.data.check_answer` accepts."""
+    _same_length(examples, predictions, "examples and predictions")
+    return sum(check_answer(e, p) for e, p in zip(examples, predictions)) / len(examples)
+
+
+def accuracy_by_family(examples: Sequence[Example], predictions: Sequence[str]) -> dict[str, float]:
+    """Accuracy per task family, keys sorted by family name."""
+    _same_length(examples, predictions, "examples and predictions")
+    hits: dict[str, list[bool]] = {}
+    for e, p in zip(examples, predictions):
+        hits.setdefault(e.family, []).append(check_answer(e, p))
+    return {f: sum(v) / len(v) for f, v in sorted(hits.items())}
+
+
+def _count_tokens(tokenizer: Any, text: str) -> int:
+    if hasattr(tokenizer, "encode"):
+        try:
+            return len(tokenizer.encode(text, add_special_tokens=False))
+        except TypeError:
+            return len(tokenizer.encode(text))
+    if callable(tokenizer):
+        return len(tokenizer(text))
+    raise TypeError("tokenizer must have an encode() method or be a callable returning tokens")
+
+
+def length_stats(texts: Sequence[str], tokenizer: Any = None) -> dict[str, float]:
+    """Mean length of ``texts`` in characters, words and (with a tokenizer) tokens.
+
+    ``tokenizer`` is a Hugging Face tokenizer (special tokens are not counted), any
+    object with ``encode(text)``, or a callable returning a sequence of tokens.
+    Returns ``n``, ``mean_chars``, ``mean_words`` and maybe ``mean_tokens``; means
+    are 0.0 when ``texts`` is empty.
+    """
+    n = len(texts)
+    out: dict[str, float] = {
+        "n": n,
+        "mean_chars": sum(len(t) for t in texts) / n if n else 0.0,
+        "mean_words": sum(len(t.split()) for t in texts) / n if n else 0.0,
+    }
+    if tokenizer is not None:
+        out["mean_tokens"] = sum(_count_tokens(tokenizer, t) for t in texts) / n if n else 0.0
+    return out
+
+
+# --------------------------------------------------------------------------- Student t
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for coef in (
+            m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),
+            -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0)),
+        ):
+            d = 1.0 + coef * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + coef / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return f
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
+    if df <= 0:
+        raise ValueError("df must be > 0")
+    if math.isinf(t):
+        return 1.0 if t > 0 else 0.0
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def student_t_ppf(q: float, df: float) -> float:
+    """Quantile (inverse CDF) of Student's t, found by bisection on :func:`student_t_cdf`."""
+    if not 0.0 < q < 1.0:
+        raise ValueError("q must be in (0, 1)")
+    if df <= 0:
+        raise ValueError("df must be > 0")
+    if q == 0.5:
+        return 0.0
+    if q < 0.5:
+        return -student_t_ppf(1.0 - q, df)
+    lo, hi = 0.0, 2.0
+    while student_t_cdf(hi, df) < q:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if student_t_cdf(mid, df) < q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def mean_and_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Sample mean and its two-sided Student-t confidence interval: ``(mean, lo, hi)``.
+
+    The half-width is ``t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with ``s`` the
+    sample standard deviation. With one value the interval is undefined and
+    ``lo`` and ``hi`` are NaN.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError("confidence must be in (0, 1)")
+    xs = [float(v) for v in values]
+    if not xs:
+        raise ValueError("mean_and_ci needs at least one value")
+    mean = statistics.fmean(xs)
+    if len(xs) == 1:
+        return mean, math.nan, math.nan
+    half = student_t_ppf((1.0 + confidence) / 2.0, len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))
+    return mean, mean - half, mean + half
+
+
+def paired_difference_ci(
+    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """:func:`mean_and_ci` of the paired differences ``a[i] - b[i]`` (e.g. per-seed scores)."""
+    _same_length(a, b, "a and b")
+    return mean_and_ci([x - y for x, y in zip(a, b)], confidence)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def alpacaeval_records(
+    instructions: Sequence[str], outputs: Sequence[str], generator: str
+) -> list[dict[str, str]]:
+    """Model outputs in the AlpacaEval format (``instruction``, ``output``, ``generator``)."""
+    if len(instructions) != len(outputs):
+        raise ValueError(f"instructions and outputs differ in length: {len(instructions)} != {len(outputs)}")
+    return [{"instruction": i, "output": o, "generator": generator} for i, o in zip(instructions, outputs)]

@@ -1,0 +1,349 @@
+"""User data loading (Alpaca / chat / datasets folders / hub ids) and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neftune.data import (
+    DataError,
+    Record,
+    SplitConfig,
+    build_splits,
+    check_answer,
+    examples_to_records,
+    load_records,
+    records_to_examples,
+)
+from neftune.io import write_json_atomic, write_jsonl_atomic
+
+ALPACA = [
+    {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+    {"instruction": "Say hello.", "output": "Hello!"},
+    {"instruction": "Be brief.", "input": "", "output": "OK", "system": "You are terse.", "id": 7},
+]
+CHAT = [
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]},
+    {
+        "messages": [
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "1+1?"},
+            {"role": "assistant", "content": "2"},
+            {"role": "user", "content": "And 2+2?"},
+            {"role": "assistant", "content": "4"},
+        ],
+        "source": "hand",
+    },
+]
+
+
+def _write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _check_alpaca(records: list[Record]) -> None:
+    assert len(records) == 3
+    first, second, third = records
+    assert first.messages == [
+        {"role": "user", "content": "Add the numbers.\n\n2 and 3"},
+        {"role": "assistant", "content": "5"},
+    ]
+    assert first.prompt_messages == [{"role": "user", "content": "Add the numbers.\n\n2 and 3"}]
+    assert first.response == "5"
+    assert second.messages[0]["content"] == "Say hello."
+    assert third.messages[0] == {"role": "system", "content": "You are terse."}
+    assert third.response == "OK"
+    assert third.meta["id"] == 7
+
+
+def _check_chat(records: list[Record]) -> None:
+    assert len(records) == 2
+    assert records[0].response == "Hello"
+    assert records[1].messages[0]["role"] == "system"
+    assert [m["role"] for m in records[1].prompt_messages] == ["system", "user", "assistant", "user"]
+    assert records[1].response == "4"
+    assert records[1].meta == {"source": "hand"}
+
+
+# --------------------------------------------------------------------------- good inputs
+
+
+def test_alpaca_json(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(ALPACA), encoding="utf-8")
+    _check_alpaca(load_records(path))
+    _check_alpaca(load_records(str(path)))
+
+
+def test_alpaca_jsonl_with_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in ALPACA[:2]) + "\n\n" + json.dumps(ALPACA[2]) + "\n")
+    _check_alpaca(load_records(path))
+
+
+def test_chat_jsonl_and_json(tmp_path: Path) -> None:
+    _check_chat(load_records(_write_jsonl(tmp_path / "chat.jsonl", CHAT)))
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps(CHAT), encoding="utf-8")
+    _check_chat(load_records(path))
+
+
+def test_mixed_formats_detected_per_record(tmp_path: Path) -> None:
+    records = load_records(_write_jsonl(tmp_path / "mixed.jsonl", [ALPACA[0], CHAT[0]]))
+    assert [r.response for r in records] == ["5", "Hello"]
+
+
+def test_jsonl_content_with_json_suffix(tmp_path: Path) -> None:
+    _check_alpaca(load_records(_write_jsonl(tmp_path / "actually_lines.json", ALPACA)))
+
+
+def test_saved_dataset_folder(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list(ALPACA[:2])
+    ds.save_to_disk(str(tmp_path / "single"))
+    records = load_records(tmp_path / "single")
+    assert [r.response for r in records] == ["5", "Hello!"]
+
+    dd = datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(CHAT[:1]), "test": datasets.Dataset.from_list(ALPACA[:1])}
+    )
+    dd.save_to_disk(str(tmp_path / "dict"))
+    assert load_records(tmp_path / "dict")[0].response == "Hello"
+    assert load_records(tmp_path / "dict", split="test")[0].response == "5"
+    with pytest.raises(DataError, match=r"split 'validation' not found; available: train, test"):
+        load_records(tmp_path / "dict", split="validation")
+
+
+def test_hub_dataset_id_uses_load_dataset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load_dataset(name: str, split: str) -> Any:
+        calls.append((name, split))
+        return datasets.Dataset.from_list(ALPACA[:1])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.chdir(tmp_path)
+    records = load_records("someone/tiny-set", split="validation")
+    assert calls == [("someone/tiny-set", "validation")]
+    assert records[0].response == "5"
+
+
+def test_hub_failure_becomes_data_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+
+    def failing(name: str, split: str) -> Any:
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", failing)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"someone/missing.*no network access.*ConnectionError: offline"):
+        load_records("someone/missing")
+
+
+def test_missing_local_path(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_records(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_records("definitely_not_here.jsonl")
+
+
+# --------------------------------------------------------------------------- malformed inputs
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "pattern"),
+    [
+        ('{"instruction": "x", "output": "y"', r"line 2: invalid JSON"),
+        ('{"instruction": "x"}', r"line 2: field 'output' is missing \(Alpaca records need"),
+        ('{"output": "y"}', r"line 2: field 'instruction' is missing"),
+        ('{"instruction": "x", "output": 5}', r"line 2: field 'output' must be a string, got int"),
+        ('{"instruction": "x", "input": ["a"], "output": "y"}', r"line 2: field 'input' must be a string"),
+        ('{"instruction": "  ", "output": "y"}', r"line 2: field 'instruction' is empty"),
+        ('{"messages": []}', r"line 2: field 'messages' is empty"),
+        ('{"messages": "hi"}', r"line 2: field 'messages' must be a list"),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}]}',
+            r"line 2: field 'messages\[0\].role': the last message must be from the assistant",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}',
+            r"line 2: field 'messages\[1\].role' has unknown role 'bot'",
+        ),
+        (
+            '{"messages": [{"role": "assistant", "content": "a"}]}',
+            r"line 2: field 'messages\[0\].role' is 'assistant' but 'user' was expected",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant"}]}',
+            r"line 2: field 'messages\[1\].content' is missing",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "b"}]}',
+            r"line 2: field 'messages\[0\].content' must be a string",
+        ),
+        ('{"messages": [{"role": "system", "content": "s"}]}', r"line 2: field 'messages' has only a system"),
+        (
+            '{"prompt": "x", "completion": "y"}',
+            r"line 2: unrecognised record \(fields: 'prompt', 'completion'\)",
+        ),
+        ("[1, 2]", r"line 2: expected a JSON object, got list"),
+    ],
+)
+def test_malformed_jsonl_names_file_line_and_field(tmp_path: Path, bad_line: str, pattern: str) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(ALPACA[0]) + "\n" + bad_line + "\n" + json.dumps(ALPACA[1]) + "\n")
+    with pytest.raises(DataError, match=pattern) as info:
+        load_records(path)
+    assert str(info.value).startswith(f"{path} line 2: ")
+    assert info.value.source == str(path)
+    assert info.value.where == "line 2"
+
+
+def test_error_message_matches_documented_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    lines = [json.dumps(ALPACA[0])] * 6 + ['{"instruction": "no answer"}']
+    Path("data.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        load_records("data.jsonl")
+    assert str(info.value) == (
+        "data.jsonl line 7: field 'output' is missing (Alpaca records need 'instruction' and 'output')"
+    )
+    assert info.value.field == "output"
+    assert isinstance(info.value, ValueError)
+
+
+def test_malformed_json_names_item_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([ALPACA[0], {"instruction": "x", "output": None}]))
+    with pytest.raises(DataError, match=r"data\.json\[1\]: field 'output' is missing") as info:
+        load_records(path)
+    assert info.value.field == "output"
+
+    path.write_text(json.dumps([ALPACA[0], CHAT[0], {"messages": [{"role": "user", "content": "?"}]}]))
+    with pytest.raises(DataError, match=r"data\.json\[2\]: field 'messages\[0\]\.role'"):
+        load_records(path)
+
+
+def test_invalid_json_file_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text('[\n  {"instruction": "a", "output": "b"},\n  {"instruction": "c" "output": "d"}\n]\n')
+    with pytest.raises(DataError, match=r"data\.json line 3: invalid JSON \(Expecting ',' delimiter"):
+        load_records(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "pattern"),
+    [
+        ("empty.jsonl", "", r"empty\.jsonl: no records found \(the file is empty\)"),
+        ("blank.jsonl", "\n  \n\n", r"blank\.jsonl: no records found"),
+        ("empty.json", "[]", r"empty\.json: no records found"),
+        ("obj.json", '{"rows": []}', r"obj\.json: expected a JSON list of records, got dict"),
+        ("data.csv", "a,b\n1,2\n", r"data\.csv: unsupported file type '\.csv'"),
+    ],
+)
+def test_empty_and_unsupported_files(tmp_path: Path, name: str, content: str, pattern: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=pattern):
+        load_records(path)
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(b'{"instruction": "caf\xe9", "output": "x"}\n')
+    with pytest.raises(DataError, match=r"latin\.jsonl: not UTF-8"):
+        load_records(path)
+
+
+def test_folder_that_is_not_a_saved_dataset(tmp_path: Path) -> None:
+    (tmp_path / "stuff").mkdir()
+    with pytest.raises(DataError, match=r"not a dataset saved with datasets\.save_to_disk"):
+        load_records(tmp_path / "stuff")
+
+
+def test_bad_row_in_saved_dataset(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list(
+        [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": None}]
+    )
+    ds.save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(DataError, match=r"ds row 1: field 'output' is missing"):
+        load_records(tmp_path / "ds")
+
+
+# --------------------------------------------------------------------------- generated tasks <-> records
+
+
+def test_examples_round_trip_through_records_and_files(tmp_path: Path) -> None:
+    examples = build_splits(SplitConfig(n_train=40, n_eval=10, seed=1))["eval_heldout_families"]
+    records = examples_to_records(examples)
+    assert [r.messages for r in records] == [e.to_messages() for e in examples]
+    assert all(
+        r.meta["family"] == e.family and r.meta["template"] == e.template for r, e in zip(records, examples)
+    )
+    assert records_to_examples(records) == examples
+
+    path = write_jsonl_atomic(
+        tmp_path / "eval.jsonl",
+        [{**e.to_alpaca(), "family": e.family, "template": e.template} for e in examples],
+    )
+    loaded = records_to_examples(load_records(path))
+    assert loaded == examples
+    assert all(check_answer(e, e.output) for e in loaded)
+
+
+def test_records_to_examples_needs_a_family() -> None:
+    rec = Record(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+    with pytest.raises(DataError, match=r"record 0: meta 'family' is None"):
+        records_to_examples([rec])
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_write_json_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "dir" / "out.json"
+    assert write_json_atomic(path, {"a": [1, 2], "é": "ü"}) == path
+    assert json.loads(path.read_text(encoding="utf-8")) == {"a": [1, 2], "é": "ü"}
+    assert "ü" in path.read_text(encoding="utf-8")
+    write_json_atomic(path, [3])
+    assert json.loads(path.read_text()) == [3]
+    assert os.listdir(path.parent) == ["out.json"]
+
+
+def test_write_json_atomic_failure_keeps_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.json"
+    write_json_atomic(path, {"ok": True})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"ok": True}
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_write_jsonl_atomic(tmp_path: Path) -> None:
+    path = write_jsonl_atomic(tmp_path / "rows.jsonl", ({"i": i} for i in range(3)))
+    assert path.read_text().splitlines() == ['{"i": 0}', '{"i": 1}', '{"i": 2}']
+
+
+def test_write_text_atomic_cleans_up_when_rename_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neftune import io as nio
+
+    path = tmp_path / "out.json"
+    write_json_atomic(path, {"old": 1})
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(nio.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        write_json_atomic(path, {"new": 2})
+    assert json.loads(path.read_text()) == {"old": 1}
+    assert os.listdir(tmp_path) == ["out.json"]
