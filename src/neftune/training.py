@@ -1,0 +1,195 @@
+"""Fine-tuning runs: TRL ``SFTTrainer`` plus neftune's callback, loss on responses only.
+
+Reads top to bottom: config -> data -> model -> trainer -> train (noise on) -> save.
+A run folder holds the model (or LoRA adapter), the tokenizer, ``neftune_run.json``
+(resolved config + metrics, written atomically and last: its ``status`` says whether the
+run finished) and ``train_log.json``. Checkpoints live in ``checkpoints/`` for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data import DataError, Record
+from .data.bundle import resolve_data
+from .io import write_json_atomic
+from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
+
+RUN_FILE = "neftune_run.json"
+
+
+class RunError(ValueError):
+    """A run cannot start (bad option, folder in use); the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved with it. ``alpha=0`` is the baseline."""
+
+    model: str = "smollm2-135m"
+    data: str = "builtin:quick"
+    out: str = "runs/neftune"
+    alpha: float = 5.0
+    distribution: str = "uniform"
+    scaling: str = "per_sequence"
+    schedule: str | None = None
+    lora: bool = False
+    lora_r: int = 16
+    epochs: float = 1.0
+    max_steps: int = -1
+    lr: float | None = None  # default: 5e-5 full fine-tune, 2e-4 LoRA
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    seed: int = 0
+    padding_free: bool = True
+    logging_steps: int = 5
+    save_steps: int = 50
+    bf16: bool | None = None  # default: on for CUDA with bf16 support
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        check_alpha(self.alpha, "alpha")
+        if self.alpha > 100:
+            raise RunError(f"alpha {self.alpha} is far outside the useful range (the paper used 5-15); max 100")
+        check_choice(self.distribution, DISTRIBUTIONS, "distribution")
+        check_choice(self.scaling, SCALINGS, "scaling")
+        for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "save_steps", "lora_r"):
+            if getattr(self, name) < 1:
+                raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise RunError("give epochs > 0 or max_steps > 0")
+        if self.lr is not None and not self.lr > 0:
+            raise RunError(f"lr must be > 0, got {self.lr}")
+
+
+def run_status(out: str | Path) -> str | None:
+    """'complete', 'running', or None (no run in that folder)."""
+    path = Path(out) / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, json.JSONDecodeError):
+        return "corrupt"
+
+
+def prepare_out_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Path:
+    out = Path(out)
+    status = run_status(out)
+    if status == "complete" and not overwrite:
+        raise RunError(f"{out} already holds a finished run; pass --overwrite to replace it, or choose --out")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    elif out.exists() and any(out.iterdir()) and not resume and status is None:
+        raise RunError(f"{out} exists and is not empty; pass --overwrite to replace it, or choose --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _to_prompt_completion(records: list[Record]) -> list[dict[str, Any]]:
+    return [{"prompt": r.prompt_messages, "completion": [r.messages[-1]]} for r in records]
+
+
+def check_prompt_lengths(records: list[Record], tokenizer: Any, max_length: int, source: str) -> None:
+    """Refuse records whose prompt alone fills ``max_length`` (no response token would be trained on)."""
+    for i, record in enumerate(records):
+        ids = tokenizer.apply_chat_template(record.prompt_messages, add_generation_prompt=True, tokenize=True)
+        n = len(ids["input_ids"] if isinstance(ids, dict) else ids)
+        if n >= max_length:
+            raise RunError(
+                f"{source} record {i}: the prompt is {n} tokens, not shorter than max length {max_length}; "
+                "raise --max-length or shorten the prompt"
+            )
+
+
+def _checkpoint_exists(folder: Path) -> bool:
+    return folder.exists() and any(p.name.startswith("checkpoint-") for p in folder.iterdir())
+
+
+def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Run one fine-tuning job; returns the metrics stored in ``neftune_run.json``."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from .integrations.transformers import attach
+    from .models import load_model_and_tokenizer
+
+    cfg.validate()
+    out = prepare_out_dir(cfg.out, overwrite=overwrite, resume=resume)
+    bundle = resolve_data(cfg.data, seed=cfg.seed)
+    if not bundle.train:
+        raise DataError(f"{cfg.data}: no training records")
+
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    check_prompt_lengths(bundle.train, tokenizer, cfg.max_length, cfg.data)
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model, LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear",
+                              task_type="CAUSAL_LM")
+        )
+
+    write_json_atomic(out / RUN_FILE, {"status": "running", "config": asdict(cfg)})
+    lr = cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora else 5e-5)
+    ckpt_dir = out / "checkpoints"
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=lr,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        max_length=cfg.max_length,
+        padding_free=cfg.padding_free,
+        completion_only_loss=True,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=bf16,
+        use_cpu=not cuda,
+        report_to="none",
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,
+        dataset_num_proc=None,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(_to_prompt_completion(bundle.train)),
+        processing_class=tokenizer,
+    )
+    attach(trainer, cfg.alpha, distribution=cfg.distribution, scaling=cfg.scaling,
+           schedule=cfg.schedule, seed=cfg.seed)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume and _checkpoint_exists(ckpt_dir) else None)
+    seconds = time.perf_counter() - start
+
+    model = trainer.model
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    write_json_atomic(out / "train_log.json", trainer.state.log_history)
+    metrics = {
+        "train_loss": result.training_loss,
+        "train_seconds": seconds,
+        "global_step": trainer.state.global_step,
+        "train_records": len(bundle.train),
+        "learning_rate": lr,
+        "bf16": bf16,
+        "device": "cuda" if cuda else "cpu",
+    }
+    write_json_atomic(out / RUN_FILE, {"status": "complete", "config": asdict(cfg), "metrics": metrics})
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return metrics
