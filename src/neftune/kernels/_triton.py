@@ -21,7 +21,10 @@ generated in registers from a counter-based RNG (Philox, via ``tl.rand`` /
   on ``(seed, shape, distribution)``: the same seed gives bit-identical noise for a
   contiguous tensor, a strided view of the same values, and in-place vs
   out-of-place calls, whatever block sizes are picked.
-* Math is float32; the result is stored in the output's dtype. Where a token's
+* Math is float32 with FMA contraction off (``x + s * eps`` rounds the product,
+  then the sum, exactly like the interpreter and the torch reference), so compiled
+  and interpreted kernels agree bit for bit wherever the RNG math is exact
+  (uniform, symmetric). The result is stored in the output's dtype. Where a token's
   scale is exactly 0 (padding) the input value is stored unchanged, bit for bit
   (``x + 0 * eps`` would turn ``-0.0`` into ``+0.0``).
 """
@@ -124,6 +127,6 @@ def launch(x2: torch.Tensor, out2: torch.Tensor, scales1: torch.Tensor, distribu
     kernel = _kernel()
     if x2.is_cuda and not triton.knobs.runtime.interpret:
         with torch.cuda.device(x2.device):
-            kernel[grid](*args, **meta, num_warps=num_warps)
+            kernel[grid](*args, **meta, num_warps=num_warps, enable_fp_fusion=False)
     else:
         kernel[grid](*args, **meta)
