@@ -13,6 +13,7 @@ CUDA tensor or ``TRITON_INTERPRET=1`` for the CPU interpreter).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -33,6 +34,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _SEED_MOD = 2**63
 
 
+@functools.cache
 def _triton_importable() -> bool:
     try:
         return importlib.util.find_spec("triton") is not None
@@ -47,7 +49,7 @@ def _interpret_mode() -> bool:
 
         return bool(triton.knobs.runtime.interpret)
     except (ImportError, AttributeError):
-        return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+        return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes", "y")
 
 
 def triton_available(tensor: torch.Tensor | None = None) -> bool:
@@ -91,16 +93,17 @@ def _forward(
     scales1 = scales.reshape(n_rows).to(torch.float32).contiguous()
 
     x2 = _as_rows(embeds, n_rows, n_cols)
-    if x2 is None:  # e.g. hidden dim not contiguous: work on a contiguous copy
+    is_view = x2 is not None
+    if not is_view:  # e.g. hidden dim not contiguous: work on a contiguous copy
         x2 = embeds.contiguous().view(n_rows, n_cols)
     if not inplace:
         out2 = torch.empty((n_rows, n_cols), dtype=embeds.dtype, device=embeds.device)
         _triton.launch(x2, out2, scales1, distribution, seed)
         return out2.view(embeds.shape)
-    # In place: write straight into embeds when it has a usable 2-D view, else
-    # compute into the contiguous copy and copy back.
+    # In place: write straight through the 2-D view of embeds when there is one,
+    # else into the contiguous copy and copy that back.
     _triton.launch(x2, x2, scales1, distribution, seed)
-    if x2.data_ptr() != embeds.data_ptr() or _as_rows(embeds, n_rows, n_cols) is None:
+    if not is_view:
         embeds.copy_(x2.view(embeds.shape))
     return embeds
 
