@@ -1,0 +1,160 @@
+"""Fused NEFTune noise kernels.
+
+``fused_add_noise(embeds, scales, distribution=..., seed=...)`` returns
+``embeds + scales[..., None] * eps`` in a single read/write pass: ``eps`` is drawn
+inside a Triton kernel from a counter-based RNG keyed on ``seed`` and each
+element's logical index, so no noise tensor is materialised. The plain-torch
+ground truth is :func:`reference_add_noise`.
+
+Triton is optional: nothing here imports it until a kernel is launched, and
+:func:`triton_available` says whether a launch can work (triton importable, and a
+CUDA tensor or ``TRITON_INTERPRET=1`` for the CPU interpreter).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+from .reference import DISTRIBUTIONS, check_distribution, check_scales, reference_add_noise
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "SUPPORTED_DTYPES",
+    "fused_add_noise",
+    "reference_add_noise",
+    "triton_available",
+]
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+_SEED_MOD = 2**63
+
+
+@functools.cache
+def _triton_importable() -> bool:
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _interpret_mode() -> bool:
+    """Whether TRITON_INTERPRET is on, read the way triton reads it."""
+    try:
+        import triton
+
+        return bool(triton.knobs.runtime.interpret)
+    except (ImportError, AttributeError):
+        return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes", "y")
+
+
+def triton_available(tensor: torch.Tensor | None = None) -> bool:
+    """True when :func:`fused_add_noise` can run.
+
+    That is: triton is importable and either ``TRITON_INTERPRET=1`` is set (CPU
+    interpreter, slow, for tests) or the data is on a CUDA device — ``tensor``'s
+    device when given, otherwise whether CUDA is available at all.
+    """
+    if not _triton_importable():
+        return False
+    if _interpret_mode():
+        return True
+    if tensor is not None:
+        return tensor.is_cuda
+    return torch.cuda.is_available()
+
+
+def _as_rows(t: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor | None:
+    """A 2-D ``(n_rows, n_cols)`` view of ``t`` with unit stride on the last dim, or None."""
+    if t.stride(-1) != 1 and n_cols > 1:
+        return None
+    try:
+        v = t.view(n_rows, n_cols)
+    except RuntimeError:
+        return None
+    if v.stride(-1) != 1 and n_cols > 1:
+        return None
+    return v
+
+
+def _forward(
+    embeds: torch.Tensor, scales: torch.Tensor, distribution: str, seed: int, inplace: bool
+) -> torch.Tensor:
+    from . import _triton
+
+    n_cols = embeds.shape[-1]
+    n_rows = embeds.numel() // n_cols if n_cols else 0
+    if embeds.numel() == 0:
+        return embeds if inplace else embeds.clone()
+    scales1 = scales.reshape(n_rows).to(torch.float32).contiguous()
+
+    x2 = _as_rows(embeds, n_rows, n_cols)
+    is_view = x2 is not None
+    if not is_view:  # e.g. hidden dim not contiguous: work on a contiguous copy
+        x2 = embeds.contiguous().view(n_rows, n_cols)
+    if not inplace:
+        out2 = torch.empty((n_rows, n_cols), dtype=embeds.dtype, device=embeds.device)
+        _triton.launch(x2, out2, scales1, distribution, seed)
+        return out2.view(embeds.shape)
+    # In place: write straight through the 2-D view of embeds when there is one,
+    # else into the contiguous copy and copy that back.
+    _triton.launch(x2, x2, scales1, distribution, seed)
+    if not is_view:
+        embeds.copy_(x2.view(embeds.shape))
+    return embeds
+
+
+class _FusedAddNoise(torch.autograd.Function):
+    """``out = embeds + scale * eps`` with ``d out / d embeds = I`` (the noise is a constant)."""
+
+    @staticmethod
+    def forward(ctx, embeds, scales, distribution, seed, inplace):
+        out = _forward(embeds, scales, distribution, seed, inplace)
+        if inplace:
+            ctx.mark_dirty(embeds)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out, None, None, None, None
+
+
+def fused_add_noise(
+    embeds: torch.Tensor,
+    scales: torch.Tensor,
+    *,
+    distribution: str,
+    seed: int,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Return ``embeds + scales[..., None] * eps`` computed by one Triton kernel.
+
+    Args:
+        embeds: ``(B, T, d)`` or ``(N, d)`` (any leading shape) float32/bf16/fp16.
+        scales: ``embeds.shape[:-1]`` per-token scales (``alpha / sqrt(L * d)``, 0 on
+            padding), cast to float32. Tokens with scale exactly 0 are left bit-identical.
+        distribution: ``"uniform"`` (eps ~ U[-1, 1)), ``"gaussian"`` (N(0, 1) by
+            Box-Muller, |eps| <= ~5.7) or ``"symmetric"`` (eps = +-1 with p = 1/2).
+        seed: RNG seed (any int; reduced mod 2**63). Same seed + shape + distribution
+            gives bit-identical noise, independent of memory layout and ``inplace``.
+        inplace: write into ``embeds`` and return it. Under autograd this is only
+            legal where torch allows in-place ops (not on a leaf that requires grad).
+
+    Math is float32, the result has ``embeds``' dtype. Differentiable w.r.t.
+    ``embeds`` with an identity backward; no graph is recorded for the noise.
+    """
+    check_distribution(distribution)
+    check_scales(embeds, scales)
+    if embeds.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"fused_add_noise supports {SUPPORTED_DTYPES}, got {embeds.dtype}")
+    if not triton_available(embeds):
+        raise RuntimeError(
+            "fused_add_noise needs triton and a CUDA tensor (or TRITON_INTERPRET=1); "
+            "use neftune.kernels.reference_add_noise otherwise"
+        )
+    seed = int(seed) % _SEED_MOD
+    return _FusedAddNoise.apply(embeds, scales, distribution, seed, bool(inplace))
