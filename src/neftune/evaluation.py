@@ -21,6 +21,7 @@ from .data import Record, check_answer, records_to_examples
 from .data.bundle import resolve_data
 from .io import write_json_atomic
 from .metrics import alpacaeval_records, length_stats, mean_rouge_l, repetition_rate
+from .models import chat_token_ids
 
 
 @dataclass
@@ -56,14 +57,13 @@ def load_for_eval(spec: str):
 
 
 def _encode(tok: Any, record: Record) -> tuple[list[int], int]:
-    prompt = tok.apply_chat_template(record.prompt_messages, add_generation_prompt=True, tokenize=True)
-    full = tok.apply_chat_template(record.messages, tokenize=True)
-    prompt = prompt["input_ids"] if isinstance(prompt, dict) else prompt
-    full = full["input_ids"] if isinstance(full, dict) else full
-    return list(full), len(prompt)
+    prompt = chat_token_ids(tok, record.prompt_messages, add_generation_prompt=True)
+    return chat_token_ids(tok, record.messages), len(prompt)
 
 
-def response_loss(model: Any, tok: Any, records: list[Record], batch_size: int = 8, max_length: int = 1024) -> float:
+def response_loss(
+    model: Any, tok: Any, records: list[Record], batch_size: int = 8, max_length: int = 1024
+) -> float:
     """Mean cross-entropy (nats/token) over response tokens, noise off."""
     import torch
 
@@ -72,7 +72,7 @@ def response_loss(model: Any, tok: Any, records: list[Record], batch_size: int =
     encoded = [_encode(tok, r) for r in records]
     with torch.no_grad():
         for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start:start + batch_size]
+            chunk = encoded[start : start + batch_size]
             width = min(max_length, max(len(ids) for ids, _ in chunk))
             ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
             labels = torch.full_like(ids, -100)
@@ -81,20 +81,30 @@ def response_loss(model: Any, tok: Any, records: list[Record], batch_size: int =
                 seq = seq[:width]
                 ids[i, : len(seq)] = torch.tensor(seq)
                 mask[i, : len(seq)] = 1
-                labels[i, n_prompt: len(seq)] = torch.tensor(seq[n_prompt:])
+                labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
             shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
             loss = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                ignore_index=-100, reduction="sum",
+                shift_logits.reshape(-1, shift_logits.shape[-1]),
+                shift_labels.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
             )
             total += loss.item()
             count += int((shift_labels != -100).sum())
     return total / count if count else math.nan
 
 
-def generate(model: Any, tok: Any, records: list[Record], *, max_new_tokens: int = 64,
-             repetition_penalty: float = 1.0, batch_size: int = 8, progress: Any = None) -> list[str]:
+def generate(
+    model: Any,
+    tok: Any,
+    records: list[Record],
+    *,
+    max_new_tokens: int = 64,
+    repetition_penalty: float = 1.0,
+    batch_size: int = 8,
+    progress: Any = None,
+) -> list[str]:
     """Greedy responses to each record's prompt (left-padded batches, noise off)."""
     import torch
 
@@ -102,14 +112,21 @@ def generate(model: Any, tok: Any, records: list[Record], *, max_new_tokens: int
     device = next(model.parameters()).device
     outputs: list[str] = []
     for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
-        texts = [tok.apply_chat_template(r.prompt_messages, add_generation_prompt=True, tokenize=False)
-                 for r in chunk]
+        chunk = records[start : start + batch_size]
+        texts = [
+            tok.apply_chat_template(r.prompt_messages, add_generation_prompt=True, tokenize=False)
+            for r in chunk
+        ]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 repetition_penalty=repetition_penalty, pad_token_id=tok.pad_token_id)
-        new = gen[:, enc["input_ids"].shape[1]:]
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                repetition_penalty=repetition_penalty,
+                pad_token_id=tok.pad_token_id,
+            )
+        new = gen[:, enc["input_ids"].shape[1] :]
         outputs.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
         if progress is not None:
             progress(len(chunk))
@@ -132,28 +149,51 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
         export = []
         for name, records in bundle.evals.items():
             subset = records[: cfg.n_generate]
-            outs = generate(model, tok, subset, max_new_tokens=cfg.max_new_tokens,
-                            repetition_penalty=cfg.repetition_penalty, batch_size=cfg.batch_size,
-                            progress=progress)
+            outs = generate(
+                model,
+                tok,
+                subset,
+                max_new_tokens=cfg.max_new_tokens,
+                repetition_penalty=cfg.repetition_penalty,
+                batch_size=cfg.batch_size,
+                progress=progress,
+            )
             held_out_texts.extend(outs)
-            generations[name] = [{"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
-                                 for r, o in zip(subset, outs)]
-            export.extend(alpacaeval_records([r.messages[-2]["content"] for r in subset], outs,
-                                             generator=Path(cfg.model).name or cfg.model))
+            generations[name] = [
+                {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
+                for r, o in zip(subset, outs)
+            ]
+            export.extend(
+                alpacaeval_records(
+                    [r.messages[-2]["content"] for r in subset],
+                    outs,
+                    generator=Path(cfg.model).name or cfg.model,
+                )
+            )
             if bundle.builtin:
                 examples = records_to_examples(subset)
-                metrics[f"accuracy/{name}"] = sum(check_answer(e, o) for e, o in zip(examples, outs)) / len(outs)
+                metrics[f"accuracy/{name}"] = sum(check_answer(e, o) for e, o in zip(examples, outs)) / len(
+                    outs
+                )
         train_gen = bundle.train[: cfg.n_generate]
-        train_outs = generate(model, tok, train_gen, max_new_tokens=cfg.max_new_tokens,
-                              repetition_penalty=cfg.repetition_penalty, batch_size=cfg.batch_size,
-                              progress=progress)
+        train_outs = generate(
+            model,
+            tok,
+            train_gen,
+            max_new_tokens=cfg.max_new_tokens,
+            repetition_penalty=cfg.repetition_penalty,
+            batch_size=cfg.batch_size,
+            progress=progress,
+        )
         metrics["rouge_l_train"] = mean_rouge_l(train_outs, [r.response for r in train_gen])
         stats = length_stats(held_out_texts, tokenizer=tok)
         metrics["length_chars"] = stats.get("mean_chars")
         metrics["length_tokens"] = stats.get("mean_tokens")
         metrics["repetition_2gram"] = sum(repetition_rate(t) for t in held_out_texts) / len(held_out_texts)
-        generations["train"] = [{"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
-                                for r, o in zip(train_gen, train_outs)]
+        generations["train"] = [
+            {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
+            for r, o in zip(train_gen, train_outs)
+        ]
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     if generations:
         write_json_atomic(out / "generations.json", generations)

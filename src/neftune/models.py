@@ -98,9 +98,16 @@ def tiny_model_dir(hidden: int = 64, layers: int = 2) -> Path:
 
         tok = AutoTokenizer.from_pretrained(default_tokenizer_dir())
         cfg = LlamaConfig(
-            vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
             tie_word_embeddings=True,
         )
         torch.manual_seed(0)
@@ -147,3 +154,13 @@ def load_model_and_tokenizer(spec: str, *, dtype=None, trust_remote_code: bool =
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+def chat_token_ids(
+    tokenizer, messages: list[dict[str, str]], *, add_generation_prompt: bool = False
+) -> list[int]:
+    """Token ids of ``messages`` rendered with the tokenizer's chat template."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    if hasattr(ids, "keys") and "input_ids" in ids:
+        ids = ids["input_ids"]
+    return list(ids)

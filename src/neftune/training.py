@@ -18,7 +18,9 @@ from typing import Any
 from .data import DataError, Record
 from .data.bundle import resolve_data
 from .io import write_json_atomic
+from .models import chat_token_ids
 from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
+from .schedules import resolve_schedule
 
 RUN_FILE = "neftune_run.json"
 
@@ -56,9 +58,12 @@ class TrainConfig:
     def validate(self) -> None:
         check_alpha(self.alpha, "alpha")
         if self.alpha > 100:
-            raise RunError(f"alpha {self.alpha} is far outside the useful range (the paper used 5-15); max 100")
+            raise RunError(
+                f"alpha {self.alpha} is far outside the useful range (the paper used 5-15); max 100"
+            )
         check_choice(self.distribution, DISTRIBUTIONS, "distribution")
         check_choice(self.scaling, SCALINGS, "scaling")
+        resolve_schedule(self.schedule)
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "save_steps", "lora_r"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -99,8 +104,7 @@ def _to_prompt_completion(records: list[Record]) -> list[dict[str, Any]]:
 def check_prompt_lengths(records: list[Record], tokenizer: Any, max_length: int, source: str) -> None:
     """Refuse records whose prompt alone fills ``max_length`` (no response token would be trained on)."""
     for i, record in enumerate(records):
-        ids = tokenizer.apply_chat_template(record.prompt_messages, add_generation_prompt=True, tokenize=True)
-        n = len(ids["input_ids"] if isinstance(ids, dict) else ids)
+        n = len(chat_token_ids(tokenizer, record.prompt_messages, add_generation_prompt=True))
         if n >= max_length:
             raise RunError(
                 f"{source} record {i}: the prompt is {n} tokens, not shorter than max length {max_length}; "
@@ -112,8 +116,13 @@ def _checkpoint_exists(folder: Path) -> bool:
     return folder.exists() and any(p.name.startswith("checkpoint-") for p in folder.iterdir())
 
 
-def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Run one fine-tuning job; returns the metrics stored in ``neftune_run.json``."""
+def train(
+    cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, callbacks: list[Any] | None = None
+) -> dict[str, Any]:
+    """Run one fine-tuning job; returns the metrics stored in ``neftune_run.json``.
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects for the trainer.
+    """
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -135,8 +144,10 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) ->
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(
-            model, LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear",
-                              task_type="CAUSAL_LM")
+            model,
+            LoraConfig(
+                r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear", task_type="CAUSAL_LM"
+            ),
         )
 
     write_json_atomic(out / RUN_FILE, {"status": "running", "config": asdict(cfg)})
@@ -149,7 +160,8 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) ->
         learning_rate=lr,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        max_length=cfg.max_length,
+        # TRL does not truncate padding-free batches; prompts were checked against max_length above.
+        max_length=None if cfg.padding_free else cfg.max_length,
         padding_free=cfg.padding_free,
         completion_only_loss=True,
         logging_steps=cfg.logging_steps,
@@ -164,15 +176,23 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False) ->
         warmup_steps=0.03,
         dataset_num_proc=None,
         disable_tqdm=False,
+        gradient_checkpointing=False,  # small models: speed over memory
     )
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(_to_prompt_completion(bundle.train)),
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
-    attach(trainer, cfg.alpha, distribution=cfg.distribution, scaling=cfg.scaling,
-           schedule=cfg.schedule, seed=cfg.seed)
+    attach(
+        trainer,
+        cfg.alpha,
+        distribution=cfg.distribution,
+        scaling=cfg.scaling,
+        schedule=cfg.schedule,
+        seed=cfg.seed,
+    )
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume and _checkpoint_exists(ckpt_dir) else None)
     seconds = time.perf_counter() - start

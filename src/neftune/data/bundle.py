@@ -43,7 +43,9 @@ def resolve_data(spec: str, *, seed: int = 0) -> DataBundle:
         )
     records = load_records(spec)
     if len(records) < 2:
-        raise DataError(f"{spec}: need at least 2 records (one to train on, one to evaluate), got {len(records)}")
+        raise DataError(
+            f"{spec}: need at least 2 records (one to train on, one to evaluate), got {len(records)}"
+        )
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     n_eval = max(1, min(200, len(records) // 10))
