@@ -1,0 +1,140 @@
+"""``NEFTuneCallback`` for ``transformers.Trainer`` (and TRL trainers, which subclass it).
+
+    trainer = Trainer(model=model, args=args, ...)
+    neftune.integrations.attach(trainer, alpha=5.0)   # callback + cleanup if train() raises
+    trainer.train()
+
+or ``Trainer(..., callbacks=[NEFTuneCallback(alpha=5.0)])``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..hooks import NEFTuneHandle, activate
+
+logger = logging.getLogger("neftune")
+
+__all__ = ["NEFTuneCallback", "add_neftune", "attach"]
+
+
+class NEFTuneCallback(TrainerCallback):
+    """Per-sequence NEFTune for the duration of ``trainer.train()``.
+
+    Activates on the trainer's model at ``on_train_begin`` (PEFT / DDP wrappers are
+    unwrapped by :func:`neftune.activate`), advances the alpha schedule after every
+    optimizer step, adds ``neftune/alpha`` and ``neftune/noise_ratio`` to the training
+    logs, and removes the hooks at ``on_train_end``. Callbacks are not told when
+    ``train()`` raises: use :func:`attach` to also clean up in that case.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 5.0,
+        *,
+        distribution: str = "uniform",
+        scaling: str = "per_sequence",
+        schedule: Any = None,
+        seed: int | None = None,
+        log_every_logging_step: bool = True,
+    ) -> None:
+        from ..hooks import NEFTuneConfig
+
+        NEFTuneConfig(alpha, distribution, scaling, seed, schedule)  # validate now, not at train time
+        self.alpha = alpha
+        self.distribution = distribution
+        self.scaling = scaling
+        self.schedule = schedule
+        self.seed = seed
+        self.log_every_logging_step = log_every_logging_step
+        self.handle: NEFTuneHandle | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if getattr(args, "neftune_noise_alpha", None) is not None:
+            raise ValueError(
+                f"TrainingArguments.neftune_noise_alpha={args.neftune_noise_alpha} is set and NEFTuneCallback "
+                "is used: the noise would be added twice. Set neftune_noise_alpha=None (the callback "
+                "replaces it with per-sequence noise)."
+            )
+        if model is None:
+            raise ValueError(
+                "NEFTuneCallback.on_train_begin got no model; is it used with a transformers Trainer?"
+            )
+        self.remove()  # a previous train() that raised without attach()
+        self.handle = activate(
+            model,
+            self.alpha,
+            distribution=self.distribution,
+            scaling=self.scaling,
+            seed=self.seed,
+            schedule=self.schedule,
+        )
+        self.handle.set_progress(state.global_step, state.max_steps)
+        logger.info("NEFTune activated: %r", self.handle)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.handle is not None and self.log_every_logging_step:
+            self.handle.record_stats = True  # one norm of the next noised forward: cheap
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.handle is not None:
+            self.handle.set_progress(state.global_step, state.max_steps)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if self.handle is None or not self.log_every_logging_step or logs is None or "loss" not in logs:
+            return
+        extra = {"neftune/alpha": self.handle.alpha}
+        ratio = self.handle.last_noise_ratio
+        if ratio is not None:
+            extra["neftune/noise_ratio"] = ratio
+        logs.update(extra)  # reaches the report_to callbacks that run after this one
+        # Trainer.log has already copied ``logs`` into the history: add them there too.
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            last = state.log_history[-1]
+            if all(last.get(k) == v for k, v in logs.items() if k not in extra):
+                last.update(extra)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove the hooks now (idempotent)."""
+        if self.handle is not None:
+            self.handle.remove()
+            logger.info("NEFTune removed")
+
+    def __repr__(self) -> str:
+        state = repr(self.handle) if self.handle is not None and self.handle.active else "inactive"
+        return f"NEFTuneCallback(alpha={self.alpha:g}, scaling={self.scaling!r}, {state})"
+
+
+def attach(trainer: Any, alpha: float = 5.0, **kwargs: Any) -> NEFTuneCallback:
+    """Add a :class:`NEFTuneCallback` to ``trainer`` and make ``trainer.train`` clean up on errors.
+
+    The callback is put first, so the ``neftune/*`` values it adds to the logs reach every
+    ``report_to`` backend. ``trainer.train`` is wrapped (an instance attribute) in
+    ``try/finally``: if training raises, ``on_train_end`` never runs, and the wrapper removes
+    the hooks instead. ``kwargs`` are those of :class:`NEFTuneCallback`.
+    """
+    callback = NEFTuneCallback(alpha, **kwargs)
+    handler = trainer.callback_handler
+    handler.callbacks.insert(0, callback)
+    original = trainer.train
+
+    @functools.wraps(original)
+    def train(*args: Any, **kw: Any) -> Any:
+        try:
+            return original(*args, **kw)
+        finally:
+            callback.remove()
+
+    trainer.train = train
+    return callback
+
+
+add_neftune = attach
