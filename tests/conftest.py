@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
+
+# Without a GPU, Triton kernels run in its CPU interpreter. The switch must be set before any
+# module imports triton (transformers / TRL may do so), so it is set here for the whole session.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import neftune
 

