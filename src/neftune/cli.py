@@ -68,6 +68,9 @@ def train(
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
     max_length: Annotated[int, typer.Option(help="Max tokens per example (prompt + response).")] = 512,
     seed: Annotated[int, typer.Option(help="Seed for data order, init and noise.")] = 0,
+    data_seed: Annotated[
+        int, typer.Option(help="Seed of the held-out split of user data files (built-in data: use @seed).")
+    ] = 0,
     padding_free: Annotated[bool, typer.Option(help="Padding-free batches (no pad tokens).")] = True,
     logging_steps: Annotated[int, typer.Option(help="Log loss, alpha and noise ratio every N steps.")] = 5,
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps (for --resume).")] = 50,
@@ -100,6 +103,7 @@ def train(
         grad_accum=grad_accum,
         max_length=max_length,
         seed=seed,
+        data_seed=data_seed,
         padding_free=padding_free,
         logging_steps=logging_steps,
         save_steps=save_steps,
@@ -112,13 +116,15 @@ def train(
         f"[green]Done:[/] {out}  train loss {metrics['train_loss']:.4f}, "
         f"{metrics['global_step']} steps in {metrics['train_seconds']:.0f} s"
     )
-    console.print(f"Next: neftune eval --model {out} --data {data}")
+    console.print(f"Next: neftune eval --model {out}")
 
 
 @app.command("eval")
 def eval_(
     model: Annotated[str, typer.Option(help="Run folder from `neftune train`, or " + _MODEL_HELP)],
-    data: Annotated[str, typer.Option(help=_DATA_HELP)] = "builtin:quick",
+    data: Annotated[
+        str | None, typer.Option(help="Evaluation data [default: what MODEL was trained on]. " + _DATA_HELP)
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write eval.json [default: MODEL/eval].")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 64,
     repetition_penalty: Annotated[
@@ -127,8 +133,9 @@ def eval_(
     n_generate: Annotated[int, typer.Option(help="Prompts generated per split (0: losses only).")] = 60,
     batch_size: Annotated[int, typer.Option(help="Batch size for loss and generation.")] = 8,
     seed: Annotated[
-        int, typer.Option(help="Seed of the data split (must match training for user files).")
-    ] = 0,
+        int | None,
+        typer.Option(help="Seed of the held-out split of user data files [default: the run's --data-seed]."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print metrics as JSON instead of a table.")
     ] = False,
@@ -169,13 +176,328 @@ def eval_(
     Console().print(table)
 
 
+# --------------------------------------------------------------------------- experiments
+
+
+class _ExperimentBars:
+    """Rich bars for :func:`neftune.experiments.run.run_experiment`: one across arms, one per run."""
+
+    def __init__(self, bar, total: int) -> None:
+        self.bar = bar
+        self.durations: list[float] = []
+        self.done = 0
+        self.total = total
+        self.overall = bar.add_task("arms", total=total, eta="ETA after the first arm")
+        self.run = bar.add_task("", total=None, eta="")
+        self.arm = ""
+
+    def _eta(self) -> str:
+        if not self.durations:
+            return "ETA after the first arm"
+        left = (self.total - self.done) * sum(self.durations) / len(self.durations)
+        return f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+
+    def _new_run_bar(self, description: str, total: int | None) -> None:
+        self.bar.remove_task(self.run)
+        self.run = self.bar.add_task(description, total=total, eta="")
+
+    def arm_started(self, index: int, total: int, arm) -> None:
+        self.arm = arm.id
+        self._new_run_bar(f"{arm.id}: start", None)
+
+    def arm_skipped(self, index: int, total: int, arm) -> None:
+        self.done += 1
+        self.bar.update(self.overall, advance=1, eta=self._eta())
+
+    def arm_finished(self, index: int, total: int, arm, seconds: float) -> None:
+        self.done += 1
+        self.durations.append(seconds)
+        self.bar.update(self.overall, advance=1, eta=self._eta())
+        console.print(f"finished {arm.id} in {seconds:.0f} s")
+
+    def stage(self, name: str, total: int | None = None) -> None:
+        self._new_run_bar(f"{self.arm}: {name}", total)
+
+    def train_step(self, step: int, total: int) -> None:
+        self.bar.update(self.run, completed=step, total=total if total > 0 else None)
+
+    def generated(self, n: int) -> None:
+        self.bar.advance(self.run, n)
+
+
+def _quiet_libraries() -> None:
+    """Our bars replace the libraries' own progress bars and chatter."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="trl")
+
+
+def _run_grid(
+    kind: str,
+    *,
+    preset: str,
+    model: str | None,
+    data: str | None,
+    alphas: str | None,
+    seeds: str | None,
+    distributions: str | None,
+    schedules: str | None,
+    out: Path,
+    lora: bool | None,
+    epochs: float | None,
+    max_steps: int | None,
+    lr: float | None,
+    batch_size: int | None,
+    max_length: int | None,
+    n_generate: int | None,
+    max_new_tokens: int | None,
+    repetition_penalty: float | None,
+    curve_every: int | None,
+    overwrite: bool,
+    report: bool,
+) -> None:
+    import shlex
+    from dataclasses import replace
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .experiments.plan import from_preset, parse_floats, parse_names, parse_seeds
+    from .experiments.run import run_experiment
+
+    try:
+        cfg = from_preset(preset)
+        if alphas is not None:
+            cfg.alphas = parse_floats(alphas, "alphas")
+        if seeds is not None:
+            cfg.seeds = parse_seeds(seeds)
+        if distributions is not None:
+            cfg.distributions = parse_names(distributions, "distributions")
+        if schedules is not None:
+            cfg.schedules = parse_names(schedules, "schedules")
+        train_overrides = {
+            "model": model,
+            "data": data,
+            "lora": lora,
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "max_length": max_length,
+        }
+        train_overrides = {k: v for k, v in train_overrides.items() if v is not None}
+        if max_steps is not None:
+            train_overrides["max_steps"] = max_steps
+        elif epochs is not None:
+            train_overrides["max_steps"] = -1  # --epochs given: train by epochs, not the preset's steps
+        cfg.train = replace(cfg.train, **train_overrides)
+        evals = {"n_generate": n_generate, "max_new_tokens": max_new_tokens}
+        evals["repetition_penalty"] = repetition_penalty
+        cfg.eval.update({k: v for k, v in evals.items() if v is not None})
+        if curve_every is not None:
+            cfg.curve_every = curve_every
+        cfg.validate()
+    except _user_errors() as exc:
+        _fail(str(exc))
+    n_arms = len(cfg.arms())
+    console.print(
+        f"neftune {kind}: {n_arms} arms ({len(cfg.settings())} settings x {len(cfg.seeds)} seeds) "
+        f"of {cfg.train.model} on {cfg.train.data} -> {out}"
+    )
+    command = shlex.join(["neftune", *sys.argv[1:]]) if sys.argv and sys.argv[0] else None
+    _quiet_libraries()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[eta]}"),
+    )
+    try:
+        with Progress(*columns, console=console) as bar:
+            bars = _ExperimentBars(bar, n_arms)
+            results = run_experiment(
+                cfg, out, kind=kind, command=command, overwrite=overwrite, progress=bars, report=report
+            )
+    except _user_errors() as exc:
+        _fail(str(exc))
+    except Exception as exc:  # an arm crashed: say where, keep what finished
+        _fail(
+            f"an arm failed ({type(exc).__name__}: {exc}); finished arms are kept in {out}. "
+            "Fix the cause and rerun the same command to resume.",
+            code=1,
+        )
+    _print_experiment_summary(out, results, report)
+
+
+def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
+    done = sum(a["status"] == "complete" for a in results["arms"])
+    console.print(f"[green]Done:[/] {done}/{len(results['arms'])} arms in {out}")
+    if not report:
+        console.print(f"Report: neftune report {out}")
+        return
+    summary = out / "report" / "summary.md"
+    if summary.exists():
+        Console().print(_headline(summary))
+    console.print(f"Report: {out / 'report' / 'report.html'}  (Markdown: {summary})")
+
+
+def _headline(summary_md: Path) -> str:
+    """The summary's first section (its headline verdicts), for the terminal."""
+    lines = summary_md.read_text().splitlines()
+    picked: list[str] = []
+    for line in lines[1:]:
+        if line.startswith("## ") and picked:
+            break
+        picked.append(line)
+    return "\n".join(picked).strip()
+
+
+_GRID_HELP = {
+    "preset": "quick (CPU, minutes per arm) | standard | full (GPU): data, grid, steps, eval sizes.",
+    "alphas": "Comma-separated alphas; 0 is the baseline [default: from --preset].",
+    "seeds": "Number of seeds (3 = 0,1,2) or a list like 0,4,7 [default: from --preset].",
+    "out": "Experiment folder: arms, results.json, report/. Rerun the same command to resume.",
+}
+
+
+@app.command()
+def compare(
+    preset: Annotated[str, typer.Option(help=_GRID_HELP["preset"])] = "quick",
+    model: Annotated[str | None, typer.Option(help=_MODEL_HELP + " [default: smollm2-135m]")] = None,
+    data: Annotated[str | None, typer.Option(help=_DATA_HELP + " [default: from --preset]")] = None,
+    alphas: Annotated[str | None, typer.Option(help=_GRID_HELP["alphas"])] = None,
+    seeds: Annotated[str | None, typer.Option(help=_GRID_HELP["seeds"])] = None,
+    distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
+    out: Annotated[Path, typer.Option(help=_GRID_HELP["out"])] = Path("runs/compare"),
+    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters or all weights.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data (instead of steps).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per arm [default: preset].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: 5e-5 full, 2e-4 LoRA).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per step [default: preset].")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
+    n_generate: Annotated[int | None, typer.Option(help="Generations per eval split.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per generation.")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="Greedy decoding penalty.")] = None,
+    curve_every: Annotated[
+        int | None, typer.Option(help="Steps between noise-off curve points (0: none).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Delete the folder's previous experiment first.")] = False,
+    report: Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")] = True,
+) -> None:
+    """Train and evaluate every (alpha, seed) arm, everything else identical; report what differs beyond seed noise."""
+    _run_grid(
+        "compare",
+        preset=preset,
+        model=model,
+        data=data,
+        alphas=alphas,
+        seeds=seeds,
+        distributions=distribution,
+        schedules=None,
+        out=out,
+        lora=lora,
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        n_generate=n_generate,
+        max_new_tokens=max_new_tokens,
+        repetition_penalty=repetition_penalty,
+        curve_every=curve_every,
+        overwrite=overwrite,
+        report=report,
+    )
+
+
+@app.command()
+def sweep(
+    preset: Annotated[str, typer.Option(help=_GRID_HELP["preset"])] = "quick",
+    model: Annotated[str | None, typer.Option(help=_MODEL_HELP + " [default: smollm2-135m]")] = None,
+    data: Annotated[str | None, typer.Option(help=_DATA_HELP + " [default: from --preset]")] = None,
+    alphas: Annotated[str, typer.Option(help="Comma-separated alphas; 0 is the baseline.")] = "0,5,10,15",
+    distributions: Annotated[
+        str, typer.Option(help="Comma-separated: uniform, gaussian, symmetric.")
+    ] = "uniform,gaussian",
+    schedules: Annotated[
+        str, typer.Option(help="Comma-separated: constant, linear, cosine, warmup, warmup:<fraction>.")
+    ] = "constant,linear",
+    seeds: Annotated[str | None, typer.Option(help=_GRID_HELP["seeds"])] = None,
+    out: Annotated[Path, typer.Option(help=_GRID_HELP["out"])] = Path("runs/sweep"),
+    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters or all weights.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data (instead of steps).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per arm [default: preset].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: 5e-5 full, 2e-4 LoRA).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per step [default: preset].")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
+    n_generate: Annotated[int | None, typer.Option(help="Generations per eval split.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per generation.")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="Greedy decoding penalty.")] = None,
+    curve_every: Annotated[
+        int | None, typer.Option(help="Steps between noise-off curve points (0: none).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Delete the folder's previous experiment first.")] = False,
+    report: Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")] = True,
+) -> None:
+    """Grid over alpha x distribution x schedule (x seeds); recommends a setting and says why."""
+    _run_grid(
+        "sweep",
+        preset=preset,
+        model=model,
+        data=data,
+        alphas=alphas,
+        seeds=seeds,
+        distributions=distributions,
+        schedules=schedules,
+        out=out,
+        lora=lora,
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        n_generate=n_generate,
+        max_new_tokens=max_new_tokens,
+        repetition_penalty=repetition_penalty,
+        curve_every=curve_every,
+        overwrite=overwrite,
+        report=report,
+    )
+
+
+@app.command("report")
+def report_(
+    folder: Annotated[Path, typer.Argument(help="Experiment folder holding results.json.")],
+) -> None:
+    """Rebuild report.html, summary.md and the plots of an experiment from its results.json."""
+    from .experiments.report import ReportError, build_report
+
+    try:
+        paths = build_report(folder)
+    except (ReportError, *_user_errors()) as exc:
+        _fail(str(exc))
+    summary = paths.get("summary") or folder / "report" / "summary.md"
+    if Path(summary).exists():
+        Console().print(_headline(Path(summary)))
+    console.print(f"Report: {paths.get('html', folder / 'report' / 'report.html')}")
+
+
 def main() -> None:
     """Console-script entry point: user errors exit 2 with a message, never a traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app()
     except KeyboardInterrupt:
-        console.print("[yellow]Interrupted.[/] Rerun with --resume to continue from the last checkpoint.")
+        console.print(
+            "[yellow]Interrupted.[/] Finished work is kept: rerun the same command to continue "
+            "(neftune train: add --resume)."
+        )
         sys.exit(130)
 
 

@@ -12,6 +12,7 @@ Generations are exported in AlpacaEval's JSON format (``instruction``, ``output`
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +23,36 @@ from .data.bundle import resolve_data
 from .io import write_json_atomic
 from .metrics import alpacaeval_records, length_stats, mean_rouge_l, repetition_rate
 from .models import chat_token_ids
+from .training import RUN_FILE
 
 
 @dataclass
 class EvalConfig:
+    """``data`` / ``seed`` (the held-out split) default to what the run folder was trained on."""
+
     model: str
-    data: str = "builtin:quick"
+    data: str | None = None  # default: the run's data, else builtin:quick
     out: str | None = None  # default: <model>/eval
     max_new_tokens: int = 64
     repetition_penalty: float = 1.0
     batch_size: int = 8
     n_generate: int = 60  # per split; 0 skips generation
     n_train_loss: int = 100
-    seed: int = 0
+    seed: int | None = None  # default: the run's data_seed, else 0
+
+
+def eval_data_spec(cfg: EvalConfig) -> tuple[str, int]:
+    """``(data spec, split seed)``: explicit values, else those saved in the run folder, else defaults."""
+    saved: dict[str, Any] = {}
+    run_file = Path(cfg.model) / RUN_FILE
+    if run_file.is_file():
+        try:
+            saved = json.loads(run_file.read_text()).get("config", {}) or {}
+        except (OSError, json.JSONDecodeError, AttributeError):
+            saved = {}
+    data = cfg.data if cfg.data is not None else saved.get("data", "builtin:quick")
+    seed = cfg.seed if cfg.seed is not None else int(saved.get("data_seed", 0))
+    return data, seed
 
 
 def load_for_eval(spec: str):
@@ -136,8 +154,9 @@ def generate(
 def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
     """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``."""
     model, tok = load_for_eval(cfg.model)
-    bundle = resolve_data(cfg.data, seed=cfg.seed)
-    metrics: dict[str, Any] = {"model": cfg.model, "data": cfg.data}
+    data, split_seed = eval_data_spec(cfg)
+    bundle = resolve_data(data, seed=split_seed)
+    metrics: dict[str, Any] = {"model": cfg.model, "data": data}
     train_subset = bundle.train[: cfg.n_train_loss]
     metrics["loss/train"] = response_loss(model, tok, train_subset, cfg.batch_size)
     for name, records in bundle.evals.items():

@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .data import DataError, Record
@@ -49,6 +50,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_length: int = 512
     seed: int = 0
+    data_seed: int = 0  # held-out split of user data files (fixed, so every seed evaluates the same records)
     padding_free: bool = True
     logging_steps: int = 5
     save_steps: int = 50
@@ -112,16 +114,37 @@ def check_prompt_lengths(records: list[Record], tokenizer: Any, max_length: int,
             )
 
 
+def _step_progress_callback(report: Callable[[int, int], None]) -> Any:
+    """A ``TrainerCallback`` calling ``report(step, total_steps)`` at the start and after each step."""
+    from transformers import TrainerCallback
+
+    class StepProgress(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            report(state.global_step, state.max_steps)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            report(state.global_step, state.max_steps)
+
+    return StepProgress()
+
+
 def _checkpoint_exists(folder: Path) -> bool:
     return folder.exists() and any(p.name.startswith("checkpoint-") for p in folder.iterdir())
 
 
 def train(
-    cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, callbacks: list[Any] | None = None
+    cfg: TrainConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    callbacks: list[Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run one fine-tuning job; returns the metrics stored in ``neftune_run.json``.
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects for the trainer.
+    ``progress``: called as ``progress(step, total_steps)`` after every optimizer step; when
+    given, the trainer's own progress bar and log printing are turned off.
     """
     import torch
     from datasets import Dataset
@@ -132,7 +155,7 @@ def train(
 
     cfg.validate()
     out = prepare_out_dir(cfg.out, overwrite=overwrite, resume=resume)
-    bundle = resolve_data(cfg.data, seed=cfg.seed)
+    bundle = resolve_data(cfg.data, seed=cfg.data_seed)
     if not bundle.train:
         raise DataError(f"{cfg.data}: no training records")
 
@@ -175,16 +198,20 @@ def train(
         lr_scheduler_type="cosine",
         warmup_steps=0.03,
         dataset_num_proc=None,
-        disable_tqdm=False,
-        gradient_checkpointing=False,  # small models: speed over memory
+        disable_tqdm=progress is not None,
+        activation_checkpointing=False,  # small models: speed over memory
     )
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(_to_prompt_completion(bundle.train)),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *([_step_progress_callback(progress)] if progress else [])],
     )
+    if progress is not None:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     attach(
         trainer,
         cfg.alpha,

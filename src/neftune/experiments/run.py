@@ -1,0 +1,348 @@
+"""Run an experiment's arms, resumably, and keep ``results.json`` up to date.
+
+Folder layout (``DIR``)::
+
+    experiment.json        what every arm shares (model, data, training and eval options)
+    arms/<arm id>/         a `neftune train` run folder, its eval/ folder, and arm.json
+    results.json           every arm's metrics and curves (schema neftune.results/1)
+    report/                report.html, summary.md, PNGs (built by neftune.experiments.report)
+
+An arm is finished exactly when its ``arm.json`` exists: it is written atomically, last.
+A re-run skips finished arms, resumes an interrupted training from its last checkpoint, redoes
+an evaluation that did not finish, and refuses to mix arms trained with different options.
+``results.json`` is rebuilt from the arm folders after every arm, so it is never ahead of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..data import DataError
+from ..data.bundle import DataBundle, resolve_data
+from ..io import write_json_atomic
+from ..training import RUN_FILE, RunError, run_status
+from .plan import Arm, ExperimentConfig
+
+SCHEMA = "neftune.results/1"
+RESULTS_FILE = "results.json"
+EXPERIMENT_FILE = "experiment.json"
+ARM_FILE = "arm.json"
+ACCURACY_CURVE_SPLIT = "eval_heldout_templates"
+
+
+class Progress(Protocol):
+    """What the runner reports; the CLI draws bars from it. Every method is optional to act on."""
+
+    def arm_started(self, index: int, total: int, arm: Arm) -> None: ...
+    def arm_skipped(self, index: int, total: int, arm: Arm) -> None: ...
+    def arm_finished(self, index: int, total: int, arm: Arm, seconds: float) -> None: ...
+    def stage(self, name: str, total: int | None = None) -> None: ...
+    def train_step(self, step: int, total: int) -> None: ...
+    def generated(self, n: int) -> None: ...
+
+
+class NullProgress:
+    def arm_started(self, index: int, total: int, arm: Arm) -> None:
+        pass
+
+    def arm_skipped(self, index: int, total: int, arm: Arm) -> None:
+        pass
+
+    def arm_finished(self, index: int, total: int, arm: Arm, seconds: float) -> None:
+        pass
+
+    def stage(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def train_step(self, step: int, total: int) -> None:
+        pass
+
+    def generated(self, n: int) -> None:
+        pass
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine, for the report's "how to reproduce"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "neftune"):
+        try:
+            env[package] = version(package)
+        except PackageNotFoundError:
+            env[package] = None
+    env["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    env["cpu_count"] = os.cpu_count()
+    return env
+
+
+def primary_metric(bundle: DataBundle) -> str:
+    """Held-out accuracy on unseen instruction templates for built-in tasks, else held-out loss."""
+    return f"accuracy/{ACCURACY_CURVE_SPLIT}" if bundle.builtin else f"loss/{next(iter(bundle.evals))}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _check_experiment(folder: Path, cfg: ExperimentConfig, kind: str) -> dict[str, Any]:
+    """Write ``experiment.json`` on first use; on a re-run, refuse options that differ."""
+    path = folder / EXPERIMENT_FILE
+    shared = json.loads(json.dumps(cfg.shared()))  # JSON round trip: tuples -> lists, like the file
+    saved = _read_json(path) if path.exists() else None
+    if saved is None:
+        saved = {"schema": SCHEMA, "kind": kind, "created": _now(), "shared": shared}
+        write_json_atomic(path, saved)
+        return saved
+    differences = _differences(saved.get("shared", {}), shared)
+    if differences:
+        raise RunError(
+            f"{folder} holds an experiment run with other options ({'; '.join(differences[:4])}); "
+            "rerun with the same options to resume it, choose another --out, or pass --overwrite"
+        )
+    return saved
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} then, {b!r} now")
+    return out
+
+
+def _curve_callback(cfg: ExperimentConfig, bundle: DataBundle) -> Any:
+    from .curves import CurveCallback
+
+    n = cfg.curve_records
+    loss_sets = {"train": bundle.train[:n], **{k: v[:n] for k, v in bundle.evals.items()}}
+    accuracy = {ACCURACY_CURVE_SPLIT: bundle.evals[ACCURACY_CURVE_SPLIT][:n]} if bundle.builtin else {}
+    return CurveCallback(
+        cfg.curve_every,
+        loss_sets,
+        accuracy,
+        max_new_tokens=min(32, int(cfg.eval.get("max_new_tokens", 32))),
+        batch_size=int(cfg.eval.get("batch_size", 8)),
+    )
+
+
+def _arm_record(arm: Arm, status: str, **extra: Any) -> dict[str, Any]:
+    s = arm.setting
+    return {
+        "id": arm.id,
+        "setting": {"alpha": s.alpha, "distribution": s.distribution, "schedule": s.schedule},
+        "seed": arm.seed,
+        "status": status,
+        "error": None,
+        "dir": f"arms/{arm.id}",
+        **extra,
+    }
+
+
+def _finished_arm(folder: Path, arm: Arm, shared: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored record of a finished arm trained with ``shared`` options, else None."""
+    record = _read_json(folder / "arms" / arm.id / ARM_FILE)
+    if record is None or record.get("status") != "complete":
+        return None
+    if record.get("shared") != shared:
+        return None
+    return record
+
+
+def run_arm(
+    cfg: ExperimentConfig,
+    arm: Arm,
+    folder: Path,
+    bundle: DataBundle,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Train (or resume) and evaluate one arm; writes and returns its ``arm.json`` record."""
+    from ..evaluation import EvalConfig, evaluate
+    from ..training import train
+    from .curves import curves_from_log
+
+    arm_dir = folder / "arms" / arm.id
+    start = time.perf_counter()
+    if run_status(arm_dir) != "complete":
+        progress.stage("train")
+        callbacks = [_curve_callback(cfg, bundle)] if cfg.curve_every > 0 else []
+        train(
+            cfg.train_config(arm, str(arm_dir)),
+            resume=True,
+            callbacks=callbacks,
+            progress=progress.train_step,
+        )
+    eval_file = arm_dir / "eval" / "eval.json"
+    if _read_json(eval_file) is None:
+        eval_cfg = EvalConfig(
+            model=str(arm_dir), data=cfg.train.data, out=str(arm_dir / "eval"), seed=cfg.train.data_seed
+        )
+        eval_cfg = replace(eval_cfg, **cfg.eval)
+        splits = [bundle.train, *bundle.evals.values()]
+        progress.stage("evaluate", sum(min(eval_cfg.n_generate, len(r)) for r in splits))
+        evaluate(eval_cfg, progress=progress.generated)
+    run = _read_json(arm_dir / RUN_FILE) or {}
+    metrics = _read_json(eval_file) or {}
+    log = json.loads((arm_dir / "train_log.json").read_text())
+    record = _arm_record(
+        arm,
+        "complete",
+        seconds=time.perf_counter() - start,
+        train=run.get("metrics", {}),
+        eval={k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        curves=curves_from_log(log),
+        finished=_now(),
+        shared=json.loads(json.dumps(cfg.shared())),
+    )
+    write_json_atomic(arm_dir / ARM_FILE, record)
+    return record
+
+
+def collect_results(
+    folder: Path,
+    cfg: ExperimentConfig,
+    *,
+    kind: str,
+    command: str | None,
+    created: str,
+    primary: str,
+    failed: dict[str, str] | None = None,
+    env: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble ``results.json`` from the arm folders (finished arms) and the plan (the rest)."""
+    shared = json.loads(json.dumps(cfg.shared()))
+    failed = failed or {}
+    arms = []
+    for arm in cfg.arms():
+        record = _finished_arm(folder, arm, shared)
+        if record is None:
+            status = "failed" if arm.id in failed else "pending"
+            record = _arm_record(arm, status, error=failed.get(arm.id))
+        else:
+            record = {k: v for k, v in record.items() if k != "shared"}
+        arms.append(record)
+    settings = cfg.settings()
+    baseline = next((s for s in settings if s.is_baseline), None)
+    train = shared["train"]
+    return {
+        "schema": SCHEMA,
+        "kind": kind,
+        "status": "complete" if all(a["status"] == "complete" for a in arms) else "running",
+        "created": created,
+        "updated": _now(),
+        "command": command,
+        "environment": env or environment(),
+        "config": {
+            "model": train["model"],
+            "data": train["data"],
+            "alphas": sorted(cfg.alphas),
+            "seeds": list(cfg.seeds),
+            "distributions": list(cfg.distributions),
+            "schedules": list(cfg.schedules),
+            "train": {k: v for k, v in train.items() if k not in ("model", "data")},
+            "eval": shared["eval"],
+            "curve_every": cfg.curve_every,
+            "curve_records": cfg.curve_records,
+            "primary_metric": primary,
+        },
+        "baseline": (
+            {"alpha": 0.0, "distribution": baseline.distribution, "schedule": baseline.schedule}
+            if baseline
+            else None
+        ),
+        "arms": arms,
+    }
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    folder: str | Path,
+    *,
+    kind: str = "compare",
+    command: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Run every arm of ``cfg`` in ``folder`` (skipping finished ones); returns the results dict.
+
+    Stops at the first arm that raises, after recording it as failed in ``results.json``;
+    rerunning the same command resumes. With ``report``, builds ``folder/report/`` at the end.
+    """
+    import shutil
+
+    progress = progress or NullProgress()
+    cfg.validate()
+    folder = Path(folder)
+    if overwrite and folder.exists():
+        shutil.rmtree(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"--out {folder} is a file; choose a folder")
+    if folder.exists() and any(folder.iterdir()) and not (folder / EXPERIMENT_FILE).exists():
+        raise RunError(
+            f"{folder} is not empty and holds no neftune experiment; choose another --out or pass --overwrite"
+        )
+    bundle = resolve_data(cfg.train.data, seed=cfg.train.data_seed)  # fail fast on bad data
+    if not bundle.train:
+        raise DataError(f"{cfg.train.data}: no training records")
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = _check_experiment(folder, cfg, kind)
+    primary = primary_metric(bundle)
+    env = environment()
+    shared = json.loads(json.dumps(cfg.shared()))
+
+    def save(failed: dict[str, str] | None = None) -> dict[str, Any]:
+        results = collect_results(
+            folder,
+            cfg,
+            kind=kind,
+            command=command,
+            created=meta["created"],
+            primary=primary,
+            failed=failed,
+            env=env,
+        )
+        write_json_atomic(folder / RESULTS_FILE, results)
+        return results
+
+    arms = cfg.arms()
+    save()
+    for index, arm in enumerate(arms):
+        if _finished_arm(folder, arm, shared) is not None:
+            progress.arm_skipped(index, len(arms), arm)
+            continue
+        progress.arm_started(index, len(arms), arm)
+        try:
+            record = run_arm(cfg, arm, folder, bundle, progress)
+        except Exception as exc:
+            save({arm.id: f"{type(exc).__name__}: {exc}"})
+            raise
+        progress.arm_finished(index, len(arms), arm, record["seconds"])
+        save()
+    results = save()
+    if report:
+        from .report import build_report
+
+        progress.stage("report")
+        build_report(folder)
+    return results

@@ -1,0 +1,223 @@
+"""`neftune compare` / `sweep` orchestration: planning, resume, refusal of mixed options, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+import pytest
+
+from neftune.experiments import run as runmod
+from neftune.experiments.plan import (
+    Arm,
+    ExperimentConfig,
+    Setting,
+    from_preset,
+    parse_floats,
+    parse_names,
+    parse_seeds,
+)
+from neftune.experiments.run import ARM_FILE, RESULTS_FILE, run_experiment
+from neftune.training import RunError, TrainConfig
+
+pytest.importorskip("trl")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
+
+
+def tiny_experiment(**kw) -> ExperimentConfig:
+    train = TrainConfig(model="tiny", batch_size=2, max_steps=2, max_length=256, logging_steps=1, save_steps=1)
+    base = {
+        "alphas": [0.0, 5.0],
+        "seeds": [0],
+        "train": train,
+        "eval": {"n_generate": 1, "max_new_tokens": 2, "n_train_loss": 4},
+        "curve_every": 1,
+        "curve_records": 2,
+    }
+    base.update(kw)
+    return ExperimentConfig(**base)
+
+
+class Recorder:
+    """A Progress that remembers which arms ran and which were skipped."""
+
+    def __init__(self):
+        self.started, self.skipped, self.steps = [], [], []
+
+    def arm_started(self, index, total, arm):
+        self.started.append(arm.id)
+
+    def arm_skipped(self, index, total, arm):
+        self.skipped.append(arm.id)
+
+    def arm_finished(self, index, total, arm, seconds):
+        pass
+
+    def stage(self, name, total=None):
+        pass
+
+    def train_step(self, step, total):
+        self.steps.append((step, total))
+
+    def generated(self, n):
+        pass
+
+
+# --------------------------------------------------------------------------- planning (no training)
+
+
+def test_settings_put_the_baseline_once_and_first():
+    cfg = ExperimentConfig(
+        alphas=[10.0, 0.0, 5.0], seeds=[0, 1], distributions=["uniform", "gaussian"], schedules=[None, "linear"]
+    )
+    settings = cfg.settings()
+    assert settings[0] == Setting(0.0) and sum(s.is_baseline for s in settings) == 1
+    assert len(settings) == 1 + 2 * 2 * 2
+    arms = cfg.arms()
+    assert len(arms) == len(settings) * 2
+    assert len({a.id for a in arms}) == len(arms), "arm ids are unique"
+    assert [a.seed for a in arms[: len(settings)]] == [0] * len(settings), "seed-major order"
+
+
+def test_arm_ids_are_filesystem_safe():
+    arm = Arm(Setting(7.5, "symmetric", "warmup:0.2"), 3)
+    assert arm.id == "a7.5-symmetric-warmup0.2-s3"
+    assert Arm(Setting(5.0, "uniform", None), 0).id == "a5-uniform-constant-s0"
+
+
+def test_train_config_varies_only_the_arm_fields():
+    cfg = tiny_experiment()
+    tc = cfg.train_config(Arm(Setting(5.0, "gaussian", "cosine"), 4), "x")
+    assert (tc.alpha, tc.distribution, tc.schedule, tc.seed, tc.out) == (5.0, "gaussian", "cosine", 4, "x")
+    assert tc.model == "tiny" and tc.max_steps == 2
+
+
+def test_parsers():
+    assert parse_floats("0, 5,10", "alphas") == [0.0, 5.0, 10.0]
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("0,4,7") == [0, 4, 7]
+    assert parse_names("constant,linear", "schedules") == [None, "linear"]
+    with pytest.raises(RunError, match="alphas must be comma-separated numbers"):
+        parse_floats("5,x", "alphas")
+    with pytest.raises(RunError, match="seeds must be a count"):
+        parse_seeds("0")
+    with pytest.raises(RunError, match="unknown preset"):
+        from_preset("huge")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"alphas": []}, "at least one alpha"),
+        ({"alphas": [0.0, -1.0]}, "alphas must be >= 0"),
+        ({"alphas": [5.0, 5.0]}, "duplicates"),
+        ({"seeds": [1, 1]}, "duplicates"),
+        ({"distributions": ["laplace"]}, "unknown distributions"),
+        ({"schedules": ["sawtooth"]}, "schedule"),
+        ({"eval": {"temperature": 0.7}}, "unknown eval options"),
+        ({"curve_every": -1}, "curve-every"),
+    ],
+)
+def test_bad_experiment_options(change, message):
+    with pytest.raises((RunError, ValueError, TypeError), match=message):
+        replace(tiny_experiment(), **change).validate()
+
+
+def test_presets_are_valid():
+    for name in ("quick", "standard", "full"):
+        cfg = from_preset(name)
+        cfg.validate()
+        assert cfg.settings()[0].is_baseline and len(cfg.seeds) >= 3
+
+
+# --------------------------------------------------------------------------- running (tiny model)
+
+
+def test_compare_runs_resumes_and_refuses_mixed_options(tmp_path):
+    folder = tmp_path / "cmp"
+    rec = Recorder()
+    results = run_experiment(tiny_experiment(), folder, command="neftune compare ...", progress=rec, report=False)
+    assert results["status"] == "complete" and results["schema"] == "neftune.results/1"
+    assert rec.started == ["a0-uniform-constant-s0", "a5-uniform-constant-s0"]
+    assert results["baseline"] == {"alpha": 0.0, "distribution": "uniform", "schedule": None}
+    assert results["config"]["primary_metric"] == "accuracy/eval_heldout_templates"
+    on_disk = json.loads((folder / RESULTS_FILE).read_text())
+    assert on_disk["arms"] == results["arms"]
+    for arm in results["arms"]:
+        assert arm["status"] == "complete" and arm["train"]["global_step"] == 2
+        for key in ("loss/train", "loss/eval_heldout_templates", "accuracy/eval_heldout_families"):
+            assert key in arm["eval"]
+        assert [s for s, _ in arm["curves"]["train_loss"]] == [1, 2]
+        steps = [p["step"] for p in arm["curves"]["eval"]]
+        assert steps == [0, 1, 2], "noise-off curve points at step 0 and every curve_every steps"
+        assert "accuracy/eval_heldout_templates" in arm["curves"]["eval"][-1]
+    noised = results["arms"][1]
+    log = json.loads((folder / noised["dir"] / "train_log.json").read_text())
+    assert any(row.get("neftune/alpha") == 5.0 for row in log), "the noised arm trained with alpha 5"
+    baseline_log = json.loads((folder / results["arms"][0]["dir"] / "train_log.json").read_text())
+    assert not any(row.get("neftune/alpha") for row in baseline_log)
+
+    # A rerun recomputes nothing.
+    arm_files = sorted(folder.glob(f"arms/*/{ARM_FILE}"))
+    stamps = [p.stat().st_mtime_ns for p in arm_files]
+    rec2 = Recorder()
+    again = run_experiment(tiny_experiment(), folder, progress=rec2, report=False)
+    assert rec2.started == [] and len(rec2.skipped) == 2
+    assert [p.stat().st_mtime_ns for p in arm_files] == stamps
+    assert [a["eval"] for a in again["arms"]] == [a["eval"] for a in results["arms"]]
+
+    # A broken arm (evaluation lost) is redone from its evaluation: the training is kept.
+    broken = folder / noised["dir"]
+    (broken / ARM_FILE).unlink()
+    (broken / "eval" / "eval.json").unlink()
+    run_file = broken / "neftune_run.json"
+    trained_at = run_file.stat().st_mtime_ns
+    rec3 = Recorder()
+    redone = run_experiment(tiny_experiment(), folder, progress=rec3, report=False)
+    assert rec3.started == [noised["id"]] and rec3.steps == [], "no training step was redone"
+    assert run_file.stat().st_mtime_ns == trained_at
+    assert redone["status"] == "complete" and (broken / "eval" / "eval.json").exists()
+
+    # More seeds extend the experiment; other training options are refused.
+    with pytest.raises(RunError, match="max_steps: 2 then, 3 now"):
+        run_experiment(
+            replace(tiny_experiment(), train=replace(tiny_experiment().train, max_steps=3)), folder, report=False
+        )
+
+
+def test_failed_arm_is_recorded_and_resumed(tmp_path, monkeypatch):
+    folder = tmp_path / "cmp"
+    real = runmod.run_arm
+
+    def flaky(cfg, arm, *args, **kw):
+        if arm.setting.alpha == 5.0:
+            raise RuntimeError("out of memory (simulated)")
+        return real(cfg, arm, *args, **kw)
+
+    monkeypatch.setattr(runmod, "run_arm", flaky)
+    with pytest.raises(RuntimeError, match="simulated"):
+        run_experiment(tiny_experiment(curve_every=0), folder, report=False)
+    results = json.loads((folder / RESULTS_FILE).read_text())
+    assert results["status"] == "running"
+    assert [a["status"] for a in results["arms"]] == ["complete", "failed"]
+    assert "out of memory" in results["arms"][1]["error"]
+
+    monkeypatch.setattr(runmod, "run_arm", real)
+    rec = Recorder()
+    done = run_experiment(tiny_experiment(curve_every=0), folder, progress=rec, report=False)
+    assert done["status"] == "complete" and rec.started == ["a5-uniform-constant-s0"]
+    assert done["arms"][0]["curves"]["eval"] == [], "curve_every 0 measures no curve"
+
+
+def test_refuses_a_folder_that_is_not_an_experiment(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(RunError, match="holds no neftune experiment"):
+        run_experiment(tiny_experiment(), folder, report=False)
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert os.listdir(folder) == ["notes.txt"]
