@@ -30,7 +30,9 @@ def _cache(tmp_path_factory, monkeypatch):
 
 
 def tiny_experiment(**kw) -> ExperimentConfig:
-    train = TrainConfig(model="tiny", batch_size=2, max_steps=2, max_length=256, logging_steps=1, save_steps=1)
+    train = TrainConfig(
+        model="tiny", batch_size=2, max_steps=2, max_length=256, logging_steps=1, save_steps=1
+    )
     base = {
         "alphas": [0.0, 5.0],
         "seeds": [0],
@@ -73,7 +75,10 @@ class Recorder:
 
 def test_settings_put_the_baseline_once_and_first():
     cfg = ExperimentConfig(
-        alphas=[10.0, 0.0, 5.0], seeds=[0, 1], distributions=["uniform", "gaussian"], schedules=[None, "linear"]
+        alphas=[10.0, 0.0, 5.0],
+        seeds=[0, 1],
+        distributions=["uniform", "gaussian"],
+        schedules=[None, "linear"],
     )
     settings = cfg.settings()
     assert settings[0] == Setting(0.0) and sum(s.is_baseline for s in settings) == 1
@@ -140,7 +145,9 @@ def test_presets_are_valid():
 def test_compare_runs_resumes_and_refuses_mixed_options(tmp_path):
     folder = tmp_path / "cmp"
     rec = Recorder()
-    results = run_experiment(tiny_experiment(), folder, command="neftune compare ...", progress=rec, report=False)
+    results = run_experiment(
+        tiny_experiment(), folder, command="neftune compare ...", progress=rec, report=False
+    )
     assert results["status"] == "complete" and results["schema"] == "neftune.results/1"
     assert rec.started == ["a0-uniform-constant-s0", "a5-uniform-constant-s0"]
     assert results["baseline"] == {"alpha": 0.0, "distribution": "uniform", "schedule": None}
@@ -185,7 +192,9 @@ def test_compare_runs_resumes_and_refuses_mixed_options(tmp_path):
     # More seeds extend the experiment; other training options are refused.
     with pytest.raises(RunError, match="max_steps: 2 then, 3 now"):
         run_experiment(
-            replace(tiny_experiment(), train=replace(tiny_experiment().train, max_steps=3)), folder, report=False
+            replace(tiny_experiment(), train=replace(tiny_experiment().train, max_steps=3)),
+            folder,
+            report=False,
         )
 
 
