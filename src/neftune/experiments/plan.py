@@ -147,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "alphas": [0.0, 10.0],
         "seeds": [0, 1, 2],
         "train": {"data": "builtin:quick", "max_steps": 50},
-        "eval": {"n_generate": 30, "max_new_tokens": 48},
+        "eval": {"n_generate": 60, "max_new_tokens": 48},
         "curve_every": 25,
         "curve_records": 16,
     },
