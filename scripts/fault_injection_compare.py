@@ -56,7 +56,9 @@ def check_folder(folder: Path) -> dict[str, str]:
     if results.exists():
         for arm in json.loads(results.read_text())["arms"]:
             if arm["status"] == "complete":
-                assert arm["id"] in finished, f"results.json says {arm['id']} is complete, arm.json is missing"
+                assert arm["id"] in finished, (
+                    f"results.json says {arm['id']} is complete, arm.json is missing"
+                )
     return finished
 
 
