@@ -40,6 +40,7 @@ peak memory); variants repeat --repeats times in rotated order.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -180,7 +181,10 @@ class ThroughputMeter(_trainer_callback_base()):
         self.device = next(model.parameters()).device
         self._hook = model.register_forward_pre_hook(self._count, with_kwargs=True)
         self.settings = {
-            "gradient_checkpointing": bool(args.gradient_checkpointing),
+            "gradient_checkpointing": bool(
+                getattr(args, "activation_checkpointing", None)
+                or getattr(args, "gradient_checkpointing", False)
+            ),
             "bf16": bool(args.bf16),
             "fp16": bool(args.fp16),
             "padding_free": getattr(args, "padding_free", None),
@@ -257,7 +261,14 @@ class ThroughputMeter(_trainer_callback_base()):
 def run_ours(spec: dict, padding_free: bool, meter: ThroughputMeter, out_dir: Path) -> None:
     from neftune.training import TrainConfig, train
 
+    # Newer TrainConfig holds the held-out split's seed apart from the training seed.
+    split = (
+        {"data_seed": spec["seed"]}
+        if "data_seed" in {f.name for f in dataclasses.fields(TrainConfig)}
+        else {}
+    )
     cfg = TrainConfig(
+        **split,
         model=spec["model"],
         data=spec["data"],
         out=str(out_dir),
@@ -291,7 +302,9 @@ def run_trl(spec: dict, padding_free: bool, meter: ThroughputMeter, out_dir: Pat
     rows = [{"prompt": r.prompt_messages, "completion": [r.messages[-1]]} for r in records]
     extra = {}
     if spec.get("trl_gradient_checkpointing") in ("on", "off"):
-        extra["gradient_checkpointing"] = spec["trl_gradient_checkpointing"] == "on"
+        names = {f.name for f in dataclasses.fields(SFTConfig)}
+        key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+        extra[key] = spec["trl_gradient_checkpointing"] == "on"
     args = SFTConfig(
         output_dir=str(out_dir),
         neftune_noise_alpha=spec["alpha"],  # TRL's documented NEFTune switch
