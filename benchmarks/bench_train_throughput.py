@@ -258,7 +258,38 @@ class ThroughputMeter(_trainer_callback_base()):
 
 
 # ------------------------------------------------------------------------------------------- runs
-def run_ours(spec: dict, padding_free: bool, meter: ThroughputMeter, out_dir: Path) -> None:
+def parse_ours_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``LABEL:key=value[,key=value...]`` -> (label, TrainConfig overrides); values parsed as JSON if they can be."""
+    label, sep, rest = text.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL:key=value[,key=value...]")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise argparse.ArgumentTypeError(f"{text!r}: {item!r} is not key=value")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    return label, overrides
+
+
+def check_train_config_fields(overrides: dict[str, Any]) -> None:
+    from neftune.training import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SystemExit(
+            f"--ours-variant: TrainConfig has no field(s) {unknown}; it has {sorted(known)}. A candidate "
+            "default can only be measured once neftune.training.TrainConfig exposes it."
+        )
+
+
+def run_ours(
+    spec: dict, padding_free: bool, meter: ThroughputMeter, out_dir: Path, overrides: dict | None = None
+) -> None:
     from neftune.training import TrainConfig, train
 
     # Newer TrainConfig holds the held-out split's seed apart from the training seed.
@@ -282,10 +313,14 @@ def run_ours(spec: dict, padding_free: bool, meter: ThroughputMeter, out_dir: Pa
         logging_steps=spec["logging_steps"],
         save_steps=10 * spec["steps"] + 1,  # no checkpoint inside the timed window
     )
+    for key, value in (overrides or {}).items():
+        setattr(cfg, key, value)
     train(cfg, overwrite=True, callbacks=[meter])
 
 
-def run_trl(spec: dict, padding_free: bool, meter: ThroughputMeter, out_dir: Path) -> None:
+def run_trl(
+    spec: dict, padding_free: bool, meter: ThroughputMeter, out_dir: Path, overrides: dict | None = None
+) -> None:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -335,15 +370,23 @@ def run_trl(spec: dict, padding_free: bool, meter: ThroughputMeter, out_dir: Pat
 
 
 def run_variant(variant: str, spec: dict) -> dict:
-    """One trainer run; returns the meter's figures."""
-    kind, _, padding = variant.partition("_")
+    """One trainer run; returns the meter's figures.
+
+    ``variant``: one of VARIANTS, or ``ours_padding_free+LABEL`` for a run with the TrainConfig
+    overrides registered under LABEL in ``spec["ours_variants"]``.
+    """
+    base, _, label = variant.partition("+")
+    kind, _, padding = base.partition("_")
     padding_free = padding == "padding_free"
+    overrides = spec.get("ours_variants", {}).get(label) if label else None
     meter = ThroughputMeter(spec["warmup"])
-    with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-", dir=spec.get("workdir")) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-", dir=spec.get("workdir")) as tmp:
         start = time.perf_counter()
-        (run_ours if kind == "ours" else run_trl)(spec, padding_free, meter, Path(tmp) / "run")
+        (run_ours if kind == "ours" else run_trl)(spec, padding_free, meter, Path(tmp) / "run", overrides)
         total = time.perf_counter() - start
     result = {"variant": variant, **meter.result(), "wall_seconds_including_setup": total}
+    if overrides:
+        result["train_config_overrides"] = overrides
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
@@ -390,7 +433,7 @@ def prepare_model(args, workdir: Path) -> tuple[str, Any]:
 
 def summarize_runs(runs: list[dict]) -> tuple[dict, dict]:
     summary: dict[str, dict] = {}
-    for v in VARIANTS:
+    for v in dict.fromkeys(r["variant"] for r in runs):
         mine = [r for r in runs if r["variant"] == v]
         if not mine:
             continue
@@ -413,6 +456,12 @@ def summarize_runs(runs: list[dict]) -> tuple[dict, dict]:
         if a in summary and b in summary:
             ratios[f"{a}_vs_{b}"] = (
                 summary[a]["real_tokens_per_s_median"] / summary[b]["real_tokens_per_s_median"]
+            )
+    for v in summary:  # candidate defaults against the run they modify
+        if "+" in v and "ours_padding_free" in summary:
+            ratios[f"{v}_vs_ours_padding_free"] = (
+                summary[v]["real_tokens_per_s_median"]
+                / summary["ours_padding_free"]["real_tokens_per_s_median"]
             )
     return summary, ratios
 
@@ -437,6 +486,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trl-gradient-checkpointing", choices=("default", "on", "off"), default="default")
+    p.add_argument(
+        "--ours-variant",
+        type=parse_ours_variant,
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE,...",
+        help="extra run ours_padding_free+LABEL with these TrainConfig fields set (a candidate default), "
+        "interleaved with the others; repeatable",
+    )
     p.add_argument("--in-process", action="store_true", help="run the variants in this process")
     p.add_argument(
         "--workdir", type=Path, default=None, help="where the model/data/runs go (default: a temp dir)"
@@ -468,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
     for v in variants:
         if v not in VARIANTS:
             p.error(f"unknown variant {v!r}; choose from {VARIANTS}")
+    ours_variants = dict(args.ours_variant)
+    for overrides in ours_variants.values():
+        check_train_config_fields(overrides)
+    variants += [f"ours_padding_free+{label}" for label in ours_variants]
     if args.steps <= args.warmup:
         p.error("--steps must be larger than --warmup")
 
@@ -500,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "logging_steps": max(1, min(10, args.steps)),
             "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
+            "ours_variants": ours_variants,
             "workdir": str(workdir),
         }
         spec_path = workdir / "spec.json"
@@ -514,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(res)
                 mem = "-" if res["peak_mem_mib"] is None else f"{res['peak_mem_mib']:.0f} MiB"
                 print(
-                    f"  {v:<18} {res['real_tokens_per_s']:>10.1f} real tokens/s  "
+                    f"  {v:<22} {res['real_tokens_per_s']:>10.1f} real tokens/s  "
                     f"{res['seconds_per_step'] * 1e3:>9.1f} ms/step  padding {res['padding_fraction']:.1%}  "
                     f"peak {mem}  grad ckpt {res['settings']['gradient_checkpointing']}"
                 )

