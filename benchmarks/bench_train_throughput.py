@@ -23,7 +23,7 @@ Measured per run, over the steps after --warmup (device synchronised at both end
 
 Data: synthetic instruction records with an Alpaca-like length histogram (see build_records:
 total chat-templated lengths drawn from a log-normal with mean --mean-tokens, default 229,
-sigma 0.6, clipped to [32, --max-length]; prompt share uniform in [0.15, 0.5]; text made of
+sigma 0.6, clipped to [32, --max-length - 8]; prompt share uniform in [0.15, 0.5]; text made of
 words that are single tokens of the tokenizer). The measured token-length histogram is
 written to the JSON. Both trainers get the same records, in the same conversational
 prompt/completion form.
@@ -103,10 +103,11 @@ def build_records(
 
     rng = random.Random(seed + 1)
     words = single_token_words(tokenizer)
-    empty = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x"}]
-    overhead = len(chat_token_ids(tokenizer, empty)) - 2
+    # The template's tokens plus the two closing marks ("?" and "."), measured around 1-token words.
+    shell = [{"role": "user", "content": words[0] + "?"}, {"role": "assistant", "content": words[0] + "."}]
+    overhead = len(chat_token_ids(tokenizer, shell)) - 2
     records, lengths = [], []
-    for target in target_lengths(n, mean_tokens, max_tokens, seed):
+    for target in target_lengths(n, mean_tokens, max_tokens - 8, seed):  # 8: room for tokenizer slack
         body = max(2, target - overhead)
         n_prompt = max(1, round(body * rng.uniform(0.15, 0.5)))
         n_resp = max(1, body - n_prompt)
@@ -119,7 +120,7 @@ def build_records(
     stats = {
         "how_built": (
             f"synthetic: chat-templated lengths drawn from a log-normal (mean {mean_tokens}, sigma "
-            f"{LOG_SIGMA}) clipped to [{MIN_TOKENS}, {max_tokens}]; prompt share U(0.15, 0.5); words that "
+            f"{LOG_SIGMA}) clipped to [{MIN_TOKENS}, {max_tokens - 8}]; prompt share U(0.15, 0.5); words that "
             "are single tokens of the tokenizer; lengths measured with the tokenizer's chat template"
         ),
         "records": n,
