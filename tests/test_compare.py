@@ -230,3 +230,14 @@ def test_refuses_a_folder_that_is_not_an_experiment(tmp_path):
         run_experiment(tiny_experiment(), folder, report=False)
     assert (folder / "notes.txt").read_text() == "keep me"
     assert os.listdir(folder) == ["notes.txt"]
+
+
+def test_options_added_by_a_later_version_count_as_their_default():
+    from neftune.experiments.run import _differences
+
+    old = {"train": {"max_steps": 50}, "curve_every": 25}
+    defaults = {"train": {"max_steps": -1, "noise_backend": "auto"}, "curve_every": 10}
+    same = {"train": {"max_steps": 50, "noise_backend": "auto"}, "curve_every": 25}
+    assert _differences(old, same, defaults) == []
+    changed = {"train": {"max_steps": 50, "noise_backend": "torch"}, "curve_every": 25}
+    assert _differences(old, changed, defaults) == ["train.noise_backend: 'auto' then, 'torch' now"]

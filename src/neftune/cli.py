@@ -55,6 +55,9 @@ def train(
     schedule: Annotated[
         str | None, typer.Option(help="constant | linear | cosine | warmup | warmup:<fraction>")
     ] = None,
+    noise_backend: Annotated[
+        str, typer.Option(help="auto (fused Triton kernel on a CUDA GPU when available) | torch | triton")
+    ] = "auto",
     lora: Annotated[
         bool, typer.Option("--lora/--full", help="Train a LoRA adapter instead of all weights.")
     ] = False,
@@ -94,6 +97,7 @@ def train(
         distribution=distribution,
         scaling=scaling,
         schedule=schedule,
+        noise_backend=noise_backend,
         lora=lora,
         lora_r=lora_r,
         epochs=epochs,
