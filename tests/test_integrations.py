@@ -446,3 +446,7 @@ def test_noise_ratio_is_measured_only_before_logged_steps():
     fraction = SimpleNamespace(logging_strategy="steps", logging_steps=0.25, max_steps=20)
     assert [s for s in range(1, 21) if _logs_after(fraction, s)] == [5, 10, 15, 20]
     assert _logs_after(SimpleNamespace(logging_strategy="epoch"), 3), "other strategies: every step"
+    from transformers import TrainingArguments
+
+    real = TrainingArguments(output_dir="unused", logging_steps=5, use_cpu=True, report_to="none")
+    assert [s for s in range(1, 11) if _logs_after(real, s)] == [5, 10], "the enum TrainingArguments holds"

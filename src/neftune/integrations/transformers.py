@@ -126,10 +126,11 @@ class NEFTuneCallback(TrainerCallback):
 
 def _logs_after(args: Any, step: int) -> bool:
     """Whether the trainer logs the training loss after optimizer step ``step`` (1-based)."""
-    strategy = str(getattr(args, "logging_strategy", "steps"))
+    strategy = getattr(args, "logging_strategy", "steps")
+    strategy = str(getattr(strategy, "value", strategy))  # an IntervalStrategy enum in TrainingArguments
     if step == 1 and getattr(args, "logging_first_step", False):
         return True
-    if not strategy.endswith("steps"):
+    if strategy != "steps":
         return True  # "epoch" / "no": cannot tell cheaply; measure every step as before
     every = getattr(args, "logging_steps", 1) or 1
     if every < 1:  # a fraction of the total steps
