@@ -184,6 +184,49 @@ def test_partial_results_with_failed_and_pending_arms(tmp_path, fixture_results)
     assert "No finished arm reported accuracy on held-out templates" in doc["recommendation"]["reason"]
 
 
+def test_sweep_on_user_data(tmp_path, fixture_results) -> None:
+    """A sweep (alpha x distribution) on user data: one held-out split ``eval``, no accuracy."""
+    results = copy.deepcopy(fixture_results)
+    results["kind"] = "sweep"
+    results["config"]["primary_metric"] = "loss/eval"
+    arms = []
+    for arm in results["arms"]:
+        arm["eval"] = {
+            "loss/train": arm["eval"]["loss/train"],
+            "loss/eval": arm["eval"]["loss/eval_heldout_templates"],
+        }
+        arm["curves"]["eval"] = [
+            {"step": p["step"], "loss/train": p["loss/train"], "loss/eval": p["loss/eval_heldout_templates"]}
+            for p in arm["curves"]["eval"]
+        ]
+        arms.append(arm)
+        if arm["setting"]["alpha"] == 10.0:  # a gaussian twin, 0.05 lower held-out loss on every seed
+            twin = copy.deepcopy(arm)
+            twin["id"] += "-gaussian"
+            twin["setting"]["distribution"] = "gaussian"
+            twin["eval"]["loss/eval"] -= 0.05
+            arms.append(twin)
+    results["arms"] = arms
+    paths = build_report(write_results(tmp_path / "sweep", results))
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "learning_curves" in paths and "heldout_curves" not in paths  # one held-out split
+    doc = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    assert {m["name"] for m in doc["metrics"]} == {"loss/eval", "loss/train", "train/train_loss"}
+    held = next(m for m in doc["metrics"] if m["name"] == "loss/eval")
+    verdicts = {(c["setting"]["alpha"], c["setting"]["distribution"]): c["verdict"] for c in held["cells"]}
+    # the twin's paired difference is alpha 10's minus 0.05 on every seed: its interval moves below 0
+    assert verdicts == {
+        (0.0, "uniform"): "baseline",
+        (5.0, "uniform"): "no detectable difference",
+        (10.0, "uniform"): "no detectable difference",
+        (10.0, "gaussian"): "better",
+        (15.0, "uniform"): "no detectable difference",
+    }
+    rec = doc["recommendation"]
+    assert rec["recommended"] == {"alpha": 10.0, "distribution": "gaussian", "schedule": None}
+    assert "Recommended: alpha 10, gaussian" in html
+
+
 def test_report_errors(tmp_path, fixture_results) -> None:
     with pytest.raises(ReportError, match="results.json not found"):
         build_report(tmp_path / "nothing")

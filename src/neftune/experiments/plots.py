@@ -19,6 +19,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from .stats import BETTER, HIGHER, LOWER, WORSE, MetricSummary, Setting, Summary, metric_label
 
@@ -50,7 +51,7 @@ SETTING_PALETTE = (
     "#56B4E9",
     "#CC79A7",
     "#8C564B",
-    "#7F7F7F",
+    "#882255",
     "#BCBD22",
     "#17BECF",
 )
@@ -345,10 +346,16 @@ def metric_means_figure(summary: Summary, metrics: Sequence[str] | None = None) 
         if ticklabels is None:
             ax.set_xticks(sorted(set(xs.values())))
             ax.set_xlabel("alpha")
-        else:
-            ax.set_xticks(list(xs.values()), ticklabels, rotation=35, ha="right", fontsize=8)
+        else:  # categorical settings: colours identify them (legend), tick labels would not fit
+            ax.set_xticks(list(xs.values()), [""] * len(xs))
     for ax in axes[len(chosen) :]:
         ax.set_visible(False)
+    if ticklabels is not None:
+        handles = [
+            Line2D([], [], color=colors[i.setting], marker="D" if i.is_baseline else "o", ls="", ms=7)
+            for i in summary.settings
+        ]
+        fig.legend(handles, ticklabels, loc="outside lower center", ncol=min(5, len(handles)), frameon=False)
     pct = f"{100 * summary.confidence:g}%"
     fig.suptitle(
         f"Mean per setting with {pct} CI across seeds (dots: single seeds; dashed: baseline; "
@@ -368,22 +375,30 @@ def differences_figure(summary: Summary, metrics: Sequence[str] | None = None) -
     if not chosen:
         return None
     rows, cols = _grid(len(chosen))
-    n_set = max(len(m.compared) for m in chosen)
-    fig = Figure(figsize=(3.6 * cols, (0.45 * n_set + 1.5) * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    shown = {c.setting for m in chosen for c in m.compared}
+    settings = [i.setting for i in summary.settings if i.setting in shown]  # one shared y axis
+    ypos = {s: k for k, s in enumerate(settings)}
+    fig = Figure(figsize=(3.3 * cols + 1.5, (0.42 * len(settings) + 1.5) * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
+    axes[0].set_yticks(range(len(settings)), [summary.labels[s] for s in settings])
+    axes[0].set_ylim(len(settings) - 0.4, -0.6)  # first setting on top
     for ax, m in zip(axes, chosen):
-        cells = list(m.compared)
-        for y, c in enumerate(cells):
+        for c in m.compared:
             d = c.diff
             assert d is not None and d.mean is not None and d.lo is not None and d.hi is not None
             color = _VERDICT_COLORS.get(c.verdict, _NEUTRAL)
             ax.errorbar(
-                d.mean, y, xerr=[[d.mean - d.lo], [d.hi - d.mean]], fmt="o", color=color, capsize=3, lw=1.8
+                d.mean,
+                ypos[c.setting],
+                xerr=[[d.mean - d.lo], [d.hi - d.mean]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                lw=1.8,
             )
         ax.axvline(0, color="#555555", lw=1, ls=":")
-        ax.set_yticks(range(len(cells)), [c.label for c in cells], fontsize=8.5)
-        ax.set_ylim(-0.7, len(cells) - 0.3)
-        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=8.5)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.set_title(f"{m.label[:1].upper()}{m.label[1:]}\n({_DIRECTION_NOTE[m.direction]})", fontsize=9.5)
         ax.grid(alpha=0.3, axis="x")
     for ax in axes[len(chosen) :]:

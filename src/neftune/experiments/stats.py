@@ -187,8 +187,8 @@ def setting_labels(settings: Iterable[Setting]) -> dict[Setting, str]:
         parts = [f"alpha {_fmt_alpha(s.alpha)}"]
         if show_dist:
             parts.append(s.distribution)
-        if show_sched:
-            parts.append(f"{s.schedule or 'constant'} schedule")
+        if show_sched and s.schedule is not None:
+            parts.append(f"{s.schedule} schedule")
         labels[s] = ", ".join(parts)
     return labels
 
@@ -567,6 +567,13 @@ def _join(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _others(cells: Sequence[Cell], word: str, limit: int = 3) -> str:
+    """Labels of ``cells`` joined, or ``the other 7 settings`` when there are more than ``limit``."""
+    if len(cells) > limit:
+        return f"the other {len(cells)} {word}s"
+    return _join([c.label for c in cells])
+
+
 def _seeds_phrase(cells: Sequence[Cell]) -> str:
     ns = sorted({c.diff.n for c in cells if c.diff is not None})
     if not ns:
@@ -622,7 +629,7 @@ def _metric_sentence(m: MetricSummary, summary: Summary) -> str | None:
             parts.append(f"{verb} {obj}{tail} at {_join([_diff_phrase(c, pct) for c in by[v]])}")
             first = False
     if by[NO_DIFFERENCE]:
-        parts.append(f"made no detectable difference at {_join([c.label for c in by[NO_DIFFERENCE]])}")
+        parts.append(f"made no detectable difference at {_others(by[NO_DIFFERENCE], word)}")
     return f"NEFTune {'; '.join(parts)} — {seeds} per setting."
 
 
@@ -745,7 +752,10 @@ def paper_signatures(summary: Summary) -> list[Signature]:
             if against:
                 bits.append(f"the opposite at {_join([_diff_phrase(c, pct) for c in against])}")
             if unclear:
-                bits.append(f"within seed noise at {_join([c.label for c in unclear])}")
+                word = summary.setting_word
+                bits.append(
+                    f"within seed noise at {_others(unclear, word) if bits else _join([c.label for c in unclear])}"
+                )
             body = "; ".join(bits)
         out.append(
             Signature(
