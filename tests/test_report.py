@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib.util
 import io
 import json
-import math
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +20,20 @@ from neftune.experiments.report import ReportError, build_report, load_results
 from neftune.experiments.stats import summarize
 
 FIXTURE = Path(__file__).parent / "data" / "results_compare_fixture.json"
-DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+SCRIPT = Path(__file__).parents[1] / "scripts" / "check_report_render.py"
 
 
-def frame_only_std(width: int, height: int) -> float:
-    """Grey-level sd of a white image holding nothing but a 1-pixel black frame.
-
-    The frame covers f = (2W + 2H - 4) / (W H) of the pixels; a two-level image with levels
-    0 and 255 in proportions f and 1 - f has sd 255 * sqrt(f (1 - f)). Any real plot draws at
-    least an axes frame *plus* ticks, labels and data, so its sd must exceed this; a blank (or
-    single-colour) image has sd 0.
-    """
-    f = (2 * width + 2 * height - 4) / (width * height)
-    return 255.0 * math.sqrt(f * (1 - f))
+def _load_render_check():
+    """``scripts/check_report_render.py`` as a module: its blank test and Chromium call are reused here."""
+    spec = importlib.util.spec_from_file_location("check_report_render", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def grey_std(img: Image.Image) -> float:
-    return float(np.asarray(img.convert("L"), dtype=np.float64).std())
+render_check = _load_render_check()
+frame_only_std = render_check.frame_only_std
+grey_std = render_check.grey_std
 
 
 def write_results(folder: Path, results: dict) -> Path:
@@ -128,7 +123,7 @@ def test_html_has_headline_tables_verdicts_and_no_external_resources(built, fixt
 
 def test_every_embedded_png_decodes_and_is_not_blank(built) -> None:
     _, paths, html = built
-    blobs = DATA_URI.findall(html)
+    blobs = render_check.DATA_URI.findall(html)
     figure_names = [k for k in paths if k not in ("html", "markdown", "summary")]
     assert len(blobs) == len(figure_names) + 1  # + the analyze figure
     for blob in blobs:
@@ -248,8 +243,8 @@ def test_report_errors(tmp_path, fixture_results) -> None:
 # --------------------------------------------------------------------------- real browser
 
 
-def _chromium() -> str | None:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+def _chromium() -> str:
+    found = render_check.find_chromium()
     if found is None:
         if os.environ.get("NEFTUNE_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium not found but NEFTUNE_REQUIRE_BROWSER=1 (apt-get install chromium)")
@@ -261,22 +256,7 @@ def test_report_renders_in_headless_chromium(built, tmp_path, fixture_results) -
     chromium = _chromium()
     _, paths, _ = built
     shot = tmp_path / "shot.png"
-    cmd = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1280,4000",
-        f"--screenshot={shot}",
-        paths["html"].resolve().as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    proc = render_check.chromium_screenshot(paths["html"], shot, chromium=chromium, width=1280, height=4000)
     assert shot.is_file(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
     img = Image.open(shot).convert("RGB")
     w, h = img.size
