@@ -22,6 +22,7 @@ from neftune.experiments.stats import (
     paired_t_p_value,
     paper_signatures,
     recommend,
+    status_sentence,
     summarize,
     summary_to_dict,
     verdict,
@@ -201,7 +202,10 @@ def test_partial_results_count_failed_and_pending() -> None:
     s = summarize(results(arms, status="running"))
     assert (s.n_arms, s.n_complete, s.n_failed, s.n_pending) == (6, 4, 1, 1)
     assert cell(s, ACC, 5.0).verdict == "n/a (1 seed)"
-    assert headline_sentences(s)[0].startswith("Partial results")
+    assert status_sentence(s) == (
+        "Partial results (status 'running'): 4 of 6 arms finished, 1 failed, 1 pending; every number will change."
+    )
+    assert status_sentence(summarize(results(arms[:3]))) is None
 
 
 def test_malformed_arm_is_a_clear_error() -> None:

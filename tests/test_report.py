@@ -165,7 +165,7 @@ def test_partial_results_with_failed_and_pending_arms(tmp_path, fixture_results)
     pending.update(status="pending", eval={}, curves={}, seconds=None, train={})
     paths = build_report(write_results(tmp_path / "partial", results))
     html = paths["html"].read_text(encoding="utf-8")
-    assert "Partial results" in html and "10 of 12 arms" in html
+    assert "Partial results (status &#x27;running&#x27;): 10 of 12 arms finished, 1 failed, 1 pending" in html
     assert failed["id"] in html and "CUDA out of memory" in html and pending["id"] in html
     assert "heldout_curves" not in paths  # one held-out split only
     doc = json.loads(paths["summary"].read_text(encoding="utf-8"))

@@ -365,12 +365,8 @@ def render_html(
         f'<p class="sub">status <b>{_e(summary.status)}</b> · {summary.n_complete} of {summary.n_arms} arms '
         f"finished · device {_e(env.get('device', '?'))} · results updated {_e(results.get('updated', '?'))}</p>"
     )
-    if summary.status != "complete":
-        add(
-            '<div class="box warn"><b>Partial results.</b> The experiment has not finished '
-            f"({summary.n_complete} of {summary.n_arms} arms done, {summary.n_failed} failed, "
-            f"{summary.n_pending} pending): every number below will change.</div>"
-        )
+    if doc.get("status_note"):
+        add(f'<div class="box warn"><b>{_e(doc["status_note"])}</b></div>')
     add('<div class="box headline"><ul>')
     for sentence in doc.get("headline") or []:
         add(f"<li>{_e(sentence)}</li>")
@@ -519,6 +515,8 @@ def render_markdown(
         f"Status **{summary.status}**: {summary.n_complete} of {summary.n_arms} arms finished "
         f"({summary.n_failed} failed, {summary.n_pending} pending). Full report: [report.html](report.html)."
     )
+    if doc.get("status_note"):
+        lines += ["", f"> **{doc['status_note']}**"]
     lines += ["", "## Headline", ""]
     lines += [f"- {s}" for s in doc.get("headline") or []]
     rec = doc.get("recommendation")

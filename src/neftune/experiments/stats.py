@@ -48,6 +48,7 @@ __all__ = [
     "paper_signatures",
     "recommend",
     "setting_labels",
+    "status_sentence",
     "summarize",
     "summary_to_dict",
     "verdict",
@@ -649,16 +650,22 @@ def multiple_comparisons_sentence(summary: Summary) -> str:
     )
 
 
-def headline_sentences(summary: Summary) -> list[str]:
-    """Plain-English headline: status, the primary metric, other quality metrics, the caveat."""
-    out = []
+def status_sentence(summary: Summary) -> str | None:
+    """A warning when the experiment is unfinished or some arms failed; None when all arms finished."""
     if summary.status != "complete":
-        out.append(
+        return (
             f"Partial results (status {summary.status!r}): {summary.n_complete} of {summary.n_arms} arms "
-            f"finished, {summary.n_failed} failed, {summary.n_pending} pending; numbers will change."
+            f"finished, {summary.n_failed} failed, {summary.n_pending} pending; every number will change."
         )
-    elif summary.n_failed:
-        out.append(f"{summary.n_failed} of {summary.n_arms} arms failed; their seeds are missing below.")
+    if summary.n_failed:
+        return f"{summary.n_failed} of {summary.n_arms} arms failed; their seeds are missing from the statistics."
+    return None
+
+
+def headline_sentences(summary: Summary) -> list[str]:
+    """Plain-English headline: the primary metric, other quality metrics, the multiple-comparisons
+    caveat (the run's status is :func:`status_sentence`)."""
+    out: list[str] = []
     base_info = next((i for i in summary.settings if i.is_baseline), None)
     if summary.baseline is None or base_info is None or not base_info.seeds_complete:
         out.append(
@@ -997,6 +1004,7 @@ def summary_to_dict(summary: Summary) -> dict[str, Any]:
             "distinguishable": summary.n_distinguishable,
             "expected_by_chance": summary.n_comparisons * (1 - summary.confidence),
         },
+        "status_note": status_sentence(summary),
         "headline": headline_sentences(summary),
         "signatures": [
             {
