@@ -170,7 +170,7 @@ def test_one_seed() -> None:
     text = " ".join(headline_sentences(s))
     assert "could not be compared" in text and "run 2 or more seeds" in text
     rec = recommend(s)
-    assert rec.recommended is None and "cannot be judged" in rec.reason
+    assert rec.recommended is None and "cannot be told from seed noise" in rec.reason
     json.dumps(summary_to_dict(s), allow_nan=False)  # undefined intervals are null, never NaN
 
 

@@ -859,6 +859,8 @@ def recommend(summary: Summary, primary_metric: str | None = None) -> Recommenda
     def base_mean(c: Cell) -> str:
         """The baseline mean with as many decimals as ``c``'s estimate shows."""
         e = c.estimate
+        if e.lo is None:
+            return fmt_value(base.estimate.mean)
         return fmt_value(base.estimate.mean, decimals_for(e.mean, _half_width(e.lo, e.hi)))
 
     worse = [c.label for c in noisy if c.verdict == WORSE]
@@ -914,8 +916,12 @@ def recommend(summary: Summary, primary_metric: str | None = None) -> Recommenda
             why += ", and no other setting beat the baseline either"
     elif top.verdict == WORSE:
         why = "paired by seed it was still worse than the baseline beyond seed noise"
+    elif top.verdict == NA_ONE_SEED:
+        why = (
+            "only one of its seeds pairs with the baseline, so its difference cannot be told from seed noise"
+        )
     else:
-        why = f"its difference from the baseline cannot be judged ({top.verdict})"
+        why = "it shares no seed with the baseline, so its difference cannot be judged"
     return Recommendation(
         name,
         None,
@@ -923,7 +929,11 @@ def recommend(summary: Summary, primary_metric: str | None = None) -> Recommenda
         False,
         f"No setting is recommended over training without noise: {top.label} had the {n_word} mean "
         f"{label}, {mean_phrase(top)}, against {base_mean(top)} without noise, but {why}.{worse_note} "
-        "More seeds would narrow the intervals.",
+        + (
+            "More seeds would narrow the intervals."
+            if top.verdict in (NO_DIFFERENCE, WORSE)
+            else "Run at least 2 seeds, the same for every setting."
+        ),
     )
 
 
