@@ -7,11 +7,8 @@ None when the results hold nothing to draw; :func:`save_figures` writes PNGs ato
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from ..io import write_bytes_atomic
 from .stats import BETTER, HIGHER, LOWER, WORSE, MetricSummary, Setting, Summary, metric_label
 
 __all__ = [
@@ -36,7 +34,6 @@ __all__ = [
     "metric_means_figure",
     "save_figures",
     "setting_colors",
-    "write_bytes_atomic",
 ]
 
 DPI = 110
@@ -69,24 +66,6 @@ def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     return buf.getvalue()
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_figures(figures: Mapping[str, Figure], folder: str | Path, dpi: int = DPI) -> dict[str, Path]:

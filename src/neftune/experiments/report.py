@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json_atomic, write_text_atomic
-from .plots import figure_png, make_figures, write_bytes_atomic
+from ..io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from .plots import figure_png, make_figures
 from .stats import (
     BASELINE,
     BETTER,

@@ -260,7 +260,7 @@ def collect_results(
             record = {k: v for k, v in record.items() if k != "shared"}
         arms.append(record)
     settings = cfg.settings()
-    baseline = next((s for s in settings if s.is_baseline), None)
+    baseline = next((s for s in settings if s.is_no_noise), None)
     train = shared["train"]
     return {
         "schema": SCHEMA,

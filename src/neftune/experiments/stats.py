@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..metrics import mean_and_ci, paired_difference_ci, student_t_cdf
+from .setting import Setting
 
 __all__ = [
     "RESULTS_SCHEMA",
@@ -127,44 +128,6 @@ def _metric_order(name: str, primary: str | None) -> tuple[int, str]:
 
 
 # --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One experimental setting; arms of the same setting with different seeds are replicates.
-
-    Alpha 0 adds no noise, so every alpha-0 setting is normalised to
-    ``Setting(0.0, "uniform", None)`` (the schema's baseline form).
-    """
-
-    alpha: float
-    distribution: str = "uniform"
-    schedule: str | None = None
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any]) -> Setting:
-        """Build from a ``{"alpha", "distribution", "schedule"}`` dict; ValueError if malformed."""
-        if not isinstance(d, Mapping):
-            raise ValueError(f"setting must be an object with an 'alpha', got {d!r}")
-        alpha = d.get("alpha")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-            raise ValueError(f"setting alpha must be a finite number, got {alpha!r}")
-        if alpha == 0:
-            return cls(0.0)
-        schedule = d.get("schedule")
-        return cls(
-            float(alpha), str(d.get("distribution") or "uniform"), None if schedule is None else str(schedule)
-        )
-
-    @property
-    def is_no_noise(self) -> bool:
-        return self.alpha == 0
-
-    def sort_key(self) -> tuple[float, str, str]:
-        return (self.alpha, self.distribution, self.schedule or "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "distribution": self.distribution, "schedule": self.schedule}
 
 
 def _fmt_alpha(alpha: float) -> str:
@@ -684,7 +647,7 @@ def headline_sentences(summary: Summary) -> list[str]:
                 "(run 2 or more seeds)."
             )
         out.append(sentence)
-        if not any(c.verdict == BETTER for c in primary.compared):
+        if primary.compared and not any(c.verdict == BETTER for c in primary.compared):
             out.append(f"In plain words: NEFTune did not help {primary.label} in this experiment.")
     rest = [m for m in quality if m is not primary]
     quiet = []
