@@ -24,9 +24,10 @@ The nearest-row search is exact and chunked. A noisy query ``y = x_t + n`` can o
 nearer (L2) to a row ``w`` than to ``x_t`` itself if ``||x_t - w|| < 2 ||n||`` (triangle
 inequality); for cosine, if the angle between ``x_t`` and ``w`` is below twice the angle
 between ``x_t`` and ``y``. So each token's queries are scored against those candidate rows
-only, and tokens whose candidates are most of the vocabulary go to a chunked full scan.
-Memory: the table in float64 plus ``n_tokens x d`` floats per alpha; for V=49152, d=576 and
-20k tokens x 7 alphas, about 0.6 GB.
+only, and tokens whose candidates are most of the vocabulary (large alphas) go to a
+chunked full scan, which multiplies in bfloat16 where the CPU does that faster and rescores
+in float32 every row the rounding bound cannot rule out (:func:`nearest_rows`). Memory:
+``n_tokens x d`` floats per alpha plus a few ``chunk x V`` score blocks.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -681,7 +682,15 @@ def save_figure_atomic(fig: Any, path: str | Path, **kwargs: Any) -> Path:
 
 @dataclass
 class AnalyzeConfig:
-    """Settings of ``neftune analyze``; saved in ``analyze.json``."""
+    """Settings of ``neftune analyze``; saved in ``analyze.json``.
+
+    ``model``: a preset, local folder or hub id. ``alphas``: noise strengths (0 is the clean
+    reference). ``data``: a ``--data`` spec whose training records supply real token ids
+    and lengths: ``n_sequences`` of them, sampled with ``seed`` (which also seeds the noise),
+    cut at ``max_length`` tokens. ``batch_size``: sequences per padded noise batch (it
+    changes the random draws, not their distribution). ``dup_rtol``: rows closer than this
+    times the median row norm (or this many radians, for cosine) count as one vector.
+    """
 
     model: str = "smollm2-135m"
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
@@ -693,7 +702,6 @@ class AnalyzeConfig:
     max_length: int = 512
     batch_size: int = 32
     dup_rtol: float = 1e-3
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.alphas:

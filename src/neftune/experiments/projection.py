@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,6 @@ class VizConfig:
     groups: dict[str, list[str]] | None = None
     seed: int = 0
     out: str = "runs/viz"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         self.alpha = check_alpha(self.alpha, "alpha")
