@@ -239,30 +239,45 @@ def nearest_rows(
         stop = start + q.shape[0]
         dots = (q.to(dtype) @ screened.T).float()
         # ||q - w||^2 = ||q||^2 + ||w||^2 - 2 q.w; ||q||^2 is the same for every row.
-        l2_score = sq - 2 * dots
-        cos_score = dots.mul_(inv_norms)
+        l2_score = torch.add(sq, dots, alpha=-2)
+        neg_cos = dots.mul_(-inv_norms)  # lower is better, like l2_score
         if dtype == torch.float32:
             l2_out[start:stop] = l2_score.argmin(1)
-            cos_out[start:stop] = cos_score.argmax(1)
+            cos_out[start:stop] = neg_cos.argmin(1)
             continue
         # Each screened score is within err of its float32 value (err uses the largest row
         # norm), so only rows within 2 err of the best screened score can be the best.
         err = kappa * q.norm(dim=1, keepdim=True)
-        keep = l2_score <= l2_score.min(1, keepdim=True).values + 4 * max_norm * err
-        l2_out[start:stop] = _rescore(q, table, keep, lambda d, v: sq[v] - 2 * d, largest=False)
-        keep = cos_score >= cos_score.max(1, keepdim=True).values - 2 * err
-        cos_out[start:stop] = _rescore(q, table, keep, lambda d, v: d * inv_norms[v], largest=True)
+        l2_out[start:stop] = _best_within(q, table, l2_score, 4 * max_norm * err, lambda d, v: sq[v] - 2 * d)
+        cos_out[start:stop] = _best_within(q, table, neg_cos, 2 * err, lambda d, v: -d * inv_norms[v])
     return l2_out, cos_out
 
 
-def _rescore(
-    q: torch.Tensor, table: torch.Tensor, keep: torch.Tensor, score, *, largest: bool
+def _best_within(
+    q: torch.Tensor,
+    table: torch.Tensor,
+    score: torch.Tensor,
+    window: torch.Tensor,
+    exact_score,
+    top: int = 16,
 ) -> torch.Tensor:
-    """Best row per query among the ``keep`` (Q, V) candidates, scored in float32 (lowest id on ties)."""
-    qi, vi = keep.nonzero(as_tuple=True)
-    exact = score((q[qi] * table[vi]).sum(1), vi)
-    if largest:
-        exact = -exact
+    """Lowest exact score per query among rows whose screened ``score`` (Q, V) is within
+    ``window`` (Q, 1) of the row minimum; ties go to the lowest id, as with argmin.
+
+    The candidates come from a top-``top`` selection; rows whose window holds more than
+    that fall back to a full comparison.
+    """
+    vals, idx = torch.topk(score, min(top, score.shape[1]), dim=1, largest=False)
+    within = vals <= vals[:, :1] + window
+    qi, slot = within.nonzero(as_tuple=True)
+    vi = idx[qi, slot]
+    overflow = within[:, -1].nonzero().squeeze(1)
+    if overflow.numel():
+        extra_q, extra_v = (score[overflow] <= vals[overflow, :1] + window[overflow]).nonzero(as_tuple=True)
+        keep = ~torch.isin(qi, overflow)
+        qi = torch.cat([qi[keep], overflow[extra_q]])
+        vi = torch.cat([vi[keep], extra_v])
+    exact = exact_score((q[qi] * table[vi]).sum(1), vi)
     best = torch.full((q.shape[0],), math.inf).scatter_reduce_(0, qi, exact, reduce="amin")
     winner = exact == best[qi]
     return torch.full((q.shape[0],), table.shape[0]).scatter_reduce_(0, qi[winner], vi[winner], reduce="amin")
