@@ -129,14 +129,15 @@ def noisy_tokens(
 def token_geometry(clean: torch.Tensor, noisy: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-token ``noise_l2``, ``cosine`` (clean vs noisy) and ``snr`` = ||clean|| / ||noise||.
 
-    ``clean``, ``noisy``: (N, d). Results are (N,) float64. ``snr`` is ``inf`` where the
-    noise is exactly zero; ``cosine`` is 0 where either vector is zero.
+    ``clean``, ``noisy``: (N, d), computed in their dtype (at least float32); results are
+    (N,) float64. ``snr`` is ``inf`` where the noise is exactly zero; ``cosine`` is 0 where
+    either vector is zero.
     """
-    clean = clean.double()
-    noisy = noisy.double()
-    noise_l2 = (noisy - clean).norm(dim=1)
-    clean_l2 = clean.norm(dim=1)
-    cosine = torch.nn.functional.cosine_similarity(clean, noisy, dim=1, eps=1e-30)
+    dtype = torch.promote_types(clean.dtype, torch.float32)
+    clean, noisy = clean.to(dtype), noisy.to(dtype)
+    noise_l2 = (noisy - clean).norm(dim=1).double()
+    clean_l2 = clean.norm(dim=1).double()
+    cosine = torch.nn.functional.cosine_similarity(clean, noisy, dim=1, eps=1e-30).double()
     snr = torch.where(
         noise_l2 > 0, clean_l2 / noise_l2.clamp_min(1e-300), torch.full_like(noise_l2, math.inf)
     )
@@ -148,14 +149,15 @@ def expected_noise_sq(alpha: float, distribution: str, lengths: torch.Tensor) ->
     return alpha**2 * EPS_VARIANCE[distribution] / lengths.double()
 
 
-def unit_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def unit_angle(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Angle in radians between rows of ``a`` and ``b`` (broadcast), accurate near 0 and pi.
 
-    Uses ``2 atan2(|â - b̂|, |â + b̂|)`` on unit vectors in float64 (``acos`` of a cosine
-    loses half the digits near 0). A zero vector is at pi/2 from everything.
+    Uses ``2 atan2(|â - b̂|, |â + b̂|)`` on unit vectors in ``dtype`` (``acos`` of a cosine
+    loses half the digits near 0), so the error is a few units of ``dtype``'s precision.
+    A zero vector is at pi/2 from everything.
     """
-    a = a.double()
-    b = b.double()
+    a = a.to(dtype)
+    b = b.to(dtype)
     na = a.norm(dim=-1, keepdim=True)
     nb = b.norm(dim=-1, keepdim=True)
     ua = a / na.clamp_min(1e-300)
@@ -362,8 +364,9 @@ def search_neighbours(
     # Per query setting and distinct token: squared radius (2 max ||n||)^2 and cos(2 max angle).
     radius2, min_cos = [], []
     for q in queries:
-        rho = (q.double() - clean.double()).norm(dim=1)
-        theta = unit_angle(q, clean)
+        # float32 is accurate to ~1e-7 here, well inside the slack added below.
+        rho = (q.float() - clean).norm(dim=1).double()
+        theta = unit_angle(q, clean, torch.float32).double()
         r = torch.zeros(n_uniq, dtype=torch.float64).scatter_reduce_(0, inverse, rho, reduce="amax")
         t = torch.zeros(n_uniq, dtype=torch.float64).scatter_reduce_(0, inverse, theta, reduce="amax")
         # The small slack keeps the float32 comparisons below on the safe side.
@@ -428,14 +431,17 @@ def search_neighbours(
     return neighbours, out
 
 
-def same_vector_l2(table: torch.Tensor, a: torch.Tensor, b: torch.Tensor, tol: float) -> torch.Tensor:
-    """(N,) bool: rows ``a`` and ``b`` of ``table`` are within ``tol`` (L2) of each other."""
-    return (table[a].double() - table[b].double()).norm(dim=1) <= tol
+def changed_vector(table: torch.Tensor, a: torch.Tensor, b: torch.Tensor, differs) -> torch.Tensor:
+    """(N,) bool: row ``a[i]`` of ``table`` is a different vector from row ``b[i]``.
 
-
-def same_vector_angle(table: torch.Tensor, a: torch.Tensor, b: torch.Tensor, tol: float) -> torch.Tensor:
-    """(N,) bool: rows ``a`` and ``b`` of ``table`` point within ``tol`` radians of each other."""
-    return unit_angle(table[a], table[b]) <= tol
+    Equal ids are the same vector; other pairs go to ``differs(rows_a, rows_b)`` (float64
+    (M, d) rows -> (M,) bool), e.g. a distance above a duplicate tolerance.
+    """
+    out = a != b
+    idx = out.nonzero().squeeze(1)
+    if idx.numel():
+        out[idx] = differs(table[a[idx]].double(), table[b[idx]].double())
+    return out
 
 
 # --------------------------------------------------------------------------- the analysis
@@ -550,8 +556,8 @@ def analyze_embeddings(
     metrics = []
     for alpha, draw, (nn_l2, nn_cos) in zip(alphas, draws, nearest):
         geo = token_geometry(clean, draw.noisy)
-        flips_l2 = ~same_vector_l2(table, nn_l2, clean_l2, tol_l2)
-        flips_cos = ~same_vector_angle(table, nn_cos, clean_cos, tol_angle)
+        flips_l2 = changed_vector(table, nn_l2, clean_l2, lambda x, y: (x - y).norm(dim=1) > tol_l2)
+        flips_cos = changed_vector(table, nn_cos, clean_cos, lambda x, y: unit_angle(x, y) > tol_angle)
         expected_rms = math.sqrt(float(expected_noise_sq(alpha, distribution, lengths).mean()))
         finite_snr = geo["snr"][torch.isfinite(geo["snr"])]
         snr_median = _quantile(finite_snr, 0.5) if finite_snr.numel() == geo["snr"].numel() else math.nan
@@ -879,6 +885,7 @@ __all__ = [
     "NoisyTokens",
     "analyze_embeddings",
     "analyze_figure",
+    "changed_vector",
     "dot_error_bound",
     "embedding_table",
     "environment_versions",
