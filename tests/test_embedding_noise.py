@@ -58,8 +58,9 @@ def test_token_geometry_known_vector_and_noise_norm():
     torch.testing.assert_close(geo["noise_l2"], norms)
     torch.testing.assert_close(geo["cosine"], 5.0 / torch.sqrt(25.0 + norms**2))
     torch.testing.assert_close(geo["snr"], 5.0 / norms)
-    zero = en.token_geometry(clean[:1], clean[:1])
-    assert zero["snr"].item() == math.inf and zero["cosine"].item() == pytest.approx(1.0)
+    same = en.token_geometry(clean[:1].float(), clean[:1].float())
+    assert same["snr"].item() == math.inf and same["cosine"].item() == 1.0
+    assert en.token_geometry(torch.zeros(1, d), torch.ones(1, d))["cosine"].item() == 0.0
 
 
 def test_unit_angle_accurate_near_zero_and_for_zero_rows():

@@ -137,7 +137,10 @@ def token_geometry(clean: torch.Tensor, noisy: torch.Tensor) -> dict[str, torch.
     clean, noisy = clean.to(dtype), noisy.to(dtype)
     noise_l2 = (noisy - clean).norm(dim=1).double()
     clean_l2 = clean.norm(dim=1).double()
-    cosine = torch.nn.functional.cosine_similarity(clean, noisy, dim=1, eps=1e-30).double()
+    # 1 - |u - v|^2 / 2 on unit vectors: exact 1 for identical rows, accurate close to 1.
+    noisy_l2 = noisy.norm(dim=1, keepdim=True)
+    unit_gap = (clean / clean.norm(dim=1, keepdim=True) - noisy / noisy_l2).norm(dim=1).double()
+    cosine = torch.where((clean_l2 > 0) & (noisy_l2.squeeze(1) > 0), 1 - unit_gap**2 / 2, 0.0)
     snr = torch.where(
         noise_l2 > 0, clean_l2 / noise_l2.clamp_min(1e-300), torch.full_like(noise_l2, math.inf)
     )
