@@ -111,8 +111,8 @@ def test_run_viz_on_tiny_preset(tmp_path):
     assert saved["length"] == result["length"] >= 1 and saved["length_source"].startswith("median of 8")
     # SmolLM2's tokenizer splits " 7" into a space and a digit: the digit is dropped, with the reason.
     assert {"group": "numbers", "word": "7", "reason": "' 7' is 2 tokens"} in saved["dropped"]
-    groups = {p["group"] for p in saved["points"]}
-    assert groups == set(pj.DEFAULT_GROUPS)
+    assert saved["groups"] == {k: list(v) for k, v in pj.DEFAULT_GROUPS.items()}
+    assert {p["group"] for p in saved["points"]} == set(pj.DEFAULT_GROUPS)
     for p in saved["points"]:
         assert {
             "pca_clean",

@@ -212,7 +212,8 @@ def run_viz(cfg: VizConfig) -> dict[str, Any]:
     else:
         length, length_source = cfg.length, "given"
 
-    points, dropped = single_token_words(tokenizer, cfg.groups or DEFAULT_GROUPS, cfg.form)
+    groups = {name: list(words) for name, words in (cfg.groups or DEFAULT_GROUPS).items()}
+    points, dropped = single_token_words(tokenizer, groups, cfg.form)
     ids = torch.tensor([p["token_id"] for p in points], dtype=torch.long)
     clean = table[ids]
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -237,6 +238,7 @@ def run_viz(cfg: VizConfig) -> dict[str, Any]:
         "length": length,
         "length_source": length_source,
         "embedding": emb_info,
+        "groups": groups,
         "points": points,
         "dropped": dropped,
         "pca_explained": coords["pca_explained"],
