@@ -1,0 +1,907 @@
+"""What NEFTune's noise does to a model's real token embeddings at realistic sequence lengths.
+
+Everything works on a vocabulary *table* ``(V, d)``: the input-embedding module's forward
+output for every token id. That is where NEFTune adds its noise, and it is not always the
+weight: Gemma-style models multiply the looked-up rows by ``sqrt(d)`` inside the module, so
+the weight alone would understate every norm. :func:`embedding_table` builds it.
+
+Per alpha, tokens of real sequences get the noise of :func:`neftune.add_noise` (padded
+batches with an attention mask, so each sequence is scaled by its own length ``L``) and we
+measure, per token ``t`` with clean row ``x_t`` and noise ``n_t``:
+
+- noise L2 ``||n_t||`` and the value the math predicts, ``E||n_t||^2 = alpha^2 Var(eps) / L``;
+- cosine similarity of ``x_t`` and ``x_t + n_t``;
+- signal-to-noise ratio ``||x_t|| / ||n_t||`` (also in dB: ``20 log10``);
+- the nearest-token flip rate: how often the vocabulary row nearest to ``x_t + n_t`` (L2,
+  and separately cosine) is a different vector from the row nearest to the clean ``x_t``.
+
+Duplicate rows are handled explicitly: rows closer than ``dup_rtol`` times the median row
+norm (or ``dup_rtol`` radians apart, for cosine) count as the same vector, so landing on a
+duplicate is not a flip; the tokens of the data that have such a twin are reported as
+*ambiguous when clean*, along with how many clean tokens' nearest row is not themselves.
+
+The nearest-row search is exact and chunked. A noisy query ``y = x_t + n`` can only be
+nearer (L2) to a row ``w`` than to ``x_t`` itself if ``||x_t - w|| < 2 ||n||`` (triangle
+inequality); for cosine, if the angle between ``x_t`` and ``w`` is below twice the angle
+between ``x_t`` and ``y``. So each token's queries are scored against those candidate rows
+only, and tokens whose candidates are most of the vocabulary (large alphas) go to a
+chunked full scan, which multiplies in bfloat16 where the CPU does that faster and rescores
+in float32 every row the rounding bound cannot rule out (:func:`nearest_rows`). Memory:
+``n_tokens x d`` floats per alpha plus a few ``chunk x V`` score blocks.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import platform
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import write_json_atomic
+from ..noise import DISTRIBUTIONS, EPS_VARIANCE, add_noise, check_alpha, check_choice
+
+DEFAULT_ALPHAS = (0.0, 1.0, 5.0, 10.0, 15.0, 20.0, 30.0)
+#: The alphas the paper used (5, 10, 15): shaded in the plots.
+PAPER_BAND = (5.0, 15.0)
+ANALYZE_JSON = "analyze.json"
+ANALYZE_PNG = "analyze.png"
+
+#: ``progress(stage, done, total)``: called as loops advance (stage names: "noise", "nearest").
+Progress = Callable[[str, int, int], None]
+
+
+class AnalyzeError(ValueError):
+    """Bad analyze/viz settings or inputs; the message names the argument and what to do."""
+
+
+# --------------------------------------------------------------------------- sequences -> batches
+
+
+def pad_batches(
+    sequences: Sequence[Sequence[int]], batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Right-padded ``(ids, mask)`` batches, each ``(B, T)`` int64, ``T`` the longest in the batch.
+
+    Padding ids are 0 and carry mask 0; sequences keep their order.
+    """
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start : start + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for row, seq in enumerate(chunk):
+            ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        yield ids, mask
+
+
+@dataclass
+class NoisyTokens:
+    """The real (unpadded) tokens of a set of sequences, flattened in order.
+
+    ``token_ids`` (N,) int64; ``lengths`` (N,) int64: the length ``L`` of each token's
+    sequence; ``noisy`` (N, d) float32: ``table[token_ids]`` plus NEFTune noise.
+    """
+
+    token_ids: torch.Tensor
+    lengths: torch.Tensor
+    noisy: torch.Tensor
+
+
+def noisy_tokens(
+    table: torch.Tensor,
+    sequences: Sequence[Sequence[int]],
+    alpha: float,
+    *,
+    distribution: str = "uniform",
+    generator: torch.Generator | None = None,
+    batch_size: int = 32,
+) -> NoisyTokens:
+    """Embed ``sequences`` by looking up ``table`` and add noise with :func:`neftune.add_noise`.
+
+    Batches are padded and passed with their attention mask, so the per-sequence scale
+    ``alpha / sqrt(L * d)`` is the library's own and padding gets none (padding rows are
+    then dropped). The same ``generator`` state gives the same ``eps`` draws for any alpha.
+    """
+    ids_out, len_out, noisy_out = [], [], []
+    for ids, mask in pad_batches(sequences, batch_size):
+        clean = table[ids]
+        noisy = add_noise(clean, alpha, attention_mask=mask, distribution=distribution, generator=generator)
+        keep = mask.bool()
+        ids_out.append(ids[keep])
+        len_out.append(mask.sum(1, keepdim=True).expand_as(mask)[keep])
+        noisy_out.append(noisy[keep].float())
+    return NoisyTokens(torch.cat(ids_out), torch.cat(len_out), torch.cat(noisy_out))
+
+
+# --------------------------------------------------------------------------- per-token geometry
+
+
+def token_geometry(clean: torch.Tensor, noisy: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-token ``noise_l2``, ``cosine`` (clean vs noisy) and ``snr`` = ||clean|| / ||noise||.
+
+    ``clean``, ``noisy``: (N, d), computed in their dtype (at least float32); results are
+    (N,) float64. ``snr`` is ``inf`` where the noise is exactly zero; ``cosine`` is 0 where
+    either vector is zero.
+    """
+    dtype = torch.promote_types(clean.dtype, torch.float32)
+    clean, noisy = clean.to(dtype), noisy.to(dtype)
+    noise_l2 = (noisy - clean).norm(dim=1).double()
+    clean_l2 = clean.norm(dim=1).double()
+    # 1 - |u - v|^2 / 2 on unit vectors: exact 1 for identical rows, accurate close to 1.
+    noisy_l2 = noisy.norm(dim=1, keepdim=True)
+    unit_gap = (clean / clean.norm(dim=1, keepdim=True) - noisy / noisy_l2).norm(dim=1).double()
+    cosine = torch.where((clean_l2 > 0) & (noisy_l2.squeeze(1) > 0), 1 - unit_gap**2 / 2, 0.0)
+    snr = torch.where(
+        noise_l2 > 0, clean_l2 / noise_l2.clamp_min(1e-300), torch.full_like(noise_l2, math.inf)
+    )
+    return {"noise_l2": noise_l2, "cosine": cosine, "snr": snr}
+
+
+def expected_noise_sq(alpha: float, distribution: str, lengths: torch.Tensor) -> torch.Tensor:
+    """``E||n_t||^2 = alpha^2 Var(eps) / L`` per token (float64, same shape as ``lengths``)."""
+    return alpha**2 * EPS_VARIANCE[distribution] / lengths.double()
+
+
+def unit_angle(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Angle in radians between rows of ``a`` and ``b`` (broadcast), accurate near 0 and pi.
+
+    Uses ``2 atan2(|â - b̂|, |â + b̂|)`` on unit vectors in ``dtype`` (``acos`` of a cosine
+    loses half the digits near 0), so the error is a few units of ``dtype``'s precision.
+    A zero vector is at pi/2 from everything.
+    """
+    a = a.to(dtype)
+    b = b.to(dtype)
+    na = a.norm(dim=-1, keepdim=True)
+    nb = b.norm(dim=-1, keepdim=True)
+    ua = a / na.clamp_min(1e-300)
+    ub = b / nb.clamp_min(1e-300)
+    angle = 2 * torch.atan2((ua - ub).norm(dim=-1), (ua + ub).norm(dim=-1))
+    zero = (na.squeeze(-1) == 0) | (nb.squeeze(-1) == 0)
+    return torch.where(zero, torch.full_like(angle, math.pi / 2), angle)
+
+
+# --------------------------------------------------------------------------- nearest rows
+
+
+#: Unit roundoff of float32 and bfloat16 (8-bit significand): rounding moves x by at most u|x|.
+_U32 = 2.0**-24
+_U_BF16 = 2.0**-8
+
+
+def dot_error_bound(dim: int, screen_dtype: torch.dtype = torch.float32) -> float:
+    """kappa with ``|computed q.w - q.w| <= kappa ||q|| ||w||`` for a ``dim``-long product.
+
+    Inputs rounded to ``screen_dtype`` (relative error u each: 2u + u^2 per product), summed
+    in float32 (classical bound gamma_d = d u32 / (1 - d u32), Higham Thm 3.1), the result
+    rounded to ``screen_dtype`` (u again, since |q.w| <= ||q|| ||w||). Doubled as a margin
+    for kernels that add in another order.
+    """
+    u = {torch.float32: 0.0, torch.bfloat16: _U_BF16}[screen_dtype]
+    gamma = dim * _U32 / (1 - dim * _U32)
+    return 2 * (3 * u + u * u + gamma * (1 + u) ** 3 + 4 * _U32)
+
+
+@functools.lru_cache(maxsize=4)
+def bf16_speedup(dim: int) -> float:
+    """How many times faster this CPU multiplies bfloat16 than float32 ((256 x dim) @ (dim x 4096))."""
+    a = torch.randn(256, dim, generator=torch.Generator().manual_seed(0))
+    b = torch.randn(4096, dim, generator=torch.Generator().manual_seed(1))
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x, y = a.to(dtype), b.to(dtype)
+        x @ y.T  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(3):
+            x @ y.T
+        timings[dtype] = time.perf_counter() - t0
+    return timings[torch.float32] / max(timings[torch.bfloat16], 1e-9)
+
+
+def resolve_screen_dtype(screen: str, dim: int) -> torch.dtype:
+    """ "float32", "bfloat16", or "auto" (bfloat16 where this CPU multiplies it 1.5x faster)."""
+    if screen == "auto":
+        return torch.bfloat16 if bf16_speedup(dim) > 1.5 else torch.float32
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if screen not in choices:
+        raise AnalyzeError(f"screen must be 'auto', 'float32' or 'bfloat16', got {screen!r}")
+    return choices[screen]
+
+
+def nearest_rows(
+    queries: torch.Tensor, table: torch.Tensor, *, chunk_size: int = 256, screen: str = "float32"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest row of ``table`` (V, d) for each query (N, d), by L2 and by cosine.
+
+    Returns ``(l2_index, cos_index)``, each (N,) int64: the float32 argmin of
+    ``||w||^2 - 2 q.w`` and argmax of ``q.w / ||w||`` (zero rows score 0). One matrix
+    product per ``chunk_size`` queries serves both. With ``screen="bfloat16"`` (or "auto"),
+    the product runs in bfloat16 and every row that the rounding bound
+    (:func:`dot_error_bound`) cannot rule out is rescored in float32, so the answer is the
+    same; only the speed differs (bfloat16 is ~4x faster on CPUs with AVX512-BF16).
+    """
+    table = table.float()
+    sq = table.pow(2).sum(1)
+    norms = sq.sqrt()
+    inv_norms = 1.0 / norms.clamp_min(1e-30)
+    dtype = resolve_screen_dtype(screen, table.shape[1])
+    screened = table.to(dtype) if dtype != torch.float32 else table
+    kappa = dot_error_bound(table.shape[1], dtype)
+    max_norm = float(norms.max())
+    l2_out = torch.empty(queries.shape[0], dtype=torch.long)
+    cos_out = torch.empty(queries.shape[0], dtype=torch.long)
+    for start in range(0, queries.shape[0], chunk_size):
+        q = queries[start : start + chunk_size].float()
+        stop = start + q.shape[0]
+        dots = (q.to(dtype) @ screened.T).float()
+        # ||q - w||^2 = ||q||^2 + ||w||^2 - 2 q.w; ||q||^2 is the same for every row.
+        l2_score = torch.add(sq, dots, alpha=-2)
+        neg_cos = dots.mul_(-inv_norms)  # lower is better, like l2_score
+        if dtype == torch.float32:
+            l2_out[start:stop] = l2_score.argmin(1)
+            cos_out[start:stop] = neg_cos.argmin(1)
+            continue
+        # Each screened score is within err of its float32 value (err uses the largest row
+        # norm), so only rows within 2 err of the best screened score can be the best.
+        err = kappa * q.norm(dim=1, keepdim=True)
+        l2_out[start:stop] = _best_within(q, table, l2_score, 4 * max_norm * err, lambda d, v: sq[v] - 2 * d)
+        cos_out[start:stop] = _best_within(q, table, neg_cos, 2 * err, lambda d, v: -d * inv_norms[v])
+    return l2_out, cos_out
+
+
+def _best_within(
+    q: torch.Tensor,
+    table: torch.Tensor,
+    score: torch.Tensor,
+    window: torch.Tensor,
+    exact_score,
+    top: int = 16,
+) -> torch.Tensor:
+    """Lowest exact score per query among rows whose screened ``score`` (Q, V) is within
+    ``window`` (Q, 1) of the row minimum; ties go to the lowest id, as with argmin.
+
+    The candidates come from a top-``top`` selection; rows whose window holds more than
+    that fall back to a full comparison.
+    """
+    vals, idx = torch.topk(score, min(top, score.shape[1]), dim=1, largest=False)
+    within = vals <= vals[:, :1] + window
+    qi, slot = within.nonzero(as_tuple=True)
+    vi = idx[qi, slot]
+    overflow = within[:, -1].nonzero().squeeze(1)
+    if overflow.numel():
+        extra_q, extra_v = (score[overflow] <= vals[overflow, :1] + window[overflow]).nonzero(as_tuple=True)
+        keep = ~torch.isin(qi, overflow)
+        qi = torch.cat([qi[keep], overflow[extra_q]])
+        vi = torch.cat([vi[keep], extra_v])
+    exact = exact_score((q[qi] * table[vi]).sum(1), vi)
+    best = torch.full((q.shape[0],), math.inf).scatter_reduce_(0, qi, exact, reduce="amin")
+    winner = exact == best[qi]
+    return torch.full((q.shape[0],), table.shape[0]).scatter_reduce_(0, qi[winner], vi[winner], reduce="amin")
+
+
+@dataclass
+class CleanNeighbours:
+    """Clean-token facts for each distinct token id of the data, all (U,).
+
+    ``token_ids``: sorted distinct ids. ``nearest_l2`` / ``nearest_cos``: the row nearest
+    to the clean embedding: the token itself, or the lowest id among rows at exactly zero
+    distance (angle) from it, as an argmin would pick. ``gap_l2``: distance to the nearest
+    *other* row; ``gap_angle``: angle (radians) to the nearest other row (both float64,
+    exact). A noise vector shorter than ``gap_l2 / 2`` cannot change the L2 nearest row.
+    """
+
+    token_ids: torch.Tensor
+    nearest_l2: torch.Tensor
+    nearest_cos: torch.Tensor
+    gap_l2: torch.Tensor
+    gap_angle: torch.Tensor
+
+
+def _refine_gaps(
+    table: torch.Tensor, ids: torch.Tensor, near: torch.Tensor, metric: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact (float64) gap and clean nearest row for ``ids`` from candidate mask ``near`` (c, V).
+
+    ``near`` must exclude each token itself and include every row that could be its
+    nearest other row.
+    """
+    ri, vi = near.nonzero(as_tuple=True)
+    x, w = table[ids[ri]].double(), table[vi].double()
+    exact = (x - w).norm(dim=1) if metric == "l2" else unit_angle(x, w)
+    gap = torch.full((ids.numel(),), math.inf, dtype=torch.float64)
+    gap.scatter_reduce_(0, ri, exact, reduce="amin")
+    # A row at exactly zero distance / angle with a lower id wins an argmin tie.
+    tie = (exact == 0) & (vi < ids[ri])
+    nearest = ids.clone()
+    nearest.scatter_reduce_(0, ri[tie], vi[tie], reduce="amin")
+    return gap, nearest
+
+
+def search_neighbours(
+    table: torch.Tensor,
+    token_ids: torch.Tensor,
+    queries: Sequence[torch.Tensor],
+    *,
+    chunk_tokens: int = 128,
+    screen: str = "auto",
+    progress: Progress | None = None,
+) -> tuple[CleanNeighbours, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Exact nearest rows of ``table`` for noisy copies of clean token rows.
+
+    ``token_ids`` (N,): the clean token of each query row; ``queries``: one (N, d) tensor
+    per noise setting, row ``i`` a noisy version of ``table[token_ids[i]]``. Returns the
+    clean facts and, per query tensor, ``(l2_index, cos_index)`` (N,) int64, equal to
+    :func:`nearest_rows` on the same queries.
+
+    Clean distances are computed ``chunk_tokens`` distinct tokens at a time, in float32
+    with a rounding margin. Each token's queries are scored only against the rows the
+    triangle inequality leaves possible (module docstring); when that is most of the
+    vocabulary they join a chunked full scan (:func:`nearest_rows` with ``screen``),
+    since gathering rows would then cost more than it saves.
+    """
+    table = table.float()
+    vocab, dim = table.shape
+    sq = table.double().pow(2).sum(1)
+    norms = sq.sqrt()
+    sq32, inv_norms = sq.float(), (1.0 / norms.clamp_min(1e-30)).float()
+    # Float32 rounding bounds: squared distances by the expansion, and cosines.
+    gamma = dot_error_bound(dim)
+    speedup = bf16_speedup(dim) if resolve_screen_dtype(screen, dim) == torch.bfloat16 else 1.0
+    max_sq = float(sq.max())
+
+    uniq, inverse = torch.unique(token_ids, return_inverse=True)
+    n_uniq = uniq.numel()
+    order = torch.argsort(inverse, stable=True)
+    counts = torch.bincount(inverse, minlength=n_uniq)
+    starts = torch.cumsum(counts, 0) - counts
+    clean = table[token_ids]
+    # Per query setting and distinct token: squared radius (2 max ||n||)^2 and cos(2 max angle).
+    radius2, min_cos = [], []
+    for q in queries:
+        # float32 is accurate to ~1e-7 here, well inside the slack added below.
+        rho = (q.float() - clean).norm(dim=1).double()
+        theta = unit_angle(q, clean, torch.float32).double()
+        r = torch.zeros(n_uniq, dtype=torch.float64).scatter_reduce_(0, inverse, rho, reduce="amax")
+        t = torch.zeros(n_uniq, dtype=torch.float64).scatter_reduce_(0, inverse, theta, reduce="amax")
+        # The small slack keeps the float32 comparisons below on the safe side.
+        radius2.append((2 * r) ** 2 * (1 + 1e-5) + 1e-12)
+        min_cos.append(
+            torch.where(2 * t < math.pi, torch.cos(2 * t) - 1e-6, torch.tensor(-2.0, dtype=torch.float64))
+        )
+
+    fields = {k: [] for k in ("nearest_l2", "nearest_cos", "gap_l2", "gap_angle")}
+    n_rows = token_ids.numel()
+    out = [(torch.empty(n_rows, dtype=torch.long), torch.empty(n_rows, dtype=torch.long)) for _ in queries]
+    full_scan: list[list[torch.Tensor]] = [[] for _ in queries]
+
+    for c0 in range(0, n_uniq, chunk_tokens):
+        ids = uniq[c0 : c0 + chunk_tokens]
+        u_ids = torch.arange(c0, c0 + ids.numel())
+        rows = torch.arange(ids.numel())
+        dots = table[ids] @ table.T
+        # Lower bounds on squared distances, upper bounds on cosines, from float32 rounding.
+        err2 = (gamma * (sq[ids] + max_sq)).float()[:, None]
+        dist2_low = (sq32[ids, None] + sq32[None, :] - 2 * dots).sub_(err2)
+        cos_high = (dots * inv_norms[ids, None]).mul_(inv_norms[None, :]).add_(2 * gamma)
+
+        dist2_low[rows, ids] = math.inf
+        near = dist2_low <= dist2_low.min(1, keepdim=True).values + 2 * err2
+        gap_l2, nearest_l2 = _refine_gaps(table, ids, near, "l2")
+        dist2_low[rows, ids] = -math.inf
+        cos_high[rows, ids] = -math.inf
+        near = cos_high >= cos_high.max(1, keepdim=True).values - 4 * gamma
+        gap_angle, nearest_cos = _refine_gaps(table, ids, near, "angle")
+        cos_high[rows, ids] = math.inf
+        for key, value in zip(fields, (nearest_l2, nearest_cos, gap_l2, gap_angle)):
+            fields[key].append(value)
+
+        k = counts[u_ids]
+        for a, q in enumerate(queries):
+            possible = dist2_low < radius2[a][u_ids, None].float()
+            possible |= cos_high > min_cos[a][u_ids, None].float()
+            n_cand = possible.sum(1)
+            # Cost model, in float32 row products: gathering a candidate row ~ 20, scoring it
+            # k; a full scan k * V, made `speedup` times cheaper by screening.
+            pruned = n_cand * (20 + speedup * k) < k * vocab
+            for j in (~pruned).nonzero().squeeze(1).tolist():
+                u = c0 + j
+                full_scan[a].append(order[starts[u] : starts[u] + counts[u]])
+            kept = possible[pruned]
+            pieces = torch.split(kept.nonzero()[:, 1], n_cand[pruned].tolist())
+            for j, cand in zip(pruned.nonzero().squeeze(1).tolist(), pieces):
+                u = c0 + j
+                pos = order[starts[u] : starts[u] + counts[u]]
+                dq = q[pos] @ table[cand].T
+                out[a][0][pos] = cand[(sq32[cand] - 2 * dq).argmin(1)]
+                out[a][1][pos] = cand[(dq * inv_norms[cand]).argmax(1)]
+        if progress is not None:
+            progress("nearest", c0 + ids.numel(), n_uniq)
+
+    for a, q in enumerate(queries):
+        if full_scan[a]:
+            pos = torch.cat(full_scan[a])
+            out[a][0][pos], out[a][1][pos] = nearest_rows(q[pos], table, screen=screen)
+    neighbours = CleanNeighbours(uniq, *(torch.cat(fields[k]) for k in fields))
+    return neighbours, out
+
+
+def changed_vector(table: torch.Tensor, a: torch.Tensor, b: torch.Tensor, differs) -> torch.Tensor:
+    """(N,) bool: row ``a[i]`` of ``table`` is a different vector from row ``b[i]``.
+
+    Equal ids are the same vector; other pairs go to ``differs(rows_a, rows_b)`` (float64
+    (M, d) rows -> (M,) bool), e.g. a distance above a duplicate tolerance.
+    """
+    out = a != b
+    idx = out.nonzero().squeeze(1)
+    if idx.numel():
+        out[idx] = differs(table[a[idx]].double(), table[b[idx]].double())
+    return out
+
+
+# --------------------------------------------------------------------------- the analysis
+
+
+def _quantile(x: torch.Tensor, q: float) -> float:
+    return float(torch.quantile(x.double(), q)) if x.numel() else math.nan
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _snr_db(ratio: float) -> float | None:
+    return _finite_or_none(20 * math.log10(ratio)) if ratio > 0 else None
+
+
+def flip_examples(clean_ids: torch.Tensor, new_ids: torch.Tensor, top: int = 5) -> list[list[int]]:
+    """The ``top`` most frequent ``[clean token, new nearest token, count]`` flips, most common first."""
+    if clean_ids.numel() == 0:
+        return []
+    pairs, counts = torch.unique(torch.stack([clean_ids, new_ids], 1), dim=0, return_counts=True)
+    order = torch.argsort(counts, descending=True, stable=True)[:top]
+    return [[int(pairs[i, 0]), int(pairs[i, 1]), int(counts[i])] for i in order]
+
+
+def lengths_summary(sequences: Sequence[Sequence[int]]) -> dict[str, float]:
+    """n, tokens, min / p5 / median / mean / p95 / max of the sequence lengths."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.float64)
+    return {
+        "n_sequences": len(sequences),
+        "n_tokens": int(lengths.sum()),
+        "min": int(lengths.min()),
+        "p5": _quantile(lengths, 0.05),
+        "median": _quantile(lengths, 0.5),
+        "mean": float(lengths.mean()),
+        "p95": _quantile(lengths, 0.95),
+        "max": int(lengths.max()),
+    }
+
+
+def analyze_embeddings(
+    table: torch.Tensor,
+    sequences: Sequence[Sequence[int]],
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    *,
+    distribution: str = "uniform",
+    seed: int = 0,
+    batch_size: int = 32,
+    dup_rtol: float = 1e-3,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Noise statistics of real token embeddings, one entry per alpha.
+
+    ``table`` (V, d): the embedding output for every token id. ``sequences``: token-id
+    lists (each one sequence, its length is ``L``). Every alpha uses the same ``eps`` draws
+    (one generator seeded with ``seed``, restarted per alpha), so curves across alphas
+    differ only by the scale. Rows within ``dup_rtol * median row norm`` (L2) or
+    ``dup_rtol`` radians (cosine) count as the same vector.
+
+    Returns ``{"metrics": [per-alpha dict], "vocabulary": {...}, "lengths": {...}}``;
+    per-alpha keys: ``alpha``, ``n_tokens``, ``noise_l2_mean``, ``noise_l2_rms``,
+    ``noise_l2_expected_rms`` (sqrt of the mean of alpha^2 Var(eps)/L), ``cosine_mean``,
+    ``cosine_p5``, ``snr_mean``, ``snr_median``, ``snr_db_median`` (None at alpha 0),
+    ``flip_rate_l2``, ``flip_rate_cos``, ``n_flips_l2``, ``n_flips_cos``, and
+    ``flip_possible_rate`` (share of tokens whose noise reaches half the distance to their
+    nearest other row: only those can flip by L2) and ``flip_examples_l2`` (see
+    :func:`flip_examples`).
+    """
+    if table.dim() != 2 or not table.is_floating_point():
+        raise AnalyzeError(
+            f"table must be a floating (vocab, dim) tensor, got {tuple(table.shape)} {table.dtype}"
+        )
+    check_choice(distribution, DISTRIBUTIONS, "distribution")
+    alphas = [check_alpha(a, "alphas") for a in alphas]
+    if not alphas:
+        raise AnalyzeError("alphas is empty: give at least one, e.g. 0,5,10,15")
+    sequences = [list(s) for s in sequences if len(s) > 0]
+    if not sequences:
+        raise AnalyzeError("sequences is empty: need at least one non-empty token-id sequence")
+    vocab = table.shape[0]
+    flat = [t for s in sequences for t in s]
+    if min(flat) < 0 or max(flat) >= vocab:
+        raise AnalyzeError(f"token ids must be in [0, {vocab}) for a table of {vocab} rows")
+    if not dup_rtol >= 0:
+        raise AnalyzeError(f"dup_rtol must be >= 0, got {dup_rtol}")
+    table = table.detach().float().cpu()
+
+    draws: list[NoisyTokens] = []
+    for i, alpha in enumerate(alphas):
+        gen = torch.Generator().manual_seed(seed)
+        draws.append(
+            noisy_tokens(
+                table, sequences, alpha, distribution=distribution, generator=gen, batch_size=batch_size
+            )
+        )
+        if progress is not None:
+            progress("noise", i + 1, len(alphas))
+    token_ids = draws[0].token_ids
+    lengths = draws[0].lengths
+    clean = table[token_ids]
+
+    neighbours, nearest = search_neighbours(table, token_ids, [d.noisy for d in draws], progress=progress)
+    row_norms = table.double().norm(dim=1)
+    tol_l2 = dup_rtol * float(row_norms.median())
+    tol_angle = dup_rtol
+    slot = torch.searchsorted(neighbours.token_ids, token_ids)  # distinct-token index of each token
+    clean_l2 = neighbours.nearest_l2[slot]
+    clean_cos = neighbours.nearest_cos[slot]
+    half_gap = neighbours.gap_l2[slot] / 2
+
+    metrics = []
+    for alpha, draw, (nn_l2, nn_cos) in zip(alphas, draws, nearest):
+        geo = token_geometry(clean, draw.noisy)
+        flips_l2 = changed_vector(table, nn_l2, clean_l2, lambda x, y: (x - y).norm(dim=1) > tol_l2)
+        flips_cos = changed_vector(table, nn_cos, clean_cos, lambda x, y: unit_angle(x, y) > tol_angle)
+        expected_rms = math.sqrt(float(expected_noise_sq(alpha, distribution, lengths).mean()))
+        finite_snr = geo["snr"][torch.isfinite(geo["snr"])]
+        snr_median = _quantile(finite_snr, 0.5) if finite_snr.numel() == geo["snr"].numel() else math.nan
+        metrics.append(
+            {
+                "alpha": alpha,
+                "n_tokens": int(token_ids.numel()),
+                "noise_l2_mean": float(geo["noise_l2"].mean()),
+                "noise_l2_rms": float(geo["noise_l2"].pow(2).mean().sqrt()),
+                "noise_l2_expected_rms": expected_rms,
+                "cosine_mean": float(geo["cosine"].mean()),
+                "cosine_p5": _quantile(geo["cosine"], 0.05),
+                "snr_mean": _finite_or_none(float(geo["snr"].mean())),
+                "snr_median": _finite_or_none(snr_median),
+                "snr_db_median": _snr_db(snr_median) if math.isfinite(snr_median) else None,
+                "flip_rate_l2": float(flips_l2.double().mean()),
+                "flip_rate_cos": float(flips_cos.double().mean()),
+                "n_flips_l2": int(flips_l2.sum()),
+                "n_flips_cos": int(flips_cos.sum()),
+                "flip_possible_rate": float((geo["noise_l2"] >= half_gap).double().mean()),
+                "flip_examples_l2": flip_examples(token_ids[flips_l2], nn_l2[flips_l2]),
+            }
+        )
+
+    ambiguous_l2 = neighbours.gap_l2 <= tol_l2
+    ambiguous_cos = neighbours.gap_angle <= tol_angle
+    vocabulary = {
+        "vocab_size": vocab,
+        "dim": table.shape[1],
+        "row_norm_median": float(row_norms.median()),
+        "clean_token_norm_median": _quantile(clean.double().norm(dim=1), 0.5),
+        "dup_rtol": dup_rtol,
+        "dup_tol_l2": tol_l2,
+        "dup_tol_angle": tol_angle,
+        "n_distinct_tokens": int(neighbours.token_ids.numel()),
+        "n_ambiguous_distinct_l2": int(ambiguous_l2.sum()),
+        "n_ambiguous_distinct_cos": int(ambiguous_cos.sum()),
+        "n_ambiguous_tokens_l2": int(ambiguous_l2[slot].sum()),
+        "n_ambiguous_tokens_cos": int(ambiguous_cos[slot].sum()),
+        "n_clean_nearest_not_self_l2": int((neighbours.nearest_l2 != neighbours.token_ids).sum()),
+        "n_clean_nearest_not_self_cos": int((neighbours.nearest_cos != neighbours.token_ids).sum()),
+        "ambiguous_token_ids": neighbours.token_ids[ambiguous_l2 | ambiguous_cos][:20].tolist(),
+        "half_gap_l2_p5": _quantile(half_gap, 0.05),
+        "half_gap_l2_median": _quantile(half_gap, 0.5),
+    }
+    return {"metrics": metrics, "vocabulary": vocabulary, "lengths": lengths_summary(sequences)}
+
+
+# --------------------------------------------------------------------------- model + data (I/O)
+
+
+def embedding_table(model: torch.nn.Module, *, chunk_size: int = 8192) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The input embedding's forward output for every token id, (V, d) float32, and facts about it.
+
+    Calls the embedding module found by :func:`neftune.find_input_embedding` (not just its
+    weight: Gemma-style embeddings scale their output by sqrt(d)) in eval mode without
+    autograd, so no noise hook fires. ``info``: module path, class, and the median ratio of
+    output to weight row norms (1.0 when the output is the weight).
+    """
+    from ..discovery import find_input_embedding
+
+    loc = find_input_embedding(model)
+    module = loc.module
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise AnalyzeError(f"the input embedding {loc.path or type(module).__name__} has no 2-D weight")
+    vocab = weight.shape[0]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            parts = [
+                module(torch.arange(s, min(s + chunk_size, vocab), device=weight.device)).float().cpu()
+                for s in range(0, vocab, chunk_size)
+            ]
+    finally:
+        module.train(was_training)
+    table = torch.cat(parts)
+    w_norm = weight.detach().float().cpu().norm(dim=1)
+    ratio = table.norm(dim=1)[w_norm > 0] / w_norm[w_norm > 0]
+    info = {
+        "path": loc.path,
+        "module": type(module).__name__,
+        "output_to_weight_norm_ratio": float(ratio.median()) if ratio.numel() else None,
+    }
+    return table, info
+
+
+def load_sequences(
+    tokenizer: Any, data: str, *, n_sequences: int, seed: int = 0, max_length: int = 512
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """Token ids of up to ``n_sequences`` training records of ``data``, sampled with ``seed``.
+
+    Each record is rendered whole with the tokenizer's chat template (what training sees)
+    and cut at ``max_length``. Returns the sequences and ``{"available", "used", "truncated"}``.
+    """
+    from ..data.bundle import resolve_data
+    from ..models import chat_token_ids
+
+    records = resolve_data(data, seed=seed).train
+    picked = list(records)
+    if len(picked) > n_sequences:
+        picked = random.Random(seed).sample(picked, n_sequences)
+    sequences, truncated = [], 0
+    for record in picked:
+        ids = chat_token_ids(tokenizer, record.messages)
+        truncated += len(ids) > max_length
+        sequences.append(ids[:max_length])
+    return sequences, {"available": len(records), "used": len(sequences), "truncated": truncated}
+
+
+def environment_versions() -> dict[str, str]:
+    """Versions of Python, the platform and the libraries that shape the numbers."""
+    from importlib import metadata
+
+    from .. import __version__
+
+    out = {"neftune": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("torch", "transformers", "numpy", "matplotlib", "scikit-learn"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def save_figure_atomic(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """Save a matplotlib Figure as a PNG so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", **kwargs)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class AnalyzeConfig:
+    """Settings of ``neftune analyze``; saved in ``analyze.json``.
+
+    ``model``: a preset, local folder or hub id. ``alphas``: noise strengths (0 is the clean
+    reference). ``data``: a ``--data`` spec whose training records supply real token ids
+    and lengths: ``n_sequences`` of them, sampled with ``seed`` (which also seeds the noise),
+    cut at ``max_length`` tokens. ``batch_size``: sequences per padded noise batch (it
+    changes the random draws, not their distribution). ``dup_rtol``: rows closer than this
+    times the median row norm (or this many radians, for cosine) count as one vector.
+    """
+
+    model: str = "smollm2-135m"
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    distribution: str = "uniform"
+    data: str = "builtin:quick"
+    n_sequences: int = 300
+    seed: int = 0
+    out: str = "runs/analyze"
+    max_length: int = 512
+    batch_size: int = 32
+    dup_rtol: float = 1e-3
+
+    def validate(self) -> None:
+        if not self.alphas:
+            raise AnalyzeError("alphas is empty: give at least one, e.g. --alphas 0,5,10,15")
+        self.alphas = tuple(check_alpha(a, "alphas") for a in self.alphas)
+        check_choice(self.distribution, DISTRIBUTIONS, "distribution")
+        for name in ("n_sequences", "max_length", "batch_size"):
+            if getattr(self, name) < 1:
+                raise AnalyzeError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.dup_rtol >= 0:
+            raise AnalyzeError(f"dup_rtol must be >= 0, got {self.dup_rtol}")
+
+
+def run_analyze(cfg: AnalyzeConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Load the model's input embedding and data, measure every alpha, write JSON + PNG.
+
+    Writes ``<out>/analyze.json`` (model, config, embedding facts, lengths, vocabulary
+    facts, per-alpha metrics, versions, wall time) and ``<out>/analyze.png``, both
+    atomically. Returns the JSON's content; ``result["metrics"]`` is the per-alpha table.
+    """
+    from ..models import load_model_and_tokenizer
+
+    cfg.validate()
+    started = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype=torch.float32)
+    table, emb_info = embedding_table(model)
+    del model
+    sequences, data_info = load_sequences(
+        tokenizer, cfg.data, n_sequences=cfg.n_sequences, seed=cfg.seed, max_length=cfg.max_length
+    )
+    analysis = analyze_embeddings(
+        table,
+        sequences,
+        cfg.alphas,
+        distribution=cfg.distribution,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        dup_rtol=cfg.dup_rtol,
+        progress=progress,
+    )
+    for row in analysis["metrics"]:
+        row["flip_examples_l2_text"] = [
+            [tokenizer.decode([a]), tokenizer.decode([b]), n] for a, b, n in row["flip_examples_l2"]
+        ]
+    result = {
+        "model": cfg.model,
+        "config": asdict(cfg),
+        "embedding": emb_info,
+        "data": data_info,
+        "lengths": analysis["lengths"],
+        "vocabulary": analysis["vocabulary"],
+        "metrics": analysis["metrics"],
+        "versions": environment_versions(),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    out = Path(cfg.out)
+    write_json_atomic(out / ANALYZE_JSON, result)
+    save_figure_atomic(analyze_figure(result), out / ANALYZE_PNG, dpi=120)
+    return result
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def shade_paper_band(ax: Any, label: bool = True) -> None:
+    """Shade the paper's alpha range (5-15) on an axis whose x is alpha."""
+    ax.axvspan(
+        *PAPER_BAND, color="#f4d35e", alpha=0.25, lw=0, label="paper's α range (5–15)" if label else None
+    )
+
+
+def analyze_figure(result: dict[str, Any]) -> Any:
+    """2x2 matplotlib Figure (no pyplot state): noise L2, cosine, SNR (dB), flip rate vs alpha."""
+    from matplotlib.figure import Figure
+
+    rows = result["metrics"]
+    vocab = result["vocabulary"]
+    alpha = [r["alpha"] for r in rows]
+    fig = Figure(figsize=(11, 8), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
+
+    ax = axes[0, 0]
+    shade_paper_band(ax)
+    ax.plot(alpha, [r["noise_l2_mean"] for r in rows], "o-", label="measured mean ‖n_t‖")
+    ax.plot(alpha, [r["noise_l2_expected_rms"] for r in rows], "k--", lw=1, label="expected √(α² Var(ε) / L)")
+    ax.axhline(vocab["clean_token_norm_median"], color="C2", ls=":", label="median clean ‖x_t‖")
+    ax.axhline(
+        vocab["half_gap_l2_median"], color="C3", ls=":", label="median ½ distance to nearest other token"
+    )
+    ax.set_ylabel("noise L2 per token")
+    ax.set_title("Noise size per token")
+    ax.set_ylim(0, 1.15 * max(vocab["clean_token_norm_median"], *(r["noise_l2_mean"] for r in rows)))
+    ax.legend(fontsize=8, loc="lower right")
+
+    ax = axes[0, 1]
+    shade_paper_band(ax, label=False)
+    ax.plot(alpha, [r["cosine_mean"] for r in rows], "o-", label="mean")
+    ax.plot(alpha, [r["cosine_p5"] for r in rows], "s--", label="5th percentile")
+    ax.set_ylabel("cosine(clean, noisy)")
+    ax.set_title("Direction kept")
+    ax.legend(fontsize=8, loc="lower left")
+
+    ax = axes[1, 0]
+    shade_paper_band(ax, label=False)
+    pts = [(r["alpha"], r["snr_db_median"]) for r in rows if r["snr_db_median"] is not None]
+    if pts:
+        ax.plot(*zip(*pts), "o-", label="median ‖x_t‖/‖n_t‖")
+    ax.axhline(0, color="k", lw=0.8, ls=":", label="0 dB: noise as large as the token")
+    ax.set_ylabel("signal-to-noise (dB, 20 log10)")
+    ax.set_xlabel("alpha")
+    ax.set_title("Signal-to-noise ratio")
+    ax.legend(fontsize=8, loc="upper right")
+
+    ax = axes[1, 1]
+    shade_paper_band(ax, label=False)
+    flips_l2 = [100 * r["flip_rate_l2"] for r in rows]
+    ax.plot(alpha, flips_l2, "o-", label="nearest token changed (L2)")
+    ax.plot(alpha, [100 * r["flip_rate_cos"] for r in rows], "s--", label="nearest token changed (cosine)")
+    for r, y in zip(rows, flips_l2):
+        ax.annotate(
+            str(r["n_flips_l2"]), (r["alpha"], y), textcoords="offset points", xytext=(0, 7),
+            ha="center", fontsize=7,
+        )  # fmt: skip
+    top = max(1.0, 1.3 * max(flips_l2 + [100 * r["flip_rate_cos"] for r in rows]))
+    ax.set_ylim(-0.03 * top, top)
+    ax.set_ylabel("% of tokens whose nearest token changed")
+    ax.set_xlabel("alpha")
+    ax.set_title(f"Nearest-token flip rate (labels: flipped tokens of {rows[0]['n_tokens']})")
+    twin = ax.twinx()
+    twin.plot(alpha, [100 * r["flip_possible_rate"] for r in rows], ":", color="gray")
+    twin.set_ylim(-3, 105)
+    twin.set_ylabel("% with noise ≥ ½ gap (flip possible)", color="gray")
+    twin.tick_params(axis="y", colors="gray")
+    ax.plot([], [], ":", color="gray", label="noise ≥ ½ gap: flip possible (right axis)")
+    ax.legend(fontsize=8, loc="upper left")
+
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.text(
+            sum(PAPER_BAND) / 2, 0.98, "paper", transform=ax.get_xaxis_transform(), ha="center", va="top",
+            fontsize=8, color="#8a6d00",
+        )  # fmt: skip
+    lengths = result["lengths"]
+    fig.suptitle(
+        f"NEFTune noise on {result['model']} input embeddings — {result['config']['distribution']} noise, "
+        f"{lengths['n_sequences']} sequences, {lengths['n_tokens']} tokens, median length {lengths['median']:g}",
+        fontsize=11,
+    )
+    return fig
+
+
+__all__ = [
+    "ANALYZE_JSON",
+    "ANALYZE_PNG",
+    "DEFAULT_ALPHAS",
+    "PAPER_BAND",
+    "AnalyzeConfig",
+    "AnalyzeError",
+    "CleanNeighbours",
+    "NoisyTokens",
+    "analyze_embeddings",
+    "analyze_figure",
+    "changed_vector",
+    "dot_error_bound",
+    "embedding_table",
+    "environment_versions",
+    "expected_noise_sq",
+    "flip_examples",
+    "lengths_summary",
+    "load_sequences",
+    "nearest_rows",
+    "noisy_tokens",
+    "pad_batches",
+    "run_analyze",
+    "save_figure_atomic",
+    "search_neighbours",
+    "token_geometry",
+    "unit_angle",
+]
