@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neftune.experiments import embedding_noise as en
+from neftune.experiments import nearest
 
 from conftest import Z, tiny_gemma
 
@@ -66,8 +67,8 @@ def test_token_geometry_known_vector_and_noise_norm():
 def test_unit_angle_accurate_near_zero_and_for_zero_rows():
     a = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     b = torch.tensor([[1.0, 1e-9]], dtype=torch.float64)
-    assert en.unit_angle(a, b).item() == pytest.approx(1e-9, rel=1e-6)  # acos(cos) would give 0
-    assert en.unit_angle(a, torch.zeros(1, 2)).item() == pytest.approx(math.pi / 2)
+    assert nearest.unit_angle(a, b).item() == pytest.approx(1e-9, rel=1e-6)  # acos(cos) would give 0
+    assert nearest.unit_angle(a, torch.zeros(1, 2)).item() == pytest.approx(math.pi / 2)
 
 
 # --------------------------------------------------------------------------- noise magnitude
@@ -164,7 +165,7 @@ def test_duplicate_rows_are_not_flips_and_are_reported_ambiguous():
     assert set(vocab_info["ambiguous_token_ids"]) == set(twins)
     # The test exercises the handling: by raw index, the noisy twins do move.
     draw = en.noisy_tokens(table, seqs[:60], alpha, generator=torch.Generator().manual_seed(11))
-    raw_l2, _ = en.nearest_rows(draw.noisy, table)
+    raw_l2, _ = nearest.nearest_rows(draw.noisy, table)
     assert bool((raw_l2 != draw.token_ids).any())
 
 
@@ -179,10 +180,10 @@ def test_clustered_table_search_equals_brute_force():
     token_ids = torch.randint(0, 400, (300,), generator=gen)
     token_ids[:5] = 30
     queries = [table[token_ids] + scale * torch.randn(300, 24, generator=gen) for scale in (0.05, 0.3, 2.0)]
-    _, found = en.search_neighbours(table, token_ids, queries, chunk_tokens=64, screen="bfloat16")
+    _, found = nearest.search_neighbours(table, token_ids, queries, chunk_tokens=64, screen="bfloat16")
     for q, (l2, cos) in zip(queries, found):
-        ref_l2, ref_cos = en.nearest_rows(q, table, screen="float32")
-        scr_l2, scr_cos = en.nearest_rows(q, table, screen="bfloat16", chunk_size=100)
+        ref_l2, ref_cos = nearest.nearest_rows(q, table, screen="float32")
+        scr_l2, scr_cos = nearest.nearest_rows(q, table, screen="bfloat16", chunk_size=100)
         for got, ref in ((l2, ref_l2), (scr_l2, ref_l2), (cos, ref_cos), (scr_cos, ref_cos)):
             same = (got == ref) | (table[got] == table[ref]).all(1)  # exact twins may swap
             assert bool(same.all()), int((~same).sum())
@@ -192,7 +193,7 @@ def test_dot_error_bound_holds_for_bfloat16_products():
     gen = torch.Generator().manual_seed(0)
     q, w = torch.randn(200, 576, generator=gen), torch.randn(300, 576, generator=gen) * 5
     err = ((q.bfloat16() @ w.bfloat16().T).float() - (q.double() @ w.double().T).float()).abs()
-    bound = en.dot_error_bound(576, torch.bfloat16) * q.norm(dim=1, keepdim=True) * w.norm(dim=1)
+    bound = nearest.dot_error_bound(576, torch.bfloat16) * q.norm(dim=1, keepdim=True) * w.norm(dim=1)
     assert bool((err <= bound).all())
 
 

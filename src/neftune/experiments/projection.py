@@ -23,18 +23,11 @@ from typing import Any
 
 import torch
 
-from ..io import write_json_atomic
+from ..io import write_bytes_atomic, write_json_atomic
 from ..noise import DISTRIBUTIONS, add_noise, check_alpha, check_choice
-from .embedding_noise import (
-    AnalyzeError,
-    embedding_table,
-    environment_versions,
-    lengths_summary,
-    load_sequences,
-    nearest_rows,
-    save_figure_atomic,
-    token_geometry,
-)
+from ..provenance import environment
+from .embedding_noise import AnalyzeError, embedding_table, lengths_summary, load_sequences, token_geometry
+from .nearest import nearest_rows
 
 VIZ_JSON = "viz.json"
 VIZ_PNG = "viz.png"
@@ -245,12 +238,14 @@ def run_viz(cfg: VizConfig) -> dict[str, Any]:
         "tsne_perplexity": coords["tsne_perplexity"],
         "n_flipped": sum(p["flipped"] for p in points),
         "token_norm_median": float(clean.norm(dim=1).median()),
-        "versions": environment_versions(),
+        "versions": environment(),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     out = Path(cfg.out)
     write_json_atomic(out / VIZ_JSON, result)
-    save_figure_atomic(viz_figure(result), out / VIZ_PNG, dpi=110)
+    from .plots import figure_png
+
+    write_bytes_atomic(out / VIZ_PNG, figure_png(viz_figure(result), dpi=110))
     return result
 
 

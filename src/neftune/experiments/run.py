@@ -16,8 +16,6 @@ an evaluation that did not finish, and refuses to mix arms trained with differen
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -27,6 +25,7 @@ from typing import Any, Protocol
 from ..data import DataError
 from ..data.bundle import DataBundle, resolve_data
 from ..io import write_json_atomic
+from ..provenance import environment
 from ..training import RUN_FILE, RunError, run_status
 from .plan import Arm, ExperimentConfig
 
@@ -70,23 +69,6 @@ class NullProgress:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def environment() -> dict[str, Any]:
-    """Versions and machine, for the report's "how to reproduce"."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-
-    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "neftune"):
-        try:
-            env[package] = version(package)
-        except PackageNotFoundError:
-            env[package] = None
-    env["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    env["cpu_count"] = os.cpu_count()
-    return env
 
 
 def primary_metric(bundle: DataBundle) -> str:
