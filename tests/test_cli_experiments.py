@@ -124,3 +124,38 @@ def test_report_bad_folder(tmp_path, content, message):
     result = _invoke("report", tmp_path)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert message in _text(result)
+
+
+def test_analyze_and_viz_commands(tmp_path):
+    out = tmp_path / "exp"
+    result = _invoke(
+        "analyze", "--model", "tiny", "--alphas", "0,5", "--n-sequences", "4", "--out", out / "analyze"
+    )
+    assert result.exit_code == 0, result.output
+    assert "flips L2" in _text(result) and (out / "analyze" / "analyze.png").exists()
+    data = json.loads((out / "analyze" / "analyze.json").read_text())
+    assert [row["alpha"] for row in data["metrics"]] == [0.0, 5.0]
+    assert data["metrics"][0]["flip_rate_l2"] == 0.0, "no noise, no flip"
+
+    result = _invoke("viz", "--model", "tiny", "--alpha", "5", "--length", "50", "--out", out / "viz")
+    assert result.exit_code == 0, result.output
+    assert "L=50 (given)" in _text(result) and (out / "viz" / "viz.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["analyze", "--alphas", "0,x"], "alphas must be comma-separated numbers"),
+        (["analyze", "--alphas", "-1"], "alphas must be >= 0"),
+        (["analyze", "--n-sequences", "0"], "n_sequences must be >= 1"),
+        (["analyze", "--distribution", "cauchy"], "unknown distribution"),
+        (["analyze", "--model", "./missing-folder"], "unknown model"),
+        (["viz", "--alpha", "-2"], "alpha must be >= 0"),
+        (["viz", "--length", "0"], "length must be >= 1"),
+        (["viz", "--distribution", "cauchy"], "unknown distribution"),
+    ],
+)
+def test_analyze_viz_bad_options(tmp_path, args, message):
+    result = _invoke(*args, "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and message in _text(result)

@@ -508,6 +508,126 @@ def sweep(
     )
 
 
+def _analysis_errors() -> tuple[type[BaseException], ...]:
+    from .experiments.embedding_noise import AnalyzeError
+
+    return (AnalyzeError, *_user_errors())
+
+
+@app.command()
+def analyze(
+    model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "smollm2-135m",
+    alphas: Annotated[str, typer.Option(help="Comma-separated alphas to measure.")] = "0,1,5,10,15,20,30",
+    distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
+    data: Annotated[
+        str, typer.Option(help="Where the real token ids and sequence lengths come from. " + _DATA_HELP)
+    ] = "builtin:quick",
+    n_sequences: Annotated[int, typer.Option(help="Sequences sampled from --data.")] = 300,
+    max_length: Annotated[int, typer.Option(help="Cut sequences at this many tokens.")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and of the noise.")] = 0,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for analyze.json / analyze.png (use EXPERIMENT/analyze to add it to a report)."
+        ),
+    ] = Path("runs/analyze"),
+) -> None:
+    """What the noise does to the model's real token embeddings: L2, cosine, SNR, nearest-token flips."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .experiments.embedding_noise import AnalyzeConfig, run_analyze
+    from .experiments.plan import parse_floats
+
+    try:
+        cfg = AnalyzeConfig(
+            model=model,
+            alphas=tuple(parse_floats(alphas, "alphas")),
+            distribution=distribution,
+            data=data,
+            n_sequences=n_sequences,
+            max_length=max_length,
+            seed=seed,
+            out=str(out),
+        )
+        cfg.validate()
+    except _analysis_errors() as exc:
+        _fail(str(exc))
+    _quiet_libraries()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            tasks: dict[str, object] = {}
+
+            def report(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            result = run_analyze(cfg, progress=report)
+    except _analysis_errors() as exc:
+        _fail(str(exc))
+    lengths = result["lengths"]
+    table = Table(
+        title=f"neftune analyze: {model}, {result['data']['used']} sequences of {data} "
+        f"(median {lengths['median']:g} tokens)"
+    )
+    for column in ("alpha", "noise L2/tok (expected)", "cos mean (p5)", "SNR dB", "flips L2", "flips cos"):
+        table.add_column(column, justify="right")
+    table.add_column("can flip", justify="right")
+    for row in result["metrics"]:
+        snr_db = row.get("snr_db_median")
+        table.add_row(
+            f"{row['alpha']:g}",
+            f"{row['noise_l2_rms']:.3f} ({row['noise_l2_expected_rms']:.3f})",
+            f"{row['cosine_mean']:.3f} ({row['cosine_p5']:.3f})",
+            "-" if snr_db is None else f"{snr_db:.1f}",
+            f"{100 * row['flip_rate_l2']:.2f}%",
+            f"{100 * row['flip_rate_cos']:.2f}%",
+            f"{100 * row['flip_possible_rate']:.0f}%",
+        )
+    Console().print(table)
+    console.print(f"Written: {out / 'analyze.json'}, {out / 'analyze.png'}  ({result['wall_seconds']:.0f} s)")
+
+
+@app.command()
+def viz(
+    model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "smollm2-135m",
+    alpha: Annotated[float, typer.Option(help="Noise magnitude alpha.")] = 5.0,
+    length: Annotated[
+        int | None,
+        typer.Option(help="Sequence length L the noise is scaled for [default: median of --data]."),
+    ] = None,
+    distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
+    data: Annotated[
+        str, typer.Option(help="Data whose median length is the default --length.")
+    ] = "builtin:quick",
+    seed: Annotated[int, typer.Option(help="Seed of the noise and of t-SNE.")] = 0,
+    out: Annotated[
+        Path, typer.Option(help="Folder for viz.png / viz.json (use EXPERIMENT/viz to add it to a report).")
+    ] = Path("runs/viz"),
+) -> None:
+    """2-D projections (PCA, t-SNE) of real token embeddings from a few word groups, clean vs noisy."""
+    from .experiments.projection import VizConfig, run_viz
+
+    cfg = VizConfig(
+        model=model, alpha=alpha, length=length, distribution=distribution, data=data, seed=seed, out=str(out)
+    )
+    try:
+        cfg.validate()
+        _quiet_libraries()
+        with console.status("projecting embeddings..."):
+            result = run_viz(cfg)
+    except _analysis_errors() as exc:
+        _fail(str(exc))
+    dropped = ", ".join(d["word"] if isinstance(d, dict) else str(d) for d in result["dropped"]) or "none"
+    console.print(
+        f"{len(result['points'])} tokens at alpha {result['alpha']:g}, L={result['length']} "
+        f"({result['length_source']}); nearest token changed for {result['n_flipped']}; "
+        f"dropped (not one token): {dropped}"
+    )
+    console.print(f"Written: {out / 'viz.png'}, {out / 'viz.json'}")
+
+
 @app.command("report")
 def report_(
     folder: Annotated[Path, typer.Argument(help="Experiment folder holding results.json.")],
