@@ -7,24 +7,26 @@ import math
 
 import pytest
 
+from neftune.experiments.findings import (
+    fmt_ci,
+    fmt_estimate,
+    headline_sentences,
+    multiple_comparisons_sentence,
+    paper_signatures,
+    recommend,
+    status_sentence,
+    summary_to_dict,
+)
 from neftune.experiments.stats import (
     NA_NO_BASELINE,
     NA_NO_SHARED_SEEDS,
     NA_ONE_SEED,
     Setting,
-    fmt_ci,
-    fmt_estimate,
-    headline_sentences,
     metric_direction,
     metric_label,
-    multiple_comparisons_sentence,
     paired_difference,
     paired_t_p_value,
-    paper_signatures,
-    recommend,
-    status_sentence,
     summarize,
-    summary_to_dict,
     verdict,
 )
 

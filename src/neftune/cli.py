@@ -383,7 +383,8 @@ def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
 
 def _print_headline(results: dict) -> None:
     """The statistics' plain-words verdicts (and, for sweeps, the recommendation) on stdout."""
-    from .experiments.stats import headline_sentences, recommend, status_sentence, summarize
+    from .experiments.findings import headline_sentences, recommend, status_sentence
+    from .experiments.stats import summarize
 
     summary = summarize(results)
     lines = [status_sentence(summary), *headline_sentences(summary)]

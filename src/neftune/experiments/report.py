@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from .findings import fmt_estimate, fmt_p, summary_to_dict
 from .plots import figure_png, make_figures
 from .stats import (
     BASELINE,
@@ -29,10 +30,7 @@ from .stats import (
     MetricSummary,
     Setting,
     Summary,
-    fmt_estimate,
-    fmt_p,
     summarize,
-    summary_to_dict,
 )
 
 __all__ = ["ReportError", "build_report", "load_results", "render_html", "render_markdown"]
@@ -353,7 +351,7 @@ def render_html(
     figures: Mapping[str, bytes],
     extras: Sequence[tuple[str, bytes]] = (),
 ) -> str:
-    """The self-contained report page. ``doc`` is :func:`~.stats.summary_to_dict` of ``summary``;
+    """The self-contained report page. ``doc`` is :func:`~.findings.summary_to_dict` of ``summary``;
     ``figures`` maps figure names to PNG bytes; ``extras`` are (caption, PNG bytes) to append."""
     pct = f"{100 * summary.confidence:g}%"
     env = results.get("environment") or {}

@@ -28,8 +28,8 @@ from ..io import write_json_atomic
 from ..provenance import environment
 from ..training import RUN_FILE, RunError, run_status
 from .plan import Arm, ExperimentConfig
+from .stats import RESULTS_SCHEMA as SCHEMA
 
-SCHEMA = "neftune.results/1"
 RESULTS_FILE = "results.json"
 EXPERIMENT_FILE = "experiment.json"
 ARM_FILE = "arm.json"
