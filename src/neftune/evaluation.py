@@ -97,7 +97,7 @@ def load_for_eval(spec: str, *, trust_remote_code: bool = False):
     from .training import run_status
 
     path = Path(spec)
-    if path.is_dir():
+    if spec.strip() and path.is_dir():
         status = run_status(path)
         if status == "running":
             raise ModelError(
@@ -106,7 +106,7 @@ def load_for_eval(spec: str, *, trust_remote_code: bool = False):
             )
         if status == "corrupt":
             raise ModelError(f"{path / RUN_FILE} is unreadable: the run folder is damaged")
-    if path.is_dir() and (path / "adapter_config.json").exists():
+    if spec.strip() and path.is_dir() and (path / "adapter_config.json").exists():
         model, tok = _load_adapter(path, trust_remote_code)
     else:
         model, tok = load_model_and_tokenizer(spec, trust_remote_code=trust_remote_code)

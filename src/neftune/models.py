@@ -157,7 +157,7 @@ def check_model_folder(path: Path) -> None:
 def resolve_model(spec: str) -> str:
     """Turn a preset name, a local folder or a hub id into something ``from_pretrained`` takes."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ModelError(f"model must be a preset ({', '.join(PRESETS)}), a folder or a hub id; got {spec!r}")
+        raise ModelError(f"model is empty; give a preset ({', '.join(PRESETS)}), a folder or a hub id")
     if spec in ("smollm2-135m", "default"):
         return str(default_model_dir())
     if spec == "tiny":

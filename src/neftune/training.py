@@ -21,7 +21,7 @@ from typing import Any
 from .data import DataError, Record
 from .data.bundle import resolve_data
 from .io import write_json_atomic
-from .models import chat_token_ids
+from .models import chat_token_ids, resolve_model
 from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
 from .schedules import resolve_schedule
 
@@ -82,7 +82,7 @@ class TrainConfig:
             if not 0 <= getattr(self, name) < 2**32:
                 raise RunError(f"{name} must be in [0, 2**32), got {getattr(self, name)}")
         if not str(self.model).strip():
-            raise RunError("model is empty; give a preset (smollm2-135m, tiny), a folder or a hub id")
+            resolve_model(self.model)  # raises ModelError: model is empty
 
 
 def run_status(out: str | Path) -> str | None:
