@@ -200,6 +200,11 @@ def load_model_and_tokenizer(spec: str, *, dtype=None, trust_remote_code: bool =
         ) from None
     except (ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "custom code" in str(exc) and not trust_remote_code:
+            first += (
+                " neftune leaves trust_remote_code off; pass trust_remote_code=True (TrainConfig, EvalConfig, "
+                "load_model_and_tokenizer) only for code you have read and trust."
+            )
         raise ModelError(f"could not load model {spec!r}: {first}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

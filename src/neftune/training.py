@@ -334,8 +334,10 @@ def train(
         seed=cfg.seed,
     )
     checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None
+    resumed_from = 0
     if checkpoint is not None:
         check_checkpoint_files(checkpoint)
+        resumed_from = _checkpoint_step(checkpoint) or 0
     start = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -350,7 +352,6 @@ def train(
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     write_json_atomic(out / "train_log.json", trainer.state.log_history)
-    resumed_from = _checkpoint_step(checkpoint) if checkpoint is not None else 0
     # After a resume the trainer's own figure covers only the steps of this call; the log covers all.
     logged = logged_mean_loss(trainer.state.log_history) if resumed_from else None
     train_loss = logged if logged is not None else result.training_loss
