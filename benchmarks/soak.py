@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,9 @@ def hook_counts(model: torch.nn.Module) -> dict[str, int]:
 
 def live_tensors() -> int:
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
+    with warnings.catch_warnings():  # isinstance() on torch's lazy deprecated aliases warns
+        warnings.simplefilter("ignore")
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
 
 
 def sample(model: torch.nn.Module, step: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -230,6 +231,29 @@ def check_checkpoint_files(path: Path) -> None:
         )
 
 
+def refused_pickle_message(checkpoint: Path | None) -> str:
+    """Name the checkpoint file that ``torch.load(weights_only=True)`` refuses, and why."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals  # the numpy types the Trainer allows
+
+    culprit, reason = "a pickle file", ""
+    files = sorted(p for p in checkpoint.iterdir() if p.suffix in (".pt", ".pth")) if checkpoint else []
+    for path in files:  # rng_state*.pth, optimizer.pt, scheduler.pt, scaler.pt (not training_args.bin)
+        try:
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            culprit = path.name
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            reason = f" (it would call {found.group(1)})" if found else ""
+            break
+    return (
+        f"refused to load checkpoint {checkpoint}: {culprit} holds objects other than tensors{reason}, "
+        "which torch.load(weights_only=True) does not unpickle because unpickling can run code. "
+        "neftune did not write it; delete that checkpoint folder to resume from an earlier one, or pass --overwrite"
+    )
+
+
 def logged_mean_loss(log_history: list[dict[str, Any]]) -> float | None:
     """Mean training loss over the logged steps: each ``loss`` entry averages the steps since the last."""
     total, steps, last = 0.0, 0, 0
@@ -341,11 +365,8 @@ def train(
     start = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a file of the checkpoint
-        raise RunError(
-            f"refused to load checkpoint {checkpoint}: a file in it is not a plain tensor pickle "
-            f"({str(exc).splitlines()[0][:200]}). Delete that checkpoint or pass --overwrite"
-        ) from None
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) refused a file of the checkpoint
+        raise RunError(refused_pickle_message(checkpoint)) from None
     seconds = time.perf_counter() - start
 
     model = trainer.model
