@@ -11,15 +11,26 @@ import importlib.util
 import json
 import shutil
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from neftune.training import RUN_FILE, TrainConfig, last_complete_checkpoint, run_status, train
+from neftune.training import (
+    RUN_FILE,
+    RunError,
+    TrainConfig,
+    check_resume_config,
+    last_complete_checkpoint,
+    run_status,
+    train,
+)
 
 pytest.importorskip("trl")
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("fault_injection_train", ROOT / "scripts" / "fault_injection_train.py")
+_spec = importlib.util.spec_from_file_location(
+    "fault_injection_train", ROOT / "scripts" / "fault_injection_train.py"
+)
 fi = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fi)
 
@@ -78,6 +89,18 @@ def test_resume_skips_half_written_checkpoints(tmp_path):
     assert metrics["train_loss"] > 0, "the whole run's mean loss, not 0 from an empty resumed segment"
 
 
+def test_resume_config_check(tmp_path):
+    """--resume needs the interrupted run's settings; fields it predates count as their defaults."""
+    cfg = TrainConfig(model="tiny", out=str(tmp_path), alpha=5.0)
+    saved = {k: v for k, v in asdict(cfg).items() if k != "trust_remote_code"}  # an older run file
+    (tmp_path / RUN_FILE).write_text(json.dumps({"status": "running", "config": saved}))
+    check_resume_config(tmp_path, cfg)
+    with pytest.raises(RunError, match=r"lora: False -> True; .*lr: None -> 0.001"):
+        check_resume_config(
+            tmp_path, TrainConfig(model="tiny", out="elsewhere", alpha=5.0, lora=True, lr=1e-3)
+        )
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_finishes_once(tmp_path):
     out, max_steps = tmp_path / "run", 6
@@ -95,7 +118,9 @@ def test_sigkill_then_resume_finishes_once(tmp_path):
     history = []
     for should_kill in (first_checkpoint_done, mid_save, None):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        result = fi.watch(proc, out, max_steps, should_kill)  # asserts the run file is valid JSON at every read
+        result = fi.watch(
+            proc, out, max_steps, should_kill
+        )  # asserts the run file is valid JSON at every read
         stderr = proc.stderr.read().decode(errors="replace")
         history.append((should_kill.__name__ if should_kill else "to the end", result))
         if should_kill is None:

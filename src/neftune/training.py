@@ -142,12 +142,10 @@ def check_resume_config(out: Path, cfg: TrainConfig) -> None:
     saved = json.loads((out / RUN_FILE).read_text()).get("config")
     if not isinstance(saved, dict):
         raise RunError(f"{out / RUN_FILE} has no config; pass --overwrite to start over")
-    old, new = _comparable(saved), _comparable(cfg)
-    changed = [
-        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
-        for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k)
-    ]
+    # Settings the saved run predates (fields added since) count as their defaults.
+    new, defaults = _comparable(cfg), _comparable(TrainConfig())
+    old = {**defaults, **_comparable(saved)}
+    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
     if changed:
         raise RunError(
             f"--resume with other settings than the interrupted run in {out} ({'; '.join(changed)}); "
