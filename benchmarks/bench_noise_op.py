@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -44,6 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
 
+from neftune.io import write_json_atomic
 from neftune.kernels import fused_add_noise, reference_add_noise, triton_available
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -298,8 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "results": results,
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json_atomic(args.out, payload)
         print(f"\nwrote {args.out}")
     return 0
 

@@ -12,13 +12,13 @@ from neftune.experiments import run as runmod
 from neftune.experiments.plan import (
     Arm,
     ExperimentConfig,
-    Setting,
     from_preset,
     parse_floats,
     parse_names,
     parse_seeds,
 )
 from neftune.experiments.run import ARM_FILE, RESULTS_FILE, run_experiment
+from neftune.experiments.setting import Setting
 from neftune.training import RunError, TrainConfig
 
 pytest.importorskip("trl")
@@ -81,7 +81,7 @@ def test_settings_put_the_baseline_once_and_first():
         schedules=[None, "linear"],
     )
     settings = cfg.settings()
-    assert settings[0] == Setting(0.0) and sum(s.is_baseline for s in settings) == 1
+    assert settings[0] == Setting(0.0) and sum(s.is_no_noise for s in settings) == 1
     assert len(settings) == 1 + 2 * 2 * 2
     arms = cfg.arms()
     assert len(arms) == len(settings) * 2
@@ -136,7 +136,7 @@ def test_presets_are_valid():
     for name in ("quick", "standard", "full"):
         cfg = from_preset(name)
         cfg.validate()
-        assert cfg.settings()[0].is_baseline and len(cfg.seeds) >= 3
+        assert cfg.settings()[0].is_no_noise and len(cfg.seeds) >= 3
 
 
 # --------------------------------------------------------------------------- running (tiny model)
@@ -230,3 +230,14 @@ def test_refuses_a_folder_that_is_not_an_experiment(tmp_path):
         run_experiment(tiny_experiment(), folder, report=False)
     assert (folder / "notes.txt").read_text() == "keep me"
     assert os.listdir(folder) == ["notes.txt"]
+
+
+def test_options_added_by_a_later_version_count_as_their_default():
+    from neftune.experiments.run import _differences
+
+    old = {"train": {"max_steps": 50}, "curve_every": 25}
+    defaults = {"train": {"max_steps": -1, "noise_backend": "auto"}, "curve_every": 10}
+    same = {"train": {"max_steps": 50, "noise_backend": "auto"}, "curve_every": 25}
+    assert _differences(old, same, defaults) == []
+    changed = {"train": {"max_steps": 50, "noise_backend": "torch"}, "curve_every": 25}
+    assert _differences(old, changed, defaults) == ["train.noise_backend: 'auto' then, 'torch' now"]

@@ -432,3 +432,21 @@ def test_example_runs(name):
     spec.loader.exec_module(module)
     result = module.main()
     assert result is not None and not neftune.is_active(result)
+
+
+def test_noise_ratio_is_measured_only_before_logged_steps():
+    from types import SimpleNamespace
+
+    from neftune.integrations.transformers import _logs_after
+
+    args = SimpleNamespace(logging_strategy="steps", logging_steps=5, logging_first_step=False, max_steps=20)
+    assert [s for s in range(1, 21) if _logs_after(args, s)] == [5, 10, 15, 20]
+    args.logging_first_step = True
+    assert [s for s in range(1, 11) if _logs_after(args, s)] == [1, 5, 10]
+    fraction = SimpleNamespace(logging_strategy="steps", logging_steps=0.25, max_steps=20)
+    assert [s for s in range(1, 21) if _logs_after(fraction, s)] == [5, 10, 15, 20]
+    assert _logs_after(SimpleNamespace(logging_strategy="epoch"), 3), "other strategies: every step"
+    from transformers import TrainingArguments
+
+    real = TrainingArguments(output_dir="unused", logging_steps=5, use_cpu=True, report_to="none")
+    assert [s for s in range(1, 11) if _logs_after(real, s)] == [5, 10], "the enum TrainingArguments holds"

@@ -55,6 +55,9 @@ def train(
     schedule: Annotated[
         str | None, typer.Option(help="constant | linear | cosine | warmup | warmup:<fraction>")
     ] = None,
+    noise_backend: Annotated[
+        str, typer.Option(help="auto (fused Triton kernel on a CUDA GPU when available) | torch | triton")
+    ] = "auto",
     lora: Annotated[
         bool, typer.Option("--lora/--full", help="Train a LoRA adapter instead of all weights.")
     ] = False,
@@ -94,6 +97,7 @@ def train(
         distribution=distribution,
         scaling=scaling,
         schedule=schedule,
+        noise_backend=noise_backend,
         lora=lora,
         lora_r=lora_r,
         epochs=epochs,
@@ -263,7 +267,6 @@ def _run_grid(
     overwrite: bool,
     report: bool,
 ) -> None:
-    import shlex
     from dataclasses import replace
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -309,7 +312,7 @@ def _run_grid(
         f"neftune {kind}: {n_arms} arms ({len(cfg.settings())} settings x {len(cfg.seeds)} seeds) "
         f"of {cfg.train.model} on {cfg.train.data} -> {out}"
     )
-    command = shlex.join(["neftune", *sys.argv[1:]]) if sys.argv and sys.argv[0] else None
+    command = _grid_command(kind, preset, cfg, out)
     _quiet_libraries()
     columns = (
         TextColumn("{task.description}"),
@@ -335,27 +338,61 @@ def _run_grid(
     _print_experiment_summary(out, results, report)
 
 
+def _grid_command(kind: str, preset: str, cfg, out: Path) -> str:
+    """The command that reruns exactly this experiment: every resolved option spelled out."""
+    import shlex
+
+    def floats(values) -> str:
+        return ",".join(f"{v:g}" for v in values)
+
+    t = cfg.train
+    args = ["neftune", kind, "--preset", preset, "--model", t.model, "--data", t.data]
+    args += [
+        "--alphas",
+        floats(cfg.alphas),
+        "--seeds",
+        ",".join(map(str, cfg.seeds)) + ("," if len(cfg.seeds) == 1 else ""),
+    ]
+    if kind == "sweep":
+        args += ["--distributions", ",".join(cfg.distributions)]
+        args += ["--schedules", ",".join(s or "constant" for s in cfg.schedules)]
+    else:
+        args += ["--distribution", cfg.distributions[0]]
+    args += ["--max-steps", str(t.max_steps)] if t.max_steps > 0 else ["--epochs", f"{t.epochs:g}"]
+    args += ["--batch-size", str(t.batch_size), "--max-length", str(t.max_length)]
+    args += ["--lora" if t.lora else "--full"] + (["--lr", f"{t.lr:g}"] if t.lr is not None else [])
+    for key in ("n_generate", "max_new_tokens", "repetition_penalty"):  # the eval options with a flag
+        if key in cfg.eval:
+            value = cfg.eval[key]
+            args += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    args += ["--curve-every", str(cfg.curve_every), "--out", str(out)]
+    return shlex.join(args)
+
+
 def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
     done = sum(a["status"] == "complete" for a in results["arms"])
     console.print(f"[green]Done:[/] {done}/{len(results['arms'])} arms in {out}")
-    if not report:
+    _print_headline(results)
+    if report:
+        console.print(
+            f"Report: {out / 'report' / 'report.html'}  (Markdown: {out / 'report' / 'summary.md'})"
+        )
+    else:
         console.print(f"Report: neftune report {out}")
-        return
-    summary = out / "report" / "summary.md"
-    if summary.exists():
-        Console().print(_headline(summary))
-    console.print(f"Report: {out / 'report' / 'report.html'}  (Markdown: {summary})")
 
 
-def _headline(summary_md: Path) -> str:
-    """The summary's first section (its headline verdicts), for the terminal."""
-    lines = summary_md.read_text().splitlines()
-    picked: list[str] = []
-    for line in lines[1:]:
-        if line.startswith("## ") and picked:
-            break
-        picked.append(line)
-    return "\n".join(picked).strip()
+def _print_headline(results: dict) -> None:
+    """The statistics' plain-words verdicts (and, for sweeps, the recommendation) on stdout."""
+    from .experiments.stats import headline_sentences, recommend, status_sentence, summarize
+
+    summary = summarize(results)
+    lines = [status_sentence(summary), *headline_sentences(summary)]
+    if results.get("kind") == "sweep" and summary.primary_metric:
+        lines.append("Recommendation: " + recommend(summary).reason)
+    out = Console()
+    for line in lines:
+        if line:
+            out.print("- " + escape(line), highlight=False)
 
 
 _GRID_HELP = {
@@ -476,16 +513,14 @@ def report_(
     folder: Annotated[Path, typer.Argument(help="Experiment folder holding results.json.")],
 ) -> None:
     """Rebuild report.html, summary.md and the plots of an experiment from its results.json."""
-    from .experiments.report import ReportError, build_report
+    from .experiments.report import ReportError, build_report, load_results
 
     try:
         paths = build_report(folder)
+        _print_headline(load_results(folder))
     except (ReportError, *_user_errors()) as exc:
         _fail(str(exc))
-    summary = paths.get("summary") or folder / "report" / "summary.md"
-    if Path(summary).exists():
-        Console().print(_headline(Path(summary)))
-    console.print(f"Report: {paths.get('html', folder / 'report' / 'report.html')}")
+    console.print(f"Report: {paths['html']}  (Markdown: {paths['markdown']})")
 
 
 def main() -> None:

@@ -26,6 +26,14 @@ import torch
 from torch import nn
 
 from .discovery import find_input_embedding, unwrap_model
+from .kernels import fused_add_noise
+from .kernels.backend import (
+    check_backend,
+    draw_seed,
+    is_plain_embedding_forward,
+    output_writable_in_place,
+    resolve_backend,
+)
 from .noise import (
     DISTRIBUTIONS,
     SCALINGS,
@@ -34,6 +42,7 @@ from .noise import (
     check_choice,
     make_noise,
     sample_eps,
+    token_scales,
 )
 from .schedules import Schedule, resolve_schedule, schedule_name
 
@@ -93,11 +102,13 @@ class NEFTuneConfig:
     scaling: str = "per_sequence"
     seed: int | None = None
     schedule: str | Schedule | None = None
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         self.alpha = check_alpha(self.alpha)
         check_choice(self.distribution, DISTRIBUTIONS, "distribution")
         check_choice(self.scaling, SCALINGS, "scaling")
+        check_backend(self.backend, scaling=self.scaling)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
         resolve_schedule(self.schedule)  # validates
@@ -108,7 +119,9 @@ class NEFTuneHandle:
 
     ``alpha`` is the current effective alpha (base alpha x schedule multiplier).
     Set ``record_stats = True`` to have the next noised forward store the measured
-    noise-to-embedding norm ratio in ``last_noise_ratio``.
+    noise-to-embedding norm ratio in ``last_noise_ratio``. ``last_backend`` says which
+    implementation ("torch" or "triton") noised the last batch and ``last_inplace``
+    whether the fused kernel wrote into the embedding output in place.
     """
 
     def __init__(
@@ -128,6 +141,8 @@ class NEFTuneHandle:
         self.total_steps = 0
         self.record_stats = False
         self.noised_calls = 0
+        self.last_backend: str | None = None
+        self.last_inplace = False
         self._last_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._generators: dict[torch.device, torch.Generator] = {}
         self._context: dict[str, torch.Tensor] = {}
@@ -135,10 +150,13 @@ class NEFTuneHandle:
         self._warned: set[str] = set()
         self._signatures: dict[type, list[str]] = {}
         self._removables = []
+        self._hook_ids: dict[int, int] = {}  # id(embedding module) -> id of our forward hook on it
         for path, module in targets:
             role = "decoder" if "decoder" in path.split(".") else "main"
             hook = _Hook(functools.partial(self._embedding_hook, role))
-            self._removables.append(module.register_forward_hook(hook))
+            removable = module.register_forward_hook(hook)
+            self._hook_ids[id(module)] = removable.id
+            self._removables.append(removable)
         for owner in owners:
             self._removables.append(owner.register_forward_pre_hook(_Hook(self._pre_hook), with_kwargs=True))
             self._removables.append(
@@ -180,6 +198,7 @@ class NEFTuneHandle:
             "scaling": self.config.scaling,
             "schedule": schedule_name(self.schedule),
             "seed": self.config.seed,
+            "backend": self.config.backend,
             "module": ", ".join(p or "<root>" for p, _ in self.targets),
             "module_type": type(self.embedding).__name__,
         }
@@ -290,6 +309,11 @@ class NEFTuneHandle:
         alpha = self.alpha
         if alpha == 0.0:
             return None
+        backend = resolve_backend(self.config.backend, output, scaling=self.config.scaling)
+        self.last_backend = backend
+        if backend == "triton":
+            return self._fused_noise(module, output, alpha, batch)
+        self.last_inplace = False
         gen = self.generator(output.device)
         if self.config.scaling == "batch":
             if self.config.distribution == "uniform":
@@ -312,6 +336,47 @@ class NEFTuneHandle:
             self.record_stats = False
         return output + noise
 
+    def _fused_noise(
+        self, module: nn.Module, output: torch.Tensor, alpha: float, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Per-sequence noise by the fused kernel, written in place when that is safe."""
+        scales = token_scales(output, alpha, **batch)
+        # Seeds come from a CPU generator (no device sync): the private one, or torch's default.
+        seed = draw_seed(self.generator(torch.device("cpu")))
+        inplace = not self.record_stats and self._may_write_in_place(module, output)
+        noised = fused_add_noise(
+            output, scales, distribution=self.config.distribution, seed=seed, inplace=inplace
+        )
+        self.last_inplace = inplace
+        self.noised_calls += 1
+        if self.record_stats:  # out of place on these steps, so the noise can be measured
+            with torch.no_grad():
+                noise_norm = (noised.detach().float() - output.detach().float()).norm()
+                self._last_stats = (noise_norm, output.detach().float().norm())
+            self.record_stats = False
+        return noised
+
+    def _may_write_in_place(self, module: nn.Module, output: torch.Tensor) -> bool:
+        """Whether overwriting ``output`` (the embedding's result) is invisible to everyone else.
+
+        Needs: a plain ``nn.Embedding`` forward (its backward keeps only the indices), an output
+        autograd allows to be written (:func:`output_writable_in_place`), and no other hook that
+        ran before ours and may have kept a reference to the clean output — except
+        transformers' ``enable_input_require_grads`` hook, which only flips ``requires_grad``.
+        """
+        if not is_plain_embedding_forward(module) or not output_writable_in_place(output):
+            return False
+        global_hooks = getattr(torch.nn.modules.module, "_global_forward_hooks", None)
+        if global_hooks:
+            return False
+        ours = self._hook_ids.get(id(module))
+        for key, fn in module._forward_hooks.items():
+            if key == ours:
+                return True
+            if getattr(fn, "__name__", None) != "make_inputs_require_grads":
+                return False
+        return False
+
 
 def activate(
     model: nn.Module,
@@ -322,6 +387,7 @@ def activate(
     seed: int | None = None,
     schedule: str | Schedule | None = None,
     embedding: nn.Module | None = None,
+    backend: str = "auto",
 ) -> NEFTuneHandle:
     """Turn NEFTune on for ``model``; returns a handle (pass it, or the model, to :func:`deactivate`).
 
@@ -330,10 +396,13 @@ def activate(
     padding) or "batch" (transformers' padded-length formula, bit-identical draws);
     ``seed``: private reproducible generator (each distributed rank offset differently);
     ``schedule``: name or callable ``(step, total_steps) -> multiplier``; ``embedding``:
-    the module to noise, when it cannot be found automatically.
+    the module to noise, when it cannot be found automatically; ``backend``: "auto" (the
+    fused Triton kernel for CUDA embeddings when triton is installed, else torch), "torch"
+    (the reference) or "triton" (forced; raises where it cannot run). The fused kernel
+    writes into the embedding output in place when autograd and the other hooks allow.
     Noise is added only while the embedding is in training mode and autograd is enabled.
     """
-    config = NEFTuneConfig(alpha, distribution, scaling, seed, schedule)
+    config = NEFTuneConfig(alpha, distribution, scaling, seed, schedule, backend)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if embedding is None:
@@ -411,6 +480,7 @@ class NEFTuneEmbedding(nn.Embedding):
     ``NEFTuneEmbedding(model.embed_tokens, alpha=5.0)`` keeps the same ``weight`` Parameter
     (tied weights stay tied, state-dict keys unchanged). ``forward(input_ids, attention_mask=None,
     position_ids=None, cu_seqlens=None)``: without them, ``L`` is the row length.
+    ``backend`` as in :func:`activate`; the fused kernel noises the lookup's result in place.
     """
 
     def __init__(
@@ -420,10 +490,11 @@ class NEFTuneEmbedding(nn.Embedding):
         *,
         distribution: str = "uniform",
         seed: int | None = None,
+        backend: str = "auto",
     ) -> None:
         if not isinstance(embedding, nn.Embedding):
             raise TypeError(f"embedding must be a torch.nn.Embedding, got {type(embedding).__name__}")
-        config = NEFTuneConfig(alpha, distribution, "per_sequence", seed)
+        config = NEFTuneConfig(alpha, distribution, "per_sequence", seed, backend=backend)
         nn.Module.__init__(self)
         for name in (
             "num_embeddings",
@@ -438,6 +509,7 @@ class NEFTuneEmbedding(nn.Embedding):
         self.weight = embedding.weight
         self.alpha = config.alpha
         self.distribution = config.distribution
+        self.backend = config.backend
         self.seed = seed
         self._generator: torch.Generator | None = None
         self.train(embedding.training)
@@ -456,9 +528,26 @@ class NEFTuneEmbedding(nn.Embedding):
         out = super().forward(input)
         if not (self.training and torch.is_grad_enabled()) or self.alpha == 0.0:
             return out
-        if self.seed is not None and (self._generator is None or self._generator.device != out.device):
-            self._generator = torch.Generator(device=out.device)
+        fused = resolve_backend(self.backend, out) == "triton"
+        gen_device = torch.device("cpu") if fused else out.device  # fused: seeds from a CPU generator
+        if self.seed is not None and (self._generator is None or self._generator.device != gen_device):
+            self._generator = torch.Generator(device=gen_device)
             self._generator.manual_seed(self.seed + _distributed_rank() * _RANK_STRIDE)
+        if fused:
+            scales = token_scales(
+                out,
+                self.alpha,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cu_seqlens=cu_seqlens,
+            )
+            return fused_add_noise(
+                out,
+                scales,
+                distribution=self.distribution,
+                seed=draw_seed(self._generator),
+                inplace=output_writable_in_place(out),
+            )
         noise = make_noise(
             out,
             self.alpha,
@@ -486,7 +575,10 @@ class NEFTuneEmbedding(nn.Embedding):
         return plain
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, alpha={self.alpha:g}, distribution={self.distribution!r}"
+        return (
+            f"{super().extra_repr()}, alpha={self.alpha:g}, distribution={self.distribution!r}, "
+            f"backend={self.backend!r}"
+        )
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -10,24 +11,26 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
+__all__ = ["write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` so readers see the old file or the complete new one, never a partial one.
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` so readers see the old file or the complete new one, never a partial one.
 
-    The text goes to a temporary file in the same folder, is flushed and fsynced,
-    then renamed over ``path`` with :func:`os.replace`. Missing parent folders are
-    created. Returns the path written.
+    The bytes go to a temporary file in the same folder, are flushed and fsynced, then
+    renamed over ``path`` with :func:`os.replace`. Missing parent folders are created; the
+    file gets the usual permissions (0666 minus the umask), not ``mkstemp``'s 0600.
+    Returns the path written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -35,6 +38,19 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """:func:`write_bytes_atomic` of ``text`` as UTF-8 with ``\\n`` line ends."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask (read once: setting it to read it is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

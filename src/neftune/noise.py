@@ -18,6 +18,9 @@ from numbers import Real
 
 import torch
 
+from .kernels import fused_add_noise
+from .kernels.backend import check_backend, draw_seed, resolve_backend
+
 DISTRIBUTIONS = ("uniform", "gaussian", "symmetric")
 SCALINGS = ("per_sequence", "batch")
 
@@ -217,6 +220,7 @@ def add_noise(
     cu_seqlens: torch.Tensor | None = None,
     distribution: str = "uniform",
     generator: torch.Generator | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Return ``embeds + alpha / sqrt(L * d) * eps`` with ``L`` each sequence's own length.
 
@@ -225,11 +229,27 @@ def add_noise(
     exactly zero noise. The result keeps ``embeds``' dtype, device and autograd graph
     (gradient w.r.t. ``embeds`` is the identity); the noise itself is not differentiated.
     Always adds noise: the train/eval decision belongs to the caller (see ``activate``).
+    ``embeds`` itself is never modified.
+
+    ``backend``: ``"torch"`` (the reference: draws ``eps`` with ``generator``, or the
+    default generator of ``embeds``' device), ``"triton"`` (one fused kernel; its seed is
+    drawn from ``generator``, or from torch's default CPU generator, so ``torch.manual_seed``
+    still makes it reproducible) or ``"auto"`` (triton for CUDA tensors when available,
+    else torch; see :mod:`neftune.kernels.backend`). Both give noise of the same
+    distribution, not the same values.
     """
     if not isinstance(embeds, torch.Tensor):
         raise TypeError(f"embeds must be a torch.Tensor, got {type(embeds).__name__}")
     if not embeds.is_floating_point():
         raise TypeError(f"embeds must be floating point, got {embeds.dtype}")
+    check_backend(backend)
+    if resolve_backend(backend, embeds) == "triton":
+        alpha = check_alpha(alpha)
+        check_choice(distribution, DISTRIBUTIONS, "distribution")
+        scales = token_scales(
+            embeds, alpha, attention_mask=attention_mask, position_ids=position_ids, cu_seqlens=cu_seqlens
+        )
+        return fused_add_noise(embeds, scales, distribution=distribution, seed=draw_seed(generator))
     noise = make_noise(
         embeds,
         alpha,

@@ -22,6 +22,7 @@ from typing import Any
 from .data import DataError, Record
 from .data.bundle import resolve_data
 from .io import write_json_atomic
+from .kernels.backend import check_backend
 from .models import chat_token_ids, resolve_model
 from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
 from .schedules import resolve_schedule
@@ -58,6 +59,7 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 50
     bf16: bool | None = None  # default: on for CUDA with bf16 support
+    noise_backend: str = "auto"  # "auto" (fused Triton kernel on CUDA when available) | "torch" | "triton"
     trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +72,7 @@ class TrainConfig:
         check_choice(self.distribution, DISTRIBUTIONS, "distribution")
         check_choice(self.scaling, SCALINGS, "scaling")
         resolve_schedule(self.schedule)
+        check_backend(self.noise_backend, scaling=self.scaling)
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "save_steps", "lora_r"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -354,6 +357,7 @@ def train(
         scaling=cfg.scaling,
         schedule=cfg.schedule,
         seed=cfg.seed,
+        backend=cfg.noise_backend,
     )
     checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None
     resumed_from = 0

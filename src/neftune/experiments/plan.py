@@ -15,34 +15,11 @@ from typing import Any
 from ..noise import DISTRIBUTIONS, check_alpha, check_choice
 from ..schedules import resolve_schedule
 from ..training import RunError, TrainConfig
+from .setting import Setting
 
 #: Train options shared by every arm (everything in TrainConfig but what the arms vary).
 ARM_FIELDS = ("alpha", "distribution", "schedule", "seed", "out", "extra")
 SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ARM_FIELDS)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """The NEFTune setting an arm trains with. ``alpha == 0`` is the baseline (no noise)."""
-
-    alpha: float
-    distribution: str = "uniform"
-    schedule: str | None = None
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.alpha == 0.0
-
-    def label(self) -> str:
-        """Short human label, e.g. ``alpha 5``, ``alpha 5, gaussian, linear``, ``baseline``."""
-        if self.is_baseline:
-            return "baseline (alpha 0)"
-        parts = [f"alpha {self.alpha:g}"]
-        if self.distribution != "uniform":
-            parts.append(self.distribution)
-        if self.schedule not in (None, "constant"):
-            parts.append(str(self.schedule))
-        return ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def _check_experiment(folder: Path, cfg: ExperimentConfig, kind: str) -> dict[st
         saved = {"schema": SCHEMA, "kind": kind, "created": _now(), "shared": shared}
         write_json_atomic(path, saved)
         return saved
-    differences = _differences(saved.get("shared", {}), shared)
+    differences = _differences(saved.get("shared", {}), shared, _default_shared())
     if differences:
         raise RunError(
             f"{folder} holds an experiment run with other options ({'; '.join(differences[:4])}); "
@@ -120,15 +120,33 @@ def _check_experiment(folder: Path, cfg: ExperimentConfig, kind: str) -> dict[st
     return saved
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+_MISSING = object()
+
+
+def _differences(
+    old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any], prefix: str = ""
+) -> list[str]:
+    """Options that differ between a stored ``shared()`` and the current one.
+
+    A key absent from the stored side (an option added by a later neftune version) counts as
+    its default value, so upgrading neftune does not invalidate finished arms.
+    """
     out = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        default = defaults.get(key, _MISSING) if isinstance(defaults, dict) else _MISSING
+        if a is _MISSING:
+            a = default
         if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(_differences(a, b, f"{prefix}{key}."))
+            out.extend(_differences(a, b, default if isinstance(default, dict) else {}, f"{prefix}{key}."))
         elif a != b:
-            out.append(f"{prefix}{key}: {a!r} then, {b!r} now")
+            shown = "unset" if a is _MISSING else repr(a)
+            out.append(f"{prefix}{key}: {shown} then, {'unset' if b is _MISSING else repr(b)} now")
     return out
+
+
+def _default_shared() -> dict[str, Any]:
+    return json.loads(json.dumps(ExperimentConfig().shared()))
 
 
 def _curve_callback(cfg: ExperimentConfig, bundle: DataBundle) -> Any:
@@ -164,7 +182,7 @@ def _finished_arm(folder: Path, arm: Arm, shared: dict[str, Any]) -> dict[str, A
     record = _read_json(folder / "arms" / arm.id / ARM_FILE)
     if record is None or record.get("status") != "complete":
         return None
-    if record.get("shared") != shared:
+    if _differences(record.get("shared") or {}, shared, _default_shared()):
         return None
     return record
 
@@ -242,7 +260,7 @@ def collect_results(
             record = {k: v for k, v in record.items() if k != "shared"}
         arms.append(record)
     settings = cfg.settings()
-    baseline = next((s for s in settings if s.is_baseline), None)
+    baseline = next((s for s in settings if s.is_no_noise), None)
     train = shared["train"]
     return {
         "schema": SCHEMA,

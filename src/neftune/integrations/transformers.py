@@ -40,16 +40,20 @@ class NEFTuneCallback(TrainerCallback):
         scaling: str = "per_sequence",
         schedule: Any = None,
         seed: int | None = None,
+        backend: str = "auto",
         log_every_logging_step: bool = True,
     ) -> None:
         from ..hooks import NEFTuneConfig
 
-        NEFTuneConfig(alpha, distribution, scaling, seed, schedule)  # validate now, not at train time
+        NEFTuneConfig(
+            alpha, distribution, scaling, seed, schedule, backend
+        )  # validate now, not at train time
         self.alpha = alpha
         self.distribution = distribution
         self.scaling = scaling
         self.schedule = schedule
         self.seed = seed
+        self.backend = backend
         self.log_every_logging_step = log_every_logging_step
         self.handle: NEFTuneHandle | None = None
 
@@ -73,13 +77,20 @@ class NEFTuneCallback(TrainerCallback):
             scaling=self.scaling,
             seed=self.seed,
             schedule=self.schedule,
+            backend=self.backend,
         )
         self.handle.set_progress(state.global_step, state.max_steps)
         logger.info("NEFTune activated: %r", self.handle)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.handle is not None and self.log_every_logging_step:
-            self.handle.record_stats = True  # one norm of the next noised forward: cheap
+        # Measure the noise ratio only on the forward of a step that will be logged: the two
+        # reductions are cheap, but measuring also keeps the fused kernel out of place.
+        if (
+            self.handle is not None
+            and self.log_every_logging_step
+            and _logs_after(args, state.global_step + 1)
+        ):
+            self.handle.record_stats = True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.handle is not None:
@@ -111,6 +122,20 @@ class NEFTuneCallback(TrainerCallback):
     def __repr__(self) -> str:
         state = repr(self.handle) if self.handle is not None and self.handle.active else "inactive"
         return f"NEFTuneCallback(alpha={self.alpha:g}, scaling={self.scaling!r}, {state})"
+
+
+def _logs_after(args: Any, step: int) -> bool:
+    """Whether the trainer logs the training loss after optimizer step ``step`` (1-based)."""
+    strategy = getattr(args, "logging_strategy", "steps")
+    strategy = str(getattr(strategy, "value", strategy))  # an IntervalStrategy enum in TrainingArguments
+    if step == 1 and getattr(args, "logging_first_step", False):
+        return True
+    if strategy != "steps":
+        return True  # "epoch" / "no": cannot tell cheaply; measure every step as before
+    every = getattr(args, "logging_steps", 1) or 1
+    if every < 1:  # a fraction of the total steps
+        every = max(1, round(every * max(1, getattr(args, "max_steps", 1) or 1)))
+    return step % int(every) == 0
 
 
 def attach(trainer: Any, alpha: float = 5.0, **kwargs: Any) -> NEFTuneCallback:

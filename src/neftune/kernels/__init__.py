@@ -13,59 +13,25 @@ CUDA tensor or ``TRITON_INTERPRET=1`` for the CPU interpreter).
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import os
-
 import torch
 
+from ._probe import SUPPORTED_DTYPES, triton_available
+from .backend import BACKENDS, BackendUnavailableError, check_backend, resolve_backend
 from .reference import DISTRIBUTIONS, check_distribution, check_scales, reference_add_noise
 
 __all__ = [
+    "BACKENDS",
     "DISTRIBUTIONS",
     "SUPPORTED_DTYPES",
+    "BackendUnavailableError",
+    "check_backend",
     "fused_add_noise",
     "reference_add_noise",
+    "resolve_backend",
     "triton_available",
 ]
 
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
 _SEED_MOD = 2**63
-
-
-@functools.cache
-def _triton_importable() -> bool:
-    try:
-        return importlib.util.find_spec("triton") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _interpret_mode() -> bool:
-    """Whether TRITON_INTERPRET is on, read the way triton reads it."""
-    try:
-        import triton
-
-        return bool(triton.knobs.runtime.interpret)
-    except (ImportError, AttributeError):
-        return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes", "y")
-
-
-def triton_available(tensor: torch.Tensor | None = None) -> bool:
-    """True when :func:`fused_add_noise` can run.
-
-    That is: triton is importable and either ``TRITON_INTERPRET=1`` is set (CPU
-    interpreter, slow, for tests) or the data is on a CUDA device — ``tensor``'s
-    device when given, otherwise whether CUDA is available at all.
-    """
-    if not _triton_importable():
-        return False
-    if _interpret_mode():
-        return True
-    if tensor is not None:
-        return tensor.is_cuda
-    return torch.cuda.is_available()
 
 
 def _as_rows(t: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor | None:

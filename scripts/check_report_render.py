@@ -1,0 +1,147 @@
+"""Render an experiment report in headless Chromium and check that it and its figures are not blank.
+
+Usage: python scripts/check_report_render.py DIR/report/report.html [--screenshot shot.png] [--height 4000]
+
+Checks (exit 0 when all pass, 1 otherwise; prints what it measured):
+- at least ``--min-images`` PNGs (default 1) are embedded in the HTML; each decodes, and its
+  grey-level sd exceeds that of a white image of the same size holding only a 1-pixel black
+  frame (:func:`frame_only_std`);
+- Chromium (Debian's ``chromium`` package) renders the page, and the screenshot passes the same test.
+Needs numpy and Pillow (both come with matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def frame_only_std(width: int, height: int) -> float:
+    """Grey-level sd of a white ``width`` x ``height`` image holding only a 1-pixel black frame.
+
+    The frame covers f = (2W + 2H - 4) / (W H) of the pixels; a two-level image with levels 0 and
+    255 in proportions f and 1 - f has sd 255 * sqrt(f (1 - f)). A real plot draws at least an axes
+    frame *plus* ticks, labels and data, so its sd must exceed this; a blank image has sd 0.
+    """
+    f = (2 * width + 2 * height - 4) / (width * height)
+    return 255.0 * math.sqrt(f * (1 - f))
+
+
+def grey_std(img: Image.Image) -> float:
+    """Standard deviation of the grey levels (0..255) of ``img``."""
+    return float(np.asarray(img.convert("L"), dtype=np.float64).std())
+
+
+def is_blank(img: Image.Image) -> bool:
+    """True when ``img`` carries no more structure than a lone frame (see :func:`frame_only_std`)."""
+    return grey_std(img) <= frame_only_std(*img.size)
+
+
+def embedded_pngs(html: str) -> list[bytes]:
+    """The PNGs embedded in ``html`` as base64 data URIs, in page order."""
+    return [base64.b64decode(blob) for blob in DATA_URI.findall(html)]
+
+
+def find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_screenshot(
+    html_path: Path,
+    out_png: Path,
+    *,
+    chromium: str,
+    width: int = 1280,
+    height: int = 4000,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
+    """Screenshot ``html_path`` (a local file) with headless Chromium into ``out_png``.
+
+    A throw-away profile, no network services, no sandbox (runs as root in CI containers).
+    """
+    with tempfile.TemporaryDirectory(prefix="neftune-chromium-") as profile:
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            f"--screenshot={out_png}",
+            Path(html_path).resolve().as_uri(),
+        ]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("html", type=Path, help="the report.html to check")
+    parser.add_argument("--screenshot", type=Path, default=None, help="where to keep the screenshot (PNG)")
+    parser.add_argument("--height", type=int, default=4000, help="browser window height in pixels")
+    parser.add_argument("--min-images", type=int, default=1, help="fail with fewer embedded PNGs than this")
+    args = parser.parse_args(argv)
+    if not args.html.is_file():
+        print(f"error: {args.html} not found", file=sys.stderr)
+        return 1
+    ok = True
+    pngs = embedded_pngs(args.html.read_text(encoding="utf-8"))
+    print(
+        f"{len(pngs)} embedded PNG(s)"
+        + (f"  FEWER THAN {args.min_images}" if len(pngs) < args.min_images else "")
+    )
+    ok &= len(pngs) >= args.min_images
+    for k, data in enumerate(pngs):
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        blank = is_blank(img)
+        ok &= not blank
+        print(
+            f"  #{k}: {img.size[0]}x{img.size[1]}, grey sd {grey_std(img):.1f} "
+            f"(blank below {frame_only_std(*img.size):.1f}){'  BLANK' if blank else ''}"
+        )
+    chromium = find_chromium()
+    if chromium is None:
+        print("error: chromium not found (Debian: apt-get install chromium)", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        shot = args.screenshot or Path(tmp) / "screenshot.png"
+        proc = chromium_screenshot(args.html, shot, chromium=chromium, height=args.height)
+        if not shot.is_file():
+            print(
+                f"error: no screenshot (chromium exit {proc.returncode}): {proc.stderr[-2000:]}",
+                file=sys.stderr,
+            )
+            return 1
+        img = Image.open(shot)
+        blank = is_blank(img)
+        ok &= not blank
+        print(
+            f"screenshot {img.size[0]}x{img.size[1]}: grey sd {grey_std(img):.1f} "
+            f"(blank below {frame_only_std(*img.size):.1f}){'  BLANK' if blank else ''}"
+        )
+        if args.screenshot:
+            print(f"screenshot kept at {shot}")
+    print("OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

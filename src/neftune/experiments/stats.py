@@ -1,0 +1,993 @@
+"""Statistics of a compare / sweep experiment, from its ``results.json`` (schema ``neftune.results/1``).
+
+Pure functions, no I/O. For every *setting* (alpha, distribution, schedule) and metric:
+the seeds' mean, sample sd and Student-t confidence interval; the difference from the
+baseline setting *paired by seed* (only seeds present in both), its interval and a
+two-sided paired t-test p-value; and a verdict. A difference is *distinguishable from
+seed noise* when its interval excludes 0 (equivalently p < 1 - confidence).
+
+Verdicts (see :func:`verdict`): ``better`` / ``worse`` for metrics with a direction,
+``higher`` / ``lower`` for descriptive ones, ``no detectable difference``, ``baseline``,
+or ``n/a (...)`` when no paired interval exists.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..metrics import mean_and_ci, paired_difference_ci, student_t_cdf
+from .setting import Setting
+
+__all__ = [
+    "RESULTS_SCHEMA",
+    "SUMMARY_SCHEMA",
+    "Cell",
+    "Estimate",
+    "MetricSummary",
+    "PairedDifference",
+    "Recommendation",
+    "Setting",
+    "SettingInfo",
+    "Signature",
+    "Summary",
+    "decimals_for",
+    "fmt_ci",
+    "fmt_diff",
+    "fmt_estimate",
+    "fmt_p",
+    "fmt_value",
+    "headline_sentences",
+    "metric_direction",
+    "metric_label",
+    "multiple_comparisons_sentence",
+    "paired_difference",
+    "paired_t_p_value",
+    "paper_signatures",
+    "recommend",
+    "setting_labels",
+    "status_sentence",
+    "summarize",
+    "summary_to_dict",
+    "verdict",
+]
+
+RESULTS_SCHEMA = "neftune.results/1"
+SUMMARY_SCHEMA = "neftune.summary/1"
+
+#: Pseudo-metric taken from ``arm["train"]["train_loss"]``: the trainer's loss with noise ON.
+TRAIN_LOSS_NOISE_ON = "train/train_loss"
+
+BETTER, WORSE, HIGHER, LOWER = "better", "worse", "higher", "lower"
+NO_DIFFERENCE = "no detectable difference"
+BASELINE = "baseline"
+NA_ONE_SEED = "n/a (1 seed)"
+NA_NO_BASELINE = "n/a (no baseline)"
+NA_NO_SHARED_SEEDS = "n/a (no shared seeds)"
+
+
+# --------------------------------------------------------------------------- metrics: meaning
+
+
+def metric_direction(name: str) -> str:
+    """``"lower"`` / ``"higher"`` (which way is better) or ``"descriptive"`` (no better side).
+
+    ``loss/train`` (noise off) is descriptive: rising with alpha is the paper's
+    "less overfitting" signature, not a defect. Unknown metrics are descriptive,
+    so nothing is ever called better or worse without a known meaning.
+    """
+    if name in ("loss/train", TRAIN_LOSS_NOISE_ON):
+        return "descriptive"
+    if name.startswith("loss/") or name == "repetition_2gram":
+        return "lower"
+    if name.startswith("accuracy/"):
+        return "higher"
+    return "descriptive"
+
+
+_SPLIT_NAMES = {
+    "eval_seen_templates": "seen templates",
+    "eval_heldout_templates": "held-out templates",
+    "eval_heldout_families": "held-out task families",
+}
+
+_FIXED_LABELS = {
+    "loss/train": "training loss, noise off",
+    TRAIN_LOSS_NOISE_ON: "training loss, noise on (trainer log)",
+    "rouge_l_train": "ROUGE-L vs training responses",
+    "length_chars": "answer length in characters",
+    "length_tokens": "answer length in tokens",
+    "repetition_2gram": "repeated bigrams in answers",
+}
+
+
+def metric_label(name: str) -> str:
+    """Plain-words name of a metric key: ``accuracy/eval_heldout_templates`` -> ``accuracy on held-out
+    templates``, ``loss/eval`` -> ``held-out loss``; unknown keys are returned unchanged."""
+    if name in _FIXED_LABELS:
+        return _FIXED_LABELS[name]
+    kind, _, split = name.partition("/")
+    if kind in ("loss", "accuracy") and split:
+        if split == "eval":
+            return f"held-out {kind}"
+        return f"{kind} on {_SPLIT_NAMES.get(split, split)}"
+    return name
+
+
+def _metric_order(name: str, primary: str | None) -> tuple[int, str]:
+    if name == primary:
+        return (0, "")
+    for rank, prefix in enumerate(("accuracy/", "loss/eval", "loss/train", TRAIN_LOSS_NOISE_ON), 1):
+        if name.startswith(prefix):
+            return (rank, name)
+    fixed = ["rouge_l_train", "length_tokens", "length_chars", "repetition_2gram"]
+    return (10 + fixed.index(name), name) if name in fixed else (20, name)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _fmt_alpha(alpha: float) -> str:
+    return f"{alpha:g}"
+
+
+def setting_labels(settings: Iterable[Setting]) -> dict[Setting, str]:
+    """Short unique labels: ``alpha 5``; distribution / schedule added only where they vary.
+
+    The no-noise setting is ``alpha 0 (no noise)``.
+    """
+    settings = list(settings)
+    noisy = [s for s in settings if not s.is_no_noise]
+    show_dist = len({s.distribution for s in noisy}) > 1 or any(s.distribution != "uniform" for s in noisy)
+    show_sched = any(s.schedule is not None for s in noisy)
+    labels = {}
+    for s in settings:
+        if s.is_no_noise:
+            labels[s] = "alpha 0 (no noise)"
+            continue
+        parts = [f"alpha {_fmt_alpha(s.alpha)}"]
+        if show_dist:
+            parts.append(s.distribution)
+        if show_sched and s.schedule is not None:
+            parts.append(f"{s.schedule} schedule")
+        labels[s] = ", ".join(parts)
+    return labels
+
+
+# --------------------------------------------------------------------------- estimates
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Across-seed mean of one (setting, metric); ``sd``/``lo``/``hi`` are None with one seed."""
+
+    n: int
+    mean: float
+    sd: float | None
+    lo: float | None
+    hi: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float], confidence: float) -> Estimate:
+        mean, lo, hi = mean_and_ci(values, confidence)
+        sd = statistics.stdev(values) if len(values) > 1 else None
+        return cls(len(values), mean, sd, _finite(lo), _finite(hi))
+
+
+def paired_t_p_value(differences: Sequence[float]) -> float:
+    """Two-sided p-value of the paired t-test that the mean of ``differences`` is 0.
+
+    ``t = mean / (sd / sqrt(n))`` with ``n - 1`` degrees of freedom. When all
+    differences are equal (sd 0) the test degenerates: p is 1.0 if they are all 0,
+    else 0.0 (matching the zero-width interval, which then excludes 0).
+    """
+    n = len(differences)
+    if n < 2:
+        raise ValueError(f"a paired t-test needs at least 2 differences, got {n}")
+    mean = statistics.fmean(differences)
+    sd = statistics.stdev(differences)
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    t = mean / (sd / math.sqrt(n))
+    return min(1.0, 2.0 * student_t_cdf(-abs(t), n - 1))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``setting - baseline`` over the seeds both have: mean, sd, CI and p (None below 2 pairs)."""
+
+    seeds: tuple[int, ...]
+    mean: float | None
+    sd: float | None
+    lo: float | None
+    hi: float | None
+    p: float | None
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def distinguishable(self) -> bool:
+        """True when the interval exists and excludes 0."""
+        return self.lo is not None and self.hi is not None and (self.lo > 0 or self.hi < 0)
+
+
+def paired_difference(
+    values: Mapping[int, float], baseline: Mapping[int, float], confidence: float = 0.95
+) -> PairedDifference:
+    """Pair ``values`` with ``baseline`` by seed (seeds missing from either side are dropped)."""
+    seeds = tuple(sorted(set(values) & set(baseline)))
+    if not seeds:
+        return PairedDifference((), None, None, None, None, None)
+    a = [values[s] for s in seeds]
+    b = [baseline[s] for s in seeds]
+    mean, lo, hi = paired_difference_ci(a, b, confidence)
+    if len(seeds) == 1:
+        return PairedDifference(seeds, mean, None, None, None, None)
+    diffs = [x - y for x, y in zip(a, b)]
+    return PairedDifference(seeds, mean, statistics.stdev(diffs), lo, hi, paired_t_p_value(diffs))
+
+
+def verdict(direction: str, diff: PairedDifference | None) -> str:
+    """Verdict of one (setting, metric) from its paired difference with the baseline.
+
+    ``diff`` None means there is no baseline value to compare with.
+    """
+    if diff is None:
+        return NA_NO_BASELINE
+    if diff.n == 0:
+        return NA_NO_SHARED_SEEDS
+    if diff.n == 1:
+        return NA_ONE_SEED
+    if not diff.distinguishable:
+        return NO_DIFFERENCE
+    up = diff.lo is not None and diff.lo > 0
+    if direction == "higher":
+        return BETTER if up else WORSE
+    if direction == "lower":
+        return WORSE if up else BETTER
+    return HIGHER if up else LOWER
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (setting, metric): per-seed values, estimate, difference from baseline, verdict."""
+
+    setting: Setting
+    label: str
+    is_baseline: bool
+    values: Mapping[int, float]
+    estimate: Estimate
+    diff: PairedDifference | None
+    verdict: str
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    name: str
+    label: str
+    direction: str
+    cells: tuple[Cell, ...]
+
+    def cell(self, setting: Setting) -> Cell | None:
+        return next((c for c in self.cells if c.setting == setting), None)
+
+    @property
+    def compared(self) -> tuple[Cell, ...]:
+        """Non-baseline cells with a paired interval."""
+        return tuple(
+            c for c in self.cells if not c.is_baseline and c.diff is not None and c.diff.lo is not None
+        )
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    setting: Setting
+    label: str
+    is_baseline: bool
+    seeds_complete: tuple[int, ...]
+    n_failed: int
+    n_pending: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    kind: str
+    status: str
+    confidence: float
+    primary_metric: str | None
+    baseline: Setting | None
+    settings: tuple[SettingInfo, ...]
+    metrics: tuple[MetricSummary, ...]
+    n_arms: int = 0
+    n_complete: int = 0
+    n_failed: int = 0
+    n_pending: int = 0
+    labels: Mapping[Setting, str] = field(default_factory=dict)
+
+    def metric(self, name: str) -> MetricSummary | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+    @property
+    def n_comparisons(self) -> int:
+        """(setting, metric) pairs with a paired interval."""
+        return sum(len(m.compared) for m in self.metrics)
+
+    @property
+    def n_distinguishable(self) -> int:
+        return sum(
+            1 for m in self.metrics for c in m.compared if c.diff is not None and c.diff.distinguishable
+        )
+
+    @property
+    def only_alpha_varies(self) -> bool:
+        """True when all noisy settings share one distribution and schedule (a plain alpha compare)."""
+        noisy = [i.setting for i in self.settings if not i.setting.is_no_noise]
+        return len({(s.distribution, s.schedule) for s in noisy}) <= 1
+
+    @property
+    def setting_word(self) -> str:
+        return "alpha" if self.only_alpha_varies else "setting"
+
+
+def _arm_metrics(arm: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in (arm.get("eval") or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[str(key)] = float(value)
+    train_loss = (arm.get("train") or {}).get("train_loss")
+    if (
+        isinstance(train_loss, (int, float))
+        and not isinstance(train_loss, bool)
+        and math.isfinite(train_loss)
+    ):
+        out[TRAIN_LOSS_NOISE_ON] = float(train_loss)
+    return out
+
+
+def _arm_seed(arm: Mapping[str, Any]) -> int:
+    seed = arm.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"arm {arm.get('id')!r}: seed must be an integer, got {seed!r}")
+    return seed
+
+
+def summarize(results: Mapping[str, Any], confidence: float = 0.95) -> Summary:
+    """Statistics of every (setting, metric) of a results dict; works on partial results.
+
+    Only arms with status ``complete`` contribute values; failed and pending arms are
+    counted per setting. Raises ValueError on a malformed arm.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    arms = results.get("arms")
+    if not isinstance(arms, list):
+        raise ValueError("results['arms'] must be a list")
+    baseline_d = results.get("baseline")
+    baseline = Setting.from_mapping(baseline_d) if baseline_d else None
+
+    values: dict[Setting, dict[str, dict[int, float]]] = {}
+    complete: dict[Setting, list[int]] = {}
+    failed: dict[Setting, int] = {}
+    pending: dict[Setting, int] = {}
+    for arm in arms:
+        if not isinstance(arm, Mapping):
+            raise ValueError(f"every arm must be an object, got {arm!r}")
+        setting = Setting.from_mapping(arm.get("setting"))
+        seed = _arm_seed(arm)
+        complete.setdefault(setting, [])
+        status = arm.get("status")
+        if status == "complete":
+            complete[setting].append(seed)
+            for name, v in _arm_metrics(arm).items():
+                values.setdefault(setting, {}).setdefault(name, {})[seed] = v
+        elif status == "failed":
+            failed[setting] = failed.get(setting, 0) + 1
+        else:
+            pending[setting] = pending.get(setting, 0) + 1
+
+    all_settings = sorted(set(complete) | ({baseline} if baseline else set()), key=Setting.sort_key)
+    labels = setting_labels(all_settings)
+    infos = tuple(
+        SettingInfo(
+            s,
+            labels[s],
+            s == baseline,
+            tuple(sorted(complete.get(s, []))),
+            failed.get(s, 0),
+            pending.get(s, 0),
+        )
+        for s in all_settings
+    )
+
+    config = results.get("config") or {}
+    primary = config.get("primary_metric")
+    names = sorted({n for per in values.values() for n in per}, key=lambda n: _metric_order(n, primary))
+    metrics = []
+    for name in names:
+        direction = metric_direction(name)
+        base_vals = values.get(baseline, {}).get(name) if baseline else None
+        cells = []
+        for s in all_settings:
+            vals = values.get(s, {}).get(name)
+            if not vals:
+                continue
+            est = Estimate.of([vals[k] for k in sorted(vals)], confidence)
+            if s == baseline:
+                cells.append(Cell(s, labels[s], True, vals, est, None, BASELINE))
+                continue
+            diff = paired_difference(vals, base_vals, confidence) if base_vals else None
+            cells.append(Cell(s, labels[s], False, vals, est, diff, verdict(direction, diff)))
+        metrics.append(MetricSummary(name, metric_label(name), direction, tuple(cells)))
+
+    return Summary(
+        kind=str(results.get("kind", "compare")),
+        status=str(results.get("status", "unknown")),
+        confidence=confidence,
+        primary_metric=primary,
+        baseline=baseline,
+        settings=infos,
+        metrics=tuple(metrics),
+        n_arms=len(arms),
+        n_complete=sum(1 for a in arms if a.get("status") == "complete"),
+        n_failed=sum(1 for a in arms if a.get("status") == "failed"),
+        n_pending=sum(1 for a in arms if a.get("status") not in ("complete", "failed")),
+        labels=labels,
+    )
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def decimals_for(x: float, half_width: float | None = None) -> int:
+    """Decimals that show a CI ``half_width`` to 2 significant digits, in [0, 6].
+
+    Without a half-width (or a zero-width interval, i.e. no spread) ``x`` gets 4 significant digits.
+    """
+    if half_width is not None and math.isfinite(half_width) and half_width > 1e-9 * max(1.0, abs(x)):
+        d = 1 - math.floor(math.log10(half_width))
+    elif math.isfinite(x) and x != 0:
+        d = 3 - math.floor(math.log10(abs(x)))
+    else:
+        d = 0
+    return min(6, max(0, d))
+
+
+def fmt_value(x: float | None, decimals: int | None = None, signed: bool = False) -> str:
+    """``x`` with ``decimals`` (default: 4 significant digits, trailing zeros dropped), a true minus
+    sign, and ``+`` if ``signed``.
+
+    ``–`` for None or a non-finite value.
+    """
+    if x is None or not math.isfinite(x):
+        return "–"
+    if decimals is None:
+        body = f"{abs(x):.{decimals_for(x)}f}"
+        body = body.rstrip("0").rstrip(".") if "." in body else body
+    else:
+        body = f"{abs(x):.{decimals}f}"
+    if x < 0:
+        return "−" + body
+    return ("+" + body) if signed and x > 0 else body
+
+
+def fmt_diff(x: float | None, decimals: int | None = None) -> str:
+    """Signed :func:`fmt_value`: ``+0.041``, ``−0.020``."""
+    return fmt_value(x, decimals, signed=True)
+
+
+def _half_width(lo: float | None, hi: float | None) -> float | None:
+    return None if lo is None or hi is None else (hi - lo) / 2
+
+
+def fmt_ci(lo: float | None, hi: float | None, signed: bool = False, decimals: int | None = None) -> str:
+    """``[lo, hi]`` with decimals from the half-width; ``–`` without an interval."""
+    if lo is None or hi is None:
+        return "–"
+    d = decimals_for((lo + hi) / 2, _half_width(lo, hi)) if decimals is None else decimals
+    return f"[{fmt_value(lo, d, signed)}, {fmt_value(hi, d, signed)}]"
+
+
+def fmt_estimate(mean: float | None, lo: float | None, hi: float | None, signed: bool = False) -> str:
+    """``mean [lo, hi]`` sharing one number of decimals, or just the mean without an interval."""
+    if mean is None:
+        return "–"
+    d = decimals_for(mean, _half_width(lo, hi))
+    out = fmt_value(mean, d, signed)
+    return out if lo is None or hi is None else f"{out} {fmt_ci(lo, hi, signed, d)}"
+
+
+def _p_relation(p: float | None) -> str:
+    """``= 0.035`` or ``< 0.001`` (to follow a ``p``)."""
+    text = fmt_p(p)
+    return f"< {text[1:]}" if text.startswith("<") else f"= {text}"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _others(cells: Sequence[Cell], word: str, limit: int = 3) -> str:
+    """Labels of ``cells`` joined, or ``the other 7 settings`` when there are more than ``limit``."""
+    if len(cells) > limit:
+        return f"the other {len(cells)} {word}s"
+    return _join([c.label for c in cells])
+
+
+def _seeds_phrase(cells: Sequence[Cell]) -> str:
+    ns = sorted({c.diff.n for c in cells if c.diff is not None})
+    if not ns:
+        return "no paired seeds"
+    count = str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    return f"{count} seed{'s' if ns[-1] != 1 else ''}"
+
+
+def _diff_phrase(c: Cell, pct: float) -> str:
+    d = c.diff
+    assert d is not None
+    return f"{c.label} ({_diff_ci(d, pct)})"
+
+
+def _diff_ci(d: PairedDifference, pct: float) -> str:
+    """``+0.041, 95% CI [+0.012, +0.070]`` (or just the difference without an interval)."""
+    est = fmt_estimate(d.mean, d.lo, d.hi, signed=True)
+    if d.lo is None:
+        return est
+    mean, _, ci = est.partition(" ")
+    return f"{mean}, {pct:g}% CI {ci}"
+
+
+# --------------------------------------------------------------------------- headline
+
+
+def _metric_sentence(m: MetricSummary, summary: Summary) -> str | None:
+    """One sentence on how a metric moved against the baseline; None when nothing was compared."""
+    compared = m.compared
+    if not compared:
+        return None
+    pct = 100 * summary.confidence
+    word = summary.setting_word
+    seeds = _seeds_phrase(compared)
+    by = {v: [c for c in compared if c.verdict == v] for v in (BETTER, WORSE, HIGHER, LOWER, NO_DIFFERENCE)}
+    if len(by[NO_DIFFERENCE]) == len(compared):
+        where = f"at any {word}" if len(compared) > 1 else f"at {compared[0].label}"
+        return (
+            f"NEFTune did not measurably change {m.label} {where} ({seeds}; differences within seed noise)."
+        )
+    parts = []
+    verbs = {
+        BETTER: ("improved", ""),
+        WORSE: ("made", " worse"),
+        HIGHER: ("raised", ""),
+        LOWER: ("lowered", ""),
+    }
+    first = True
+    for v in (BETTER, WORSE, HIGHER, LOWER):
+        if by[v]:
+            verb, tail = verbs[v]
+            obj = m.label if first else "it"
+            parts.append(f"{verb} {obj}{tail} at {_join([_diff_phrase(c, pct) for c in by[v]])}")
+            first = False
+    if by[NO_DIFFERENCE]:
+        parts.append(f"made no detectable difference at {_others(by[NO_DIFFERENCE], word)}")
+    return f"NEFTune {'; '.join(parts)} — {seeds} per setting."
+
+
+def multiple_comparisons_sentence(summary: Summary) -> str:
+    """The honest caveat: how many comparisons were made and how many false positives to expect."""
+    n = summary.n_comparisons
+    if n == 0:
+        return "No setting could be compared with the baseline, so no difference is claimed."
+    level = 100 * summary.confidence
+    expected = n * (1 - summary.confidence)
+    k = summary.n_distinguishable
+    return (
+        f"This report makes {n} comparisons with the baseline, each at {level:g}% confidence: even if "
+        f"NEFTune changed nothing, about {expected:.2g} of them would look distinguishable by chance. "
+        f"{k} {'looks' if k == 1 else 'look'} distinguishable here; trust effects that repeat across alphas and related metrics "
+        f"more than an isolated one."
+    )
+
+
+def status_sentence(summary: Summary) -> str | None:
+    """A warning when the experiment is unfinished or some arms failed; None when all arms finished."""
+    if summary.status != "complete":
+        return (
+            f"Partial results (status {summary.status!r}): {summary.n_complete} of {summary.n_arms} arms "
+            f"finished, {summary.n_failed} failed, {summary.n_pending} pending; every number will change."
+        )
+    if summary.n_failed:
+        return f"{summary.n_failed} of {summary.n_arms} arms failed; their seeds are missing from the statistics."
+    return None
+
+
+def headline_sentences(summary: Summary) -> list[str]:
+    """Plain-English headline: the primary metric, other quality metrics, the multiple-comparisons
+    caveat (the run's status is :func:`status_sentence`)."""
+    out: list[str] = []
+    base_info = next((i for i in summary.settings if i.is_baseline), None)
+    if summary.baseline is None or base_info is None or not base_info.seeds_complete:
+        out.append(
+            "No finished baseline (alpha 0, no noise) arm, so nothing can be compared with training "
+            "without NEFTune; the tables show each setting's own mean only."
+        )
+        return out
+    quality = [m for m in summary.metrics if m.direction != "descriptive"]
+    primary = summary.metric(summary.primary_metric) if summary.primary_metric else None
+    if primary is not None:
+        sentence = _metric_sentence(primary, summary)
+        if sentence is None:
+            sentence = (
+                f"{_cap(primary.label)} could not be compared with the baseline: "
+                "fewer than 2 seeds pair up per setting, so an effect cannot be told from seed noise "
+                "(run 2 or more seeds)."
+            )
+        out.append(sentence)
+        if primary.compared and not any(c.verdict == BETTER for c in primary.compared):
+            out.append(f"In plain words: NEFTune did not help {primary.label} in this experiment.")
+    rest = [m for m in quality if m is not primary]
+    quiet = []
+    for m in rest:
+        if any(c.diff is not None and c.diff.distinguishable for c in m.compared):
+            sentence = _metric_sentence(m, summary)
+            if sentence:
+                out.append(sentence)
+        elif m.compared:
+            quiet.append(m.label)
+    if quiet:
+        out.append(f"No detectable difference from the baseline in {_join(quiet)}.")
+    out.append(multiple_comparisons_sentence(summary))
+    return out
+
+
+# --------------------------------------------------------------------------- paper signatures
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One of the paper's signatures of NEFTune, checked against the baseline."""
+
+    name: str
+    metric: str | None
+    expected: str  # "higher" | "lower"
+    status: str  # "seen" | "partly seen" | "not seen" | "opposite" | "cannot tell" | "not measured"
+    seen_at: tuple[str, ...]
+    opposite_at: tuple[str, ...]
+    unclear_at: tuple[str, ...]
+    sentence: str
+
+
+_SIGNATURES = (
+    ("longer answers", ("length_tokens", "length_chars"), HIGHER),
+    ("higher training loss with noise off", ("loss/train",), HIGHER),
+    ("lower ROUGE-L against the training responses", ("rouge_l_train",), LOWER),
+)
+
+
+def paper_signatures(summary: Summary) -> list[Signature]:
+    """Check the paper's three signatures: longer answers, higher noise-off training loss, lower ROUGE-L."""
+    pct = 100 * summary.confidence
+    out = []
+    for name, candidates, expected in _SIGNATURES:
+        m = next((summary.metric(c) for c in candidates if summary.metric(c) is not None), None)
+        if m is None:
+            sentence = f"{_cap(name)}: not measured (no arm reported {_join(candidates)})."
+            out.append(Signature(name, None, expected, "not measured", (), (), (), sentence))
+            continue
+        opposite = LOWER if expected == HIGHER else HIGHER
+        compared = m.compared
+        seen = [c for c in compared if c.verdict == expected]
+        against = [c for c in compared if c.verdict == opposite]
+        unclear = [c for c in compared if c.verdict == NO_DIFFERENCE]
+        head = f"{_cap(name)} ({m.label}; expected {expected} with noise)"
+        if not compared:
+            status, body = "cannot tell", "cannot tell: no setting pairs at least 2 seeds with the baseline"
+        else:
+            status = (
+                "seen"
+                if len(seen) == len(compared)
+                else "partly seen"
+                if seen
+                else "opposite"
+                if against
+                else "not seen"
+            )
+            bits = []
+            if seen:
+                bits.append(f"seen at {_join([_diff_phrase(c, pct) for c in seen])}")
+            if against:
+                bits.append(f"the opposite at {_join([_diff_phrase(c, pct) for c in against])}")
+            if unclear:
+                word = summary.setting_word
+                bits.append(
+                    f"within seed noise at {_others(unclear, word) if bits else _join([c.label for c in unclear])}"
+                )
+            body = "; ".join(bits)
+        out.append(
+            Signature(
+                name,
+                m.name,
+                expected,
+                status,
+                tuple(c.label for c in seen),
+                tuple(c.label for c in against),
+                tuple(c.label for c in unclear),
+                f"{head}: {body}.",
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- recommendation
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The setting to use (None when nothing beat the baseline beyond seed noise) and why."""
+
+    metric: str
+    recommended: Setting | None
+    best_by_mean: Setting | None
+    beats_baseline: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "recommended": self.recommended.to_dict() if self.recommended else None,
+            "best_by_mean": self.best_by_mean.to_dict() if self.best_by_mean else None,
+            "beats_baseline": self.beats_baseline,
+            "reason": self.reason,
+        }
+
+
+def recommend(summary: Summary, primary_metric: str | None = None) -> Recommendation:
+    """Pick the best setting by mean ``primary_metric`` and say why, in plain words.
+
+    A setting is recommended only if it is the best by mean among the noisy settings
+    *and* beat the baseline beyond seed noise (verdict ``better``); otherwise
+    ``recommended`` is None and the reason says so. ``primary_metric`` defaults to
+    the experiment's; it must have a direction (``loss/*``, ``accuracy/*``, ...).
+    """
+    name = primary_metric or summary.primary_metric
+    if not name:
+        raise ValueError("primary_metric is not given and the results name none (config.primary_metric)")
+    direction = metric_direction(name)
+    if direction == "descriptive":
+        raise ValueError(
+            f"primary_metric {name!r} has no better direction; use a loss/* or accuracy/* metric"
+        )
+    m = summary.metric(name)
+    if m is None or not m.cells:
+        return Recommendation(name, None, None, False, f"No finished arm reported {metric_label(name)}.")
+    pct = 100 * summary.confidence
+    sign = 1.0 if direction == "higher" else -1.0
+    best = max(m.cells, key=lambda c: sign * c.estimate.mean)
+    noisy = sorted((c for c in m.cells if not c.is_baseline), key=lambda c: -sign * c.estimate.mean)
+    label = m.label
+    n_word = "highest" if direction == "higher" else "lowest"
+
+    def mean_phrase(c: Cell) -> str:
+        """``0.325 (95% CI [0.288, 0.362], 3 seeds)``."""
+        e = c.estimate
+        seeds = f"{e.n} seed{'s' if e.n != 1 else ''}"
+        if e.lo is None:
+            return f"{fmt_value(e.mean)} ({seeds})"
+        mean, _, ci = fmt_estimate(e.mean, e.lo, e.hi).partition(" ")
+        return f"{mean} ({pct:g}% CI {ci}, {seeds})"
+
+    base = next((c for c in m.cells if c.is_baseline), None)
+    if base is None:
+        return Recommendation(
+            name,
+            None,
+            best.setting,
+            False,
+            f"{_cap(best.label)} had the {n_word} mean {label}, {mean_phrase(best)}, but no baseline (alpha 0) "
+            "arm finished, so it is unknown whether NEFTune helps at all. Run the baseline before choosing.",
+        )
+    if not noisy:
+        return Recommendation(
+            name,
+            None,
+            best.setting,
+            False,
+            f"Only the baseline reported {label}; there is nothing to compare.",
+        )
+
+    def base_mean(c: Cell) -> str:
+        """The baseline mean with as many decimals as ``c``'s estimate shows."""
+        e = c.estimate
+        if e.lo is None:
+            return fmt_value(base.estimate.mean)
+        return fmt_value(base.estimate.mean, decimals_for(e.mean, _half_width(e.lo, e.hi)))
+
+    worse = [c.label for c in noisy if c.verdict == WORSE]
+    worse_note = (
+        f" {_cap(_join(worse))} {'was' if len(worse) == 1 else 'were'} worse beyond seed noise."
+        if worse
+        else ""
+    )
+    better = [c for c in noisy if c.verdict == BETTER]
+    if better:
+        pick = better[0]
+        d = pick.diff
+        assert d is not None
+        reason = (
+            f"{_cap(pick.label)} is recommended: it beat the baseline beyond seed noise on {label} "
+            f"({_diff_ci(d, pct)}, paired over {d.n} seeds, p {_p_relation(d.p)}), with mean "
+            f"{mean_phrase(pick)}, against {base_mean(pick)} without noise."
+        )
+        if pick is not noisy[0]:
+            reason += (
+                f" {_cap(noisy[0].label)} had a {'higher' if sign > 0 else 'lower'} mean "
+                f"({fmt_value(noisy[0].estimate.mean)}), but its difference from the baseline is within "
+                "seed noise."
+            )
+        others = [c for c in noisy if c is not pick]
+        if others:
+            runner = others[0]
+            gap = paired_difference(pick.values, runner.values, summary.confidence)
+            if gap.lo is not None and not gap.distinguishable:
+                reason += (
+                    f" The gap between {pick.label} and {runner.label} ({_diff_ci(gap, pct)}) is within "
+                    "seed noise" + (", so either is a fair choice." if runner.verdict == BETTER else ".")
+                )
+            elif gap.distinguishable:
+                reason += f" It also beat {runner.label} beyond seed noise."
+        return Recommendation(name, pick.setting, best.setting, True, reason + worse_note)
+    if best.is_baseline:
+        return Recommendation(
+            name,
+            None,
+            best.setting,
+            False,
+            f"Training without noise (alpha 0) had the {n_word} mean {label}, {mean_phrase(best)}; "
+            f"no NEFTune setting beat it.{worse_note} On this evidence NEFTune does not help this model "
+            "and data.",
+        )
+    top = noisy[0]
+    d = top.diff
+    assert d is not None
+    if top.verdict == NO_DIFFERENCE:
+        why = f"its difference from the baseline ({_diff_ci(d, pct)}, {d.n} seeds) is within seed noise"
+        if len(noisy) > 1:
+            why += ", and no other setting beat the baseline either"
+    elif top.verdict == WORSE:
+        why = "paired by seed it was still worse than the baseline beyond seed noise"
+    elif top.verdict == NA_ONE_SEED:
+        why = (
+            "only one of its seeds pairs with the baseline, so its difference cannot be told from seed noise"
+        )
+    else:
+        why = "it shares no seed with the baseline, so its difference cannot be judged"
+    return Recommendation(
+        name,
+        None,
+        top.setting,
+        False,
+        f"No setting is recommended over training without noise: {top.label} had the {n_word} mean "
+        f"{label}, {mean_phrase(top)}, against {base_mean(top)} without noise, but {why}.{worse_note} "
+        + (
+            "More seeds would narrow the intervals."
+            if top.verdict in (NO_DIFFERENCE, WORSE)
+            else "Run at least 2 seeds, the same for every setting."
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _cell_dict(c: Cell) -> dict[str, Any]:
+    seeds = sorted(c.values)
+    e = c.estimate
+    out: dict[str, Any] = {
+        "setting": c.setting.to_dict(),
+        "label": c.label,
+        "is_baseline": c.is_baseline,
+        "seeds": seeds,
+        "values": [c.values[s] for s in seeds],
+        "n": e.n,
+        "mean": e.mean,
+        "sd": e.sd,
+        "ci": [e.lo, e.hi] if e.lo is not None else None,
+        "diff": None,
+        "verdict": c.verdict,
+    }
+    if c.diff is not None:
+        d = c.diff
+        out["diff"] = {
+            "seeds": list(d.seeds),
+            "mean": d.mean,
+            "sd": d.sd,
+            "ci": [d.lo, d.hi] if d.lo is not None else None,
+            "p": d.p,
+        }
+    return out
+
+
+def summary_to_dict(summary: Summary) -> dict[str, Any]:
+    """JSON-ready form of the summary plus headline, signatures, recommendation and caveat.
+
+    Undefined quantities (an interval from one seed) are ``null``, never NaN.
+    """
+    rec = None
+    if summary.primary_metric and metric_direction(summary.primary_metric) != "descriptive":
+        rec = recommend(summary).to_dict()
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "kind": summary.kind,
+        "status": summary.status,
+        "confidence": summary.confidence,
+        "primary_metric": summary.primary_metric,
+        "baseline": summary.baseline.to_dict() if summary.baseline else None,
+        "arms": {
+            "total": summary.n_arms,
+            "complete": summary.n_complete,
+            "failed": summary.n_failed,
+            "pending": summary.n_pending,
+        },
+        "settings": [
+            {
+                "setting": i.setting.to_dict(),
+                "label": i.label,
+                "is_baseline": i.is_baseline,
+                "seeds_complete": list(i.seeds_complete),
+                "failed": i.n_failed,
+                "pending": i.n_pending,
+            }
+            for i in summary.settings
+        ],
+        "metrics": [
+            {
+                "name": m.name,
+                "label": m.label,
+                "direction": m.direction,
+                "cells": [_cell_dict(c) for c in m.cells],
+            }
+            for m in summary.metrics
+        ],
+        "comparisons": {
+            "total": summary.n_comparisons,
+            "distinguishable": summary.n_distinguishable,
+            "expected_by_chance": summary.n_comparisons * (1 - summary.confidence),
+        },
+        "status_note": status_sentence(summary),
+        "headline": headline_sentences(summary),
+        "signatures": [
+            {
+                "name": s.name,
+                "metric": s.metric,
+                "expected": s.expected,
+                "status": s.status,
+                "sentence": s.sentence,
+            }
+            for s in paper_signatures(summary)
+        ],
+        "recommendation": rec,
+    }

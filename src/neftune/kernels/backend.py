@@ -1,0 +1,146 @@
+"""Which implementation adds the noise: ``"torch"`` (the reference, runs anywhere) or ``"triton"``.
+
+``backend="auto"`` (the default everywhere) picks the fused Triton kernel when it can run at
+full speed (a CUDA tensor of a supported dtype, Triton importable, not in interpreter mode)
+and the torch reference otherwise. ``backend="triton"`` forces the kernel and raises
+:class:`BackendUnavailableError` where it cannot run, saying why. Under ``TRITON_INTERPRET=1``
+a forced ``"triton"`` also runs on CPU tensors (Triton's interpreter: slow, for tests);
+``"auto"`` never picks the interpreter.
+
+``scaling="batch"`` reproduces transformers' random draws bit for bit, which only torch's
+RNG can do, so it always runs on the torch path.
+
+Nothing here imports triton unless a tensor is on CUDA or the kernel was asked for.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._probe import SUPPORTED_DTYPES, interpret_mode, triton_importable
+
+BACKENDS = ("auto", "torch", "triton")
+
+_DTYPE_NAMES = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
+_SEED_HIGH = 2**63 - 1
+
+
+class BackendUnavailableError(RuntimeError):
+    """``backend="triton"`` was asked for where the fused kernel cannot run; the message says why."""
+
+
+def check_backend(backend: object, *, scaling: str = "per_sequence") -> str:
+    """Validate a ``backend`` argument (and its combination with ``scaling``); return it.
+
+    Also refuses ``backend="triton"`` when triton is not installed, so that the mistake
+    shows at configuration time rather than at the first training step.
+    """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
+    if backend == "triton":
+        if scaling == "batch":
+            raise ValueError(
+                "backend='triton' cannot be combined with scaling='batch': that mode reproduces "
+                "transformers' random draws exactly, which needs torch's RNG; use backend='auto' or 'torch'"
+            )
+        if not triton_importable():
+            raise BackendUnavailableError(
+                "backend='triton' needs the triton package, which is not installed "
+                "(pip install 'neftune[triton]' on Linux with a CUDA GPU); use backend='auto' or 'torch'"
+            )
+    return backend
+
+
+def triton_unavailable_reason(tensor: torch.Tensor) -> str | None:
+    """Why the fused kernel cannot run on ``tensor`` (None when it can)."""
+    if tensor.dtype not in SUPPORTED_DTYPES:
+        return f"the embeddings are {str(tensor.dtype).removeprefix('torch.')}; the kernel supports {_DTYPE_NAMES}"
+    if not triton_importable():
+        return "the triton package is not installed (pip install 'neftune[triton]')"
+    if tensor.is_cuda or interpret_mode():
+        return None
+    if not torch.cuda.is_available():
+        return (
+            f"the embeddings are on {tensor.device} and no CUDA device is available; Triton kernels "
+            "need a CUDA GPU (TRITON_INTERPRET=1 runs them in Triton's slow CPU interpreter, for tests)"
+        )
+    return f"the embeddings are on {tensor.device}, not on a CUDA device; move the model to CUDA"
+
+
+def _rows_view_exists(tensor: torch.Tensor) -> bool:
+    """Whether the kernel can work on ``tensor`` without a copy: unit stride on the hidden dim."""
+    if tensor.dim() == 0:
+        return False
+    if tensor.shape[-1] > 1 and tensor.stride(-1) != 1:
+        return False
+    try:
+        tensor.view(-1, tensor.shape[-1])
+    except RuntimeError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, tensor: torch.Tensor, *, scaling: str = "per_sequence") -> str:
+    """The backend that will run for ``tensor``: ``"torch"`` or ``"triton"``.
+
+    ``"auto"``: ``"triton"`` for a CUDA tensor of a supported dtype and layout when triton is
+    importable and the interpreter is off; ``"torch"`` otherwise, and always for
+    ``scaling="batch"``. ``"triton"``: raises :class:`BackendUnavailableError` (naming the
+    reason) where the kernel cannot run. ``backend`` must already be valid (:func:`check_backend`).
+    """
+    if backend == "torch":
+        return "torch"
+    if scaling == "batch":
+        if backend == "triton":
+            check_backend(backend, scaling=scaling)  # raises the explanatory ValueError
+        return "torch"
+    if backend == "auto":
+        fast = (
+            tensor.is_cuda
+            and tensor.dtype in SUPPORTED_DTYPES
+            and _rows_view_exists(tensor)
+            and triton_importable()
+            and not interpret_mode()
+        )
+        return "triton" if fast else "torch"
+    reason = triton_unavailable_reason(tensor)
+    if reason is not None:
+        raise BackendUnavailableError(
+            f"backend='triton' cannot run here: {reason}. Use backend='auto' (falls back to torch) "
+            "or backend='torch'"
+        )
+    return "triton"
+
+
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """A kernel seed in ``[0, 2**63 - 1)`` drawn from ``generator`` (advancing it).
+
+    ``None`` draws from torch's default CPU generator, so ``torch.manual_seed`` makes the
+    fused noise reproducible. A CPU generator costs nothing on the GPU; a CUDA generator
+    costs one device-to-host copy (a synchronisation) per call.
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
+    return int(torch.randint(0, _SEED_HIGH, (), generator=generator, device=device).item())
+
+
+def output_writable_in_place(output: torch.Tensor) -> bool:
+    """Whether ``output`` (an embedding lookup's result) may be overwritten without harming autograd.
+
+    True when it is not a view and either takes no part in autograd (no grad) or was made
+    directly by ``F.embedding``, whose backward needs only the indices, never the output.
+    False for a leaf that requires grad (e.g. after transformers' ``enable_input_require_grads``
+    hook on a frozen embedding): autograd refuses in-place writes to those.
+    """
+    if output._base is not None:
+        return False
+    if not output.requires_grad:
+        return True
+    return output.grad_fn is not None and type(output.grad_fn).__name__ == "EmbeddingBackward0"
+
+
+def is_plain_embedding_forward(module: nn.Module) -> bool:
+    """Whether ``module``'s forward is ``nn.Embedding.forward`` itself (no subclass rescaling etc.)."""
+    return isinstance(module, nn.Embedding) and type(module).forward is nn.Embedding.forward

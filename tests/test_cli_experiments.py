@@ -1,0 +1,126 @@
+"""`neftune compare / sweep / report` from the command line: a real tiny run, and every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from neftune.cli import app
+
+pytest.importorskip("trl")
+runner = CliRunner()
+TINY = [
+    "--model", "tiny", "--max-steps", "1", "--batch-size", "2", "--max-length", "256",
+    "--n-generate", "1", "--max-new-tokens", "2", "--curve-every", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
+
+
+def _invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def _text(result) -> str:
+    return " ".join(result.output.split())
+
+
+def _squeezed(result) -> str:
+    """Output without any whitespace: rich wraps long lines (paths) at the terminal width."""
+    return "".join(result.output.split())
+
+
+def test_sweep_end_to_end_then_report(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", *TINY, "--alphas", "0,5", "--distributions", "uniform", "--schedules", "constant,linear"]
+    result = _invoke(*args, "--seeds", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "3 arms (3 settings x 1 seeds)" in _text(result)
+    assert "Recommendation:" in _text(result) and "report.html" in _squeezed(result)
+    results = json.loads((out / "results.json").read_text())
+    assert results["kind"] == "sweep" and results["status"] == "complete"
+    command = results["command"]
+    assert (
+        command.startswith("neftune sweep --preset quick --model tiny")
+        and "--schedules constant,linear" in command
+    )
+    assert f"--out {out}" in command and "--max-steps 1" in command and "--seeds 0," in command
+    assert {a["setting"]["schedule"] for a in results["arms"]} == {None, "linear"}
+    html = (out / "report" / "report.html").read_text()
+    assert "recommended" in html.lower() and "linear schedule" in html
+
+    # Rebuild from results.json alone.
+    (out / "report" / "report.html").unlink()
+    rebuilt = _invoke("report", out)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (out / "report" / "report.html").exists()
+
+    # Rerunning the finished experiment recomputes nothing.
+    again = _invoke(*args, "--seeds", "1", "--out", out)
+    assert again.exit_code == 0 and "finished a" not in again.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--alphas", "0,x"], "alphas must be comma-separated numbers"),
+        (["--alphas", "0,-5"], "alphas must be >= 0"),
+        (["--alphas", "0,500"], "far outside the useful range"),
+        (["--seeds", "0"], "seeds must be a count"),
+        (["--preset", "huge"], "unknown preset"),
+        (["--distribution", "laplace"], "unknown distributions"),
+        (["--max-steps", "0", "--epochs", "0"], "give epochs > 0 or max_steps > 0"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+        (["--curve-every", "-2"], "curve-every must be >= 0"),
+        (["--model", "no/such/model"], "unknown model"),
+        (["--data", "builtin:huge"], "unknown built-in data preset"),
+        (["--data", "missing.jsonl"], "no such file or folder"),
+    ],
+)
+def test_compare_bad_options(tmp_path, args, message):
+    result = _invoke("compare", *TINY, "--out", tmp_path / "c", *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert message in _text(result)
+
+
+def test_sweep_bad_schedule(tmp_path):
+    result = _invoke("sweep", *TINY, "--schedules", "sawtooth", "--out", tmp_path / "s")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "schedule" in _text(result)
+
+
+def test_compare_refuses_a_foreign_folder_and_a_file(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("x")
+    result = _invoke("compare", *TINY, "--out", folder)
+    assert result.exit_code == 2 and "holds no neftune experiment" in _text(result)
+    assert (folder / "keep.txt").exists()
+    file = tmp_path / "file"
+    file.write_text("x")
+    result = _invoke("compare", *TINY, "--out", file)
+    assert result.exit_code == 2 and "is a file" in _text(result)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "results.json not found"),
+        ("{not json", "not readable JSON"),
+        ('{"schema": "other/9", "arms": []}', "schema"),
+    ],
+)
+def test_report_bad_folder(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "results.json").write_text(content)
+    result = _invoke("report", tmp_path)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert message in _text(result)

@@ -1,0 +1,277 @@
+"""The experiment report built from a stored results.json fixture, and rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import importlib.util
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from neftune.experiments.plots import setting_colors
+from neftune.experiments.report import ReportError, build_report, load_results
+from neftune.experiments.stats import summarize
+
+FIXTURE = Path(__file__).parent / "data" / "results_compare_fixture.json"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "check_report_render.py"
+
+
+def _load_render_check():
+    """``scripts/check_report_render.py`` as a module: its blank test and Chromium call are reused here."""
+    spec = importlib.util.spec_from_file_location("check_report_render", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+render_check = _load_render_check()
+frame_only_std = render_check.frame_only_std
+grey_std = render_check.grey_std
+
+
+def write_results(folder: Path, results: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fixture_results() -> dict:
+    results = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    assert results["note"].startswith("TEST FIXTURE, NOT A RESULT")
+    return results
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, fixture_results):
+    """The full fixture, plus an analyze figure to exercise the optional section."""
+    folder = write_results(tmp_path_factory.mktemp("exp") / "cmp", fixture_results)
+    (folder / "analyze").mkdir()
+    gradient = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (32, 1))
+    Image.fromarray(gradient).save(folder / "analyze" / "analyze.png")
+    paths = build_report(folder)
+    html = paths["html"].read_text(encoding="utf-8")
+    return folder, paths, html
+
+
+# --------------------------------------------------------------------------- files and content
+
+
+def test_report_writes_every_file(built) -> None:
+    folder, paths, _ = built
+    report = folder / "report"
+    assert paths["html"] == report / "report.html"
+    assert paths["markdown"] == report / "summary.md"
+    assert paths["summary"] == report / "summary.json"
+    for name in ("learning_curves", "heldout_curves", "metric_means", "differences"):
+        assert paths[name] == report / f"{name}.png" and paths[name].stat().st_size > 0
+    assert not list(report.glob(".*.tmp"))  # no leftovers of the atomic writes
+
+
+def test_summary_json_holds_the_statistics(built, fixture_results) -> None:
+    _, paths, _ = built
+
+    def no_nan(token: str):
+        raise AssertionError(f"summary.json contains {token}")
+
+    doc = json.loads(paths["summary"].read_text(encoding="utf-8"), parse_constant=no_nan)
+    assert doc["schema"] == "neftune.summary/1"
+    names = {m["name"] for m in doc["metrics"]}
+    assert set(fixture_results["arms"][0]["eval"]) <= names
+    acc = next(m for m in doc["metrics"] if m["name"] == "accuracy/eval_heldout_templates")
+    base = next(c for c in acc["cells"] if c["is_baseline"])
+    base_arms = sorted(
+        (a for a in fixture_results["arms"] if a["setting"]["alpha"] == 0), key=lambda a: a["seed"]
+    )
+    values = [a["eval"]["accuracy/eval_heldout_templates"] for a in base_arms]
+    assert base["seeds"] == [0, 1, 2] and base["values"] == values
+    assert base["mean"] == pytest.approx(sum(values) / 3)
+    assert doc["recommendation"]["metric"] == "accuracy/eval_heldout_templates"
+    assert doc["comparisons"]["total"] == 3 * len(names)
+
+
+def test_html_has_headline_tables_verdicts_and_no_external_resources(built, fixture_results) -> None:
+    _, paths, html = built
+    doc = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    for sentence in doc["headline"]:
+        assert sentence.replace("'", "&#x27;") in html
+    assert "NEFTune did not measurably change accuracy on held-out templates at any alpha" in html
+    # one table per metric, with the verdicts
+    for m in doc["metrics"]:
+        assert f"<code>{m['name']}</code>" in html
+    assert html.count("<colgroup>") == len(doc["metrics"])
+    for verdict in ("better", "worse", "higher", "lower", "no detectable difference", "baseline"):
+        assert f">{verdict}</span>" in html, verdict
+    # what was run, signatures, reproduction, multiple comparisons
+    assert fixture_results["command"] in html
+    assert "The paper's signatures" in html and "longer answers" in html
+    assert "How to reproduce" in html and "neftune report runs/cmp" in html
+    assert "would look distinguishable by chance" in html
+    assert "47.5 min over 12 arms" in html
+    # self-contained: no scripts, no external URLs, every image inline
+    assert "<script" not in html.lower()
+    assert "http://" not in html and "https://" not in html
+    assert re.findall(r'<img src="(?!data:image/png;base64,)', html) == []
+
+
+def test_every_embedded_png_decodes_and_is_not_blank(built) -> None:
+    _, paths, html = built
+    blobs = render_check.DATA_URI.findall(html)
+    figure_names = [k for k in paths if k not in ("html", "markdown", "summary")]
+    assert len(blobs) == len(figure_names) + 1  # + the analyze figure
+    for blob in blobs:
+        img = Image.open(io.BytesIO(base64.b64decode(blob)))
+        img.load()
+        assert img.format == "PNG"
+        w, h = img.size
+        assert grey_std(img) > frame_only_std(w, h), img.size
+    # the PNG files are the embedded ones
+    embedded = {base64.b64decode(b) for b in blobs}
+    for name in figure_names:
+        assert paths[name].read_bytes() in embedded
+
+
+def test_blank_image_fails_the_blank_check() -> None:
+    white = Image.new("RGB", (400, 300), "white")
+    assert grey_std(white) < frame_only_std(400, 300)
+
+
+def test_markdown_summary(built) -> None:
+    _, paths, _ = built
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert md.startswith("# NEFTune compare: smollm2-135m on builtin:quick")
+    assert "| setting | seeds | mean [95% CI] | diff vs baseline [95% CI] | p | verdict |" in md
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (paths["markdown"].parent / link).resolve().is_file(), link
+    assert "../analyze/analyze.png" in md
+
+
+def test_partial_results_with_failed_and_pending_arms(tmp_path, fixture_results) -> None:
+    results = copy.deepcopy(fixture_results)
+    results["status"] = "running"
+    keep = ("loss/train", "loss/eval_heldout_templates")  # losses only, as with n_generate 0
+    for arm in results["arms"]:
+        arm["eval"] = {k: arm["eval"][k] for k in keep}
+        arm["curves"]["eval"] = [{k: p[k] for k in ("step", *keep)} for p in arm["curves"]["eval"]]
+    failed, pending = results["arms"][10], results["arms"][11]
+    failed.update(status="failed", error="CUDA out of memory", eval={}, curves={})
+    pending.update(status="pending", eval={}, curves={}, seconds=None, train={})
+    paths = build_report(write_results(tmp_path / "partial", results))
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "Partial results (status &#x27;running&#x27;): 10 of 12 arms finished, 1 failed, 1 pending" in html
+    assert failed["id"] in html and "CUDA out of memory" in html and pending["id"] in html
+    assert "heldout_curves" not in paths  # one held-out split only
+    doc = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    assert doc["status"] == "running" and doc["arms"] == {
+        "total": 12,
+        "complete": 10,
+        "failed": 1,
+        "pending": 1,
+    }
+    # no accuracy was measured: the primary metric is absent and the report says so
+    assert "No finished arm reported accuracy on held-out templates" in doc["recommendation"]["reason"]
+
+
+def test_sweep_on_user_data(tmp_path, fixture_results) -> None:
+    """A sweep (alpha x distribution) on user data: one held-out split ``eval``, no accuracy."""
+    results = copy.deepcopy(fixture_results)
+    results["kind"] = "sweep"
+    results["config"]["primary_metric"] = "loss/eval"
+    arms = []
+    for arm in results["arms"]:
+        arm["eval"] = {
+            "loss/train": arm["eval"]["loss/train"],
+            "loss/eval": arm["eval"]["loss/eval_heldout_templates"],
+        }
+        arm["curves"]["eval"] = [
+            {"step": p["step"], "loss/train": p["loss/train"], "loss/eval": p["loss/eval_heldout_templates"]}
+            for p in arm["curves"]["eval"]
+        ]
+        arms.append(arm)
+        if arm["setting"]["alpha"] == 10.0:  # a gaussian twin, 0.05 lower held-out loss on every seed
+            twin = copy.deepcopy(arm)
+            twin["id"] += "-gaussian"
+            twin["setting"]["distribution"] = "gaussian"
+            twin["eval"]["loss/eval"] -= 0.05
+            arms.append(twin)
+    results["arms"] = arms
+    paths = build_report(write_results(tmp_path / "sweep", results))
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "learning_curves" in paths and "heldout_curves" not in paths  # one held-out split
+    doc = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    assert {m["name"] for m in doc["metrics"]} == {"loss/eval", "loss/train", "train/train_loss"}
+    held = next(m for m in doc["metrics"] if m["name"] == "loss/eval")
+    verdicts = {(c["setting"]["alpha"], c["setting"]["distribution"]): c["verdict"] for c in held["cells"]}
+    # the twin's paired difference is alpha 10's minus 0.05 on every seed: its interval moves below 0
+    assert verdicts == {
+        (0.0, "uniform"): "baseline",
+        (5.0, "uniform"): "no detectable difference",
+        (10.0, "uniform"): "no detectable difference",
+        (10.0, "gaussian"): "better",
+        (15.0, "uniform"): "no detectable difference",
+    }
+    rec = doc["recommendation"]
+    assert rec["recommended"] == {"alpha": 10.0, "distribution": "gaussian", "schedule": None}
+    assert "Recommended: alpha 10, gaussian" in html
+
+
+def test_report_errors(tmp_path, fixture_results) -> None:
+    with pytest.raises(ReportError, match="results.json not found"):
+        build_report(tmp_path / "nothing")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "results.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ReportError, match="not readable JSON"):
+        load_results(bad)
+    wrong = write_results(tmp_path / "wrong", {**fixture_results, "schema": "other/9"})
+    with pytest.raises(ReportError, match="schema 'other/9'"):
+        build_report(wrong)
+    broken = copy.deepcopy(fixture_results)
+    broken["arms"][0]["setting"] = {"alpha": "five"}
+    with pytest.raises(ReportError, match="alpha"):
+        build_report(write_results(tmp_path / "broken", broken))
+    assert issubclass(ReportError, ValueError)
+
+
+# --------------------------------------------------------------------------- real browser
+
+
+def _chromium() -> str:
+    found = render_check.find_chromium()
+    if found is None:
+        if os.environ.get("NEFTUNE_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium not found but NEFTUNE_REQUIRE_BROWSER=1 (apt-get install chromium)")
+        pytest.skip("chromium not installed (set NEFTUNE_REQUIRE_BROWSER=1 to make this a failure)")
+    return found
+
+
+def test_report_renders_in_headless_chromium(built, tmp_path, fixture_results) -> None:
+    chromium = _chromium()
+    _, paths, _ = built
+    shot = tmp_path / "shot.png"
+    proc = render_check.chromium_screenshot(paths["html"], shot, chromium=chromium, width=1280, height=4000)
+    assert shot.is_file(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    img = Image.open(shot).convert("RGB")
+    w, h = img.size
+    assert (w, h) == (1280, 4000)
+    assert grey_std(img) > frame_only_std(w, h)
+    # The plots are on screen: each noisy setting's colour occurs only inside the figures (the page's
+    # CSS uses none of them). The first figure alone draws each setting's mean line (~3 px wide) across
+    # four panels some 400 px wide, i.e. well over a thousand pixels; 100 is a conservative floor.
+    # Tolerance 24 levels per channel (~10% of the range) absorbs anti-aliasing and resampling; the
+    # closest two palette colours differ by far more (>= 86 levels in some channel).
+    pixels = np.asarray(img, dtype=np.int16)
+    colors = setting_colors(i.setting for i in summarize(fixture_results).settings)
+    for setting, hex_color in colors.items():
+        if setting.is_no_noise:
+            continue  # dark grey, close to the text colour
+        rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
+        hits = int((np.abs(pixels - rgb).max(axis=2) <= 24).sum())
+        assert hits >= 100, f"{setting}: colour {hex_color} found on {hits} pixels only"
