@@ -48,12 +48,15 @@ def rss_mb() -> float:
 
 
 def hook_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Forward hooks and pre-hooks on ``model``'s modules (neftune's, everyone's), and the active
+    neftune handles attached to its modules."""
     ours = total = 0
     for module in model.modules():
         for fn in (*module._forward_hooks.values(), *module._forward_pre_hooks.values()):
             total += 1
             ours += isinstance(fn, _Hook | _Inert)
-    return {"neftune_hooks": ours, "all_forward_hooks": total, "active_handles": len(_ACTIVE)}
+    handles = {id(_ACTIVE[m]) for m in model.modules() if m in _ACTIVE}
+    return {"neftune_hooks": ours, "all_forward_hooks": total, "active_handles": len(handles)}
 
 
 def live_tensors() -> int:

@@ -37,8 +37,9 @@ def test_short_soak_no_hook_accumulation_no_leak(one_thread):
         assert (s["neftune_hooks"], s["all_forward_hooks"], s["active_handles"]) == (3, 3, 1), s
     after = report["after_removal"]
     assert (after["neftune_hooks"], after["all_forward_hooks"], after["active_handles"]) == (0, 0, 0)
-    # Exact leak check: every tensor a step creates is freed by the next one.
-    assert middle["live_tensors"] == end["live_tensors"] == first["live_tensors"]
+    # Exact leak check: every tensor a step creates is freed by the next one. (Counts are
+    # process-wide: tensors of earlier tests may still be freed meanwhile, never added.)
+    assert end["live_tensors"] <= middle["live_tensors"] <= first["live_tensors"], (first, middle, end)
     # Coarse check. Leaking one step's autograd graph (saved activations of 4 x 32 tokens through
     # 2 layers, ~0.5 MB) would add ~75 MiB over the 150 steps from middle to end; allocator
     # fragmentation stays below 1 MiB there (benchmarks/soak.py: 5000 steps in docs/reliability.md).
