@@ -39,6 +39,7 @@ class EvalConfig:
     n_generate: int = 60  # per split; 0 skips generation
     n_train_loss: int = 100
     seed: int | None = None  # default: the run's data_seed, else 0
+    trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
 
 
 def eval_data_spec(cfg: EvalConfig) -> tuple[str, int]:
@@ -55,23 +56,77 @@ def eval_data_spec(cfg: EvalConfig) -> tuple[str, int]:
     return data, seed
 
 
-def load_for_eval(spec: str):
-    """Model (merged LoRA if an adapter folder) and tokenizer, in eval mode."""
-    from .models import load_model_and_tokenizer
+def _load_adapter(path: Path, trust_remote_code: bool = False):
+    """A LoRA run folder: its base model (safetensors only) with the adapter merged in, and the tokenizer."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from .models import ModelError, load_model_and_tokenizer
+
+    if not (path / "adapter_model.safetensors").exists():
+        found = (
+            "adapter_model.bin (a pickle, not loaded)" if (path / "adapter_model.bin").exists() else "none"
+        )
+        raise ModelError(
+            f"{path} has adapter_config.json but no adapter_model.safetensors (found: {found}); "
+            "neftune loads adapter weights from safetensors only"
+        )
+    try:
+        base_spec = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelError(
+            f"{path / 'adapter_config.json'} is unreadable or names no base_model_name_or_path ({exc})"
+        ) from None
+    try:
+        base, _ = load_model_and_tokenizer(base_spec, trust_remote_code=trust_remote_code)
+    except ModelError as exc:
+        raise ModelError(f"the LoRA adapter in {path} needs its base model {base_spec!r}: {exc}") from None
+    model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def load_for_eval(spec: str, *, trust_remote_code: bool = False):
+    """Model (merged LoRA if an adapter folder) and tokenizer, in eval mode.
+
+    A ``neftune train`` folder whose run did not finish is refused (its weights are not final).
+    """
+    from .models import ModelError, load_model_and_tokenizer
+    from .training import run_status
 
     path = Path(spec)
-    if (path / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-        from transformers import AutoTokenizer
-
-        model = AutoPeftModelForCausalLM.from_pretrained(str(path)).merge_and_unload()
-        tok = AutoTokenizer.from_pretrained(str(path))
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
+    if spec.strip() and path.is_dir():
+        status = run_status(path)
+        if status == "running":
+            raise ModelError(
+                f"{path} holds an unfinished run (neftune_run.json: running); finish it first with "
+                f"`neftune train --resume --out {path}` and the same options"
+            )
+        if status == "corrupt":
+            raise ModelError(f"{path / RUN_FILE} is unreadable: the run folder is damaged")
+    if spec.strip() and path.is_dir() and (path / "adapter_config.json").exists():
+        model, tok = _load_adapter(path, trust_remote_code)
     else:
-        model, tok = load_model_and_tokenizer(spec)
+        model, tok = load_model_and_tokenizer(spec, trust_remote_code=trust_remote_code)
     model.eval()
     return model, tok
+
+
+def check_eval_config(cfg: EvalConfig) -> None:
+    """Raise ``ValueError`` naming the first bad option of ``cfg``."""
+    if cfg.n_generate < 0:
+        raise ValueError(f"n_generate must be >= 0, got {cfg.n_generate}")
+    for name in ("max_new_tokens", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.n_train_loss < 0:
+        raise ValueError(f"n_train_loss must be >= 0, got {cfg.n_train_loss}")
+    if not (cfg.repetition_penalty > 0 and math.isfinite(cfg.repetition_penalty)):
+        raise ValueError(f"repetition_penalty must be a finite number > 0, got {cfg.repetition_penalty}")
+    if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ValueError(f"--out {cfg.out} is a file, not a folder; choose a folder for eval.json")
 
 
 def _encode(tok: Any, record: Record) -> tuple[list[int], int]:
@@ -153,9 +208,10 @@ def generate(
 
 def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
     """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``."""
-    model, tok = load_for_eval(cfg.model)
+    check_eval_config(cfg)
     data, split_seed = eval_data_spec(cfg)
-    bundle = resolve_data(data, seed=split_seed)
+    bundle = resolve_data(data, seed=split_seed)  # bad data fails before the model is loaded
+    model, tok = load_for_eval(cfg.model, trust_remote_code=cfg.trust_remote_code)
     metrics: dict[str, Any] = {"model": cfg.model, "data": data}
     train_subset = bundle.train[: cfg.n_train_loss]
     metrics["loss/train"] = response_loss(model, tok, train_subset, cfg.batch_size)

@@ -117,20 +117,60 @@ def tiny_model_dir(hidden: int = 64, layers: int = 2) -> Path:
     return _atomic_folder(cache_dir() / f"tiny-llama-h{hidden}-l{layers}", build)
 
 
+#: Weight files we load (safetensors) and pickle-based ones we refuse (unpickling can run code).
+SAFE_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHT_FILES = (
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "tf_model.h5",
+    "flax_model.msgpack",
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_folder(path: Path) -> None:
+    """Raise :class:`ModelError` unless ``path`` holds a config, safetensors weights and a tokenizer."""
+    names = {p.name for p in path.iterdir()}
+    if "config.json" not in names:
+        hint = (
+            " (it is a LoRA adapter folder: evaluate it with `neftune eval`, or merge it into its base model)"
+            if "adapter_config.json" in names
+            else ""
+        )
+        raise ModelError(f"{path} is a folder but has no config.json: not a transformers model folder{hint}")
+    if not names & set(SAFE_WEIGHT_FILES):
+        pickled = sorted(names & set(PICKLE_WEIGHT_FILES))
+        if pickled:
+            raise ModelError(
+                f"{path} holds {', '.join(pickled)} but no model.safetensors; neftune loads safetensors only "
+                "(unpickling a .bin file can run arbitrary code). If you trust the file, convert it once: "
+                "AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)"
+            )
+        raise ModelError(f"{path} has no model weights (model.safetensors); is the save incomplete?")
+    if not names & set(TOKENIZER_FILES):
+        raise ModelError(
+            f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json); save it there with "
+            "tokenizer.save_pretrained(folder)"
+        )
+
+
 def resolve_model(spec: str) -> str:
     """Turn a preset name, a local folder or a hub id into something ``from_pretrained`` takes."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelError(f"model is empty; give a preset ({', '.join(PRESETS)}), a folder or a hub id")
     if spec in ("smollm2-135m", "default"):
         return str(default_model_dir())
     if spec == "tiny":
         return str(tiny_model_dir())
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not (path / "config.json").exists():
-            raise ModelError(f"{path} is a folder but has no config.json: not a transformers model folder")
+        check_model_folder(path)
         return str(path)
     if path.exists():
         raise ModelError(f"--model {spec}: expected a folder (save_pretrained output), got a file")
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        if path.parent.is_dir():  # e.g. runs/a5 with runs/ present: a mistyped local folder, not a hub id
+            raise ModelError(f"no such model folder {spec!r} (there is a local folder {str(path.parent)!r})")
         return spec  # a hub id: works where there is network access
     raise ModelError(
         f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), a local transformers folder, "
@@ -139,18 +179,33 @@ def resolve_model(spec: str) -> str:
 
 
 def load_model_and_tokenizer(spec: str, *, dtype=None, trust_remote_code: bool = False):
-    """Load ``(model, tokenizer)``; pad token falls back to EOS. Raises ModelError with a hint."""
+    """Load ``(model, tokenizer)``; pad token falls back to EOS. Raises ModelError with a hint.
+
+    Weights are read from safetensors only (``use_safetensors=True``: a pickled
+    ``pytorch_model.bin`` is never unpickled). ``trust_remote_code`` stays off unless asked for:
+    it runs Python files shipped with a hub model.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where = resolve_model(spec)
     try:
         tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            where, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
     except OSError as exc:
         raise ModelError(
             f"could not load model {spec!r} ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
             "Without network access only local folders and the presets work."
         ) from None
+    except (ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "custom code" in str(exc) and not trust_remote_code:
+            first += (
+                " neftune leaves trust_remote_code off; pass trust_remote_code=True (TrainConfig, EvalConfig, "
+                "load_model_and_tokenizer) only for code you have read and trust."
+            )
+        raise ModelError(f"could not load model {spec!r}: {first}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

@@ -62,7 +62,13 @@ def resolve_schedule(spec: str | Schedule | None) -> Schedule | None:
         name, _, arg = spec.partition(":")
         if name == "warmup" and arg:
             try:
-                return warmup(float(arg))
+                fraction = float(arg)
+            except ValueError:
+                raise ValueError(
+                    f"schedule {spec!r}: the warm-up fraction must be a number in (0, 1], like 'warmup:0.2'"
+                ) from None
+            try:
+                return warmup(fraction)
             except ValueError as exc:
                 raise ValueError(f"schedule {spec!r}: {exc}") from None
         if name in NAMED and not arg:

@@ -9,6 +9,9 @@ run finished) and ``train_log.json``. Checkpoints live in ``checkpoints/`` for `
 from __future__ import annotations
 
 import json
+import math
+import pickle
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -20,7 +23,7 @@ from .data import DataError, Record
 from .data.bundle import resolve_data
 from .io import write_json_atomic
 from .kernels.backend import check_backend
-from .models import chat_token_ids
+from .models import chat_token_ids, resolve_model
 from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
 from .schedules import resolve_schedule
 
@@ -57,6 +60,7 @@ class TrainConfig:
     save_steps: int = 50
     bf16: bool | None = None  # default: on for CUDA with bf16 support
     noise_backend: str = "auto"  # "auto" (fused Triton kernel on CUDA when available) | "torch" | "triton"
+    trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -72,34 +76,84 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "save_steps", "lora_r"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not math.isfinite(self.epochs):
+            raise RunError(f"epochs must be a finite number, got {self.epochs}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise RunError("give epochs > 0 or max_steps > 0")
-        if self.lr is not None and not self.lr > 0:
-            raise RunError(f"lr must be > 0, got {self.lr}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise RunError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("seed", "data_seed"):
+            if not 0 <= getattr(self, name) < 2**32:
+                raise RunError(f"{name} must be in [0, 2**32), got {getattr(self, name)}")
+        if not str(self.model).strip():
+            resolve_model(self.model)  # raises ModelError: model is empty
 
 
 def run_status(out: str | Path) -> str | None:
-    """'complete', 'running', or None (no run in that folder)."""
+    """'complete', 'running', 'corrupt' (unreadable ``neftune_run.json``), or None (no run there)."""
     path = Path(out) / RUN_FILE
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text()).get("status")
-    except (OSError, json.JSONDecodeError):
+        status = json.loads(path.read_text()).get("status")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return "corrupt"
+    return status if status in ("complete", "running") else "corrupt"
 
 
 def prepare_out_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Path:
+    """Check that ``out`` may hold this run (see the messages) and create it."""
     out = Path(out)
+    if overwrite and resume:
+        raise RunError("--overwrite and --resume contradict each other: choose one")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a folder; choose a folder")
     status = run_status(out)
     if status == "complete" and not overwrite:
         raise RunError(f"{out} already holds a finished run; pass --overwrite to replace it, or choose --out")
     if overwrite and out.exists():
         shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()) and not resume and status is None:
+    elif status == "corrupt":
+        raise RunError(
+            f"{out / RUN_FILE} is unreadable (not a run record); pass --overwrite to start over, or choose --out"
+        )
+    elif status == "running" and not resume:
+        raise RunError(
+            f"{out} holds an interrupted run; pass --resume to continue it, --overwrite to start over, "
+            "or choose --out"
+        )
+    elif status is None and out.exists() and any(out.iterdir()) and not resume:
         raise RunError(f"{out} exists and is not empty; pass --overwrite to replace it, or choose --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create --out {out}: {exc.strerror or exc}") from None
     return out
+
+
+def _comparable(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """A run's settings as JSON would store them, without ``out`` (the folder itself)."""
+    data = json.loads(json.dumps(asdict(cfg) if isinstance(cfg, TrainConfig) else cfg))
+    data.pop("out", None)
+    return data
+
+
+def check_resume_config(out: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume an interrupted run with different settings (the result would mix two runs)."""
+    if run_status(out) != "running":
+        return
+    saved = json.loads((out / RUN_FILE).read_text()).get("config")
+    if not isinstance(saved, dict):
+        raise RunError(f"{out / RUN_FILE} has no config; pass --overwrite to start over")
+    # Settings the saved run predates (fields added since) count as their defaults.
+    new, defaults = _comparable(cfg), _comparable(TrainConfig())
+    old = {**defaults, **_comparable(saved)}
+    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+    if changed:
+        raise RunError(
+            f"--resume with other settings than the interrupted run in {out} ({'; '.join(changed)}); "
+            "rerun with the same options, or pass --overwrite to start over"
+        )
 
 
 def _to_prompt_completion(records: list[Record]) -> list[dict[str, Any]]:
@@ -131,8 +185,85 @@ def _step_progress_callback(report: Callable[[int, int], None]) -> Any:
     return StepProgress()
 
 
-def _checkpoint_exists(folder: Path) -> bool:
-    return folder.exists() and any(p.name.startswith("checkpoint-") for p in folder.iterdir())
+#: Weight files we write (safetensors) and pickle-based ones we never load from a run folder.
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    name, _, step = path.name.partition("-")
+    return int(step) if name == "checkpoint" and step.isdigit() and path.is_dir() else None
+
+
+def _checkpoint_complete(path: Path) -> bool:
+    """Written to the end: the Trainer writes ``trainer_state.json`` last, after weights and optimizer."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == _checkpoint_step(path)
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest fully written ``checkpoint-N`` in ``folder``; newer, half-written ones are deleted.
+
+    A run killed while saving leaves a ``checkpoint-N`` without (or with a truncated)
+    ``trainer_state.json``; resuming from it would fail or load half a file.
+    """
+    if not folder.is_dir():
+        return None
+    found = sorted(((s, p) for p in folder.iterdir() if (s := _checkpoint_step(p)) is not None), reverse=True)
+    for _, path in found:
+        if _checkpoint_complete(path):
+            return path
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def check_checkpoint_files(path: Path) -> None:
+    """Refuse a checkpoint whose weights are pickles: we write safetensors, so those are not ours."""
+    names = {p.name for p in path.iterdir()}
+    if not names & set(SAFE_WEIGHTS) and names & set(PICKLE_WEIGHTS):
+        pickled = ", ".join(sorted(names & set(PICKLE_WEIGHTS)))
+        raise RunError(
+            f"checkpoint {path} holds pickle weights ({pickled}) and no safetensors; neftune writes "
+            "safetensors only and does not load pickled weights (unpickling can run code). Delete that "
+            "checkpoint to restart from the previous one, or pass --overwrite"
+        )
+
+
+def refused_pickle_message(checkpoint: Path | None) -> str:
+    """Name the checkpoint file that ``torch.load(weights_only=True)`` refuses, and why."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals  # the numpy types the Trainer allows
+
+    culprit, reason = "a pickle file", ""
+    files = sorted(p for p in checkpoint.iterdir() if p.suffix in (".pt", ".pth")) if checkpoint else []
+    for path in files:  # rng_state*.pth, optimizer.pt, scheduler.pt, scaler.pt (not training_args.bin)
+        try:
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            culprit = path.name
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            reason = f" (it would call {found.group(1)})" if found else ""
+            break
+    return (
+        f"refused to load checkpoint {checkpoint}: {culprit} holds objects other than tensors{reason}, "
+        "which torch.load(weights_only=True) does not unpickle because unpickling can run code. "
+        "neftune did not write it; delete that checkpoint folder to resume from an earlier one, or pass --overwrite"
+    )
+
+
+def logged_mean_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """Mean training loss over the logged steps: each ``loss`` entry averages the steps since the last."""
+    total, steps, last = 0.0, 0, 0
+    for row in log_history:
+        if "loss" in row and "step" in row and row["step"] > last:
+            total += float(row["loss"]) * (row["step"] - last)
+            steps += row["step"] - last
+            last = row["step"]
+    return total / steps if steps else None
 
 
 def train(
@@ -158,13 +289,17 @@ def train(
 
     cfg.validate()
     out = prepare_out_dir(cfg.out, overwrite=overwrite, resume=resume)
+    if resume:
+        check_resume_config(out, cfg)
     bundle = resolve_data(cfg.data, seed=cfg.data_seed)
     if not bundle.train:
         raise DataError(f"{cfg.data}: no training records")
 
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
-    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    model, tokenizer = load_model_and_tokenizer(
+        cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32, trust_remote_code=cfg.trust_remote_code
+    )
     check_prompt_lengths(bundle.train, tokenizer, cfg.max_length, cfg.data)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
@@ -224,16 +359,28 @@ def train(
         seed=cfg.seed,
         backend=cfg.noise_backend,
     )
+    checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None
+    resumed_from = 0
+    if checkpoint is not None:
+        check_checkpoint_files(checkpoint)
+        resumed_from = _checkpoint_step(checkpoint) or 0
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume and _checkpoint_exists(ckpt_dir) else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) refused a file of the checkpoint
+        raise RunError(refused_pickle_message(checkpoint)) from None
     seconds = time.perf_counter() - start
 
     model = trainer.model
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     write_json_atomic(out / "train_log.json", trainer.state.log_history)
+    # After a resume the trainer's own figure covers only the steps of this call; the log covers all.
+    logged = logged_mean_loss(trainer.state.log_history) if resumed_from else None
+    train_loss = logged if logged is not None else result.training_loss
     metrics = {
-        "train_loss": result.training_loss,
+        "train_loss": train_loss,
+        "resumed_from_step": resumed_from,
         "train_seconds": seconds,
         "global_step": trainer.state.global_step,
         "train_records": len(bundle.train),

@@ -24,7 +24,11 @@ class DataBundle:
 
 
 def resolve_data(spec: str, *, seed: int = 0) -> DataBundle:
-    if spec.startswith("builtin"):
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(
+            f"data must be 'builtin:<preset>', a file, a folder or a hub dataset id; got {spec!r}"
+        )
+    if spec == "builtin" or spec.startswith("builtin:"):
         _, _, rest = spec.partition(":")
         preset, _, seed_text = (rest or "quick").partition("@")
         if preset not in PRESETS:

@@ -288,6 +288,10 @@ def load_records(spec: str | Path, *, split: str | None = None) -> list[Record]:
     if path.is_file():
         return _load_file(path, source)
     if isinstance(spec, str) and _HUB_ID.match(spec) and path.suffix.lower() not in {".json", ".jsonl"}:
+        if path.parent.is_dir():  # e.g. data/mine with data/ present: a mistyped local path, not a hub id
+            raise DataError(
+                f"no such file or folder (there is a local folder {str(path.parent)!r})", source=source
+            )
         return _load_hub_dataset(spec, split)
     raise DataError("no such file or folder", source=source)
 

@@ -146,8 +146,13 @@ def attach(trainer: Any, alpha: float = 5.0, **kwargs: Any) -> NEFTuneCallback:
     ``try/finally``: if training raises, ``on_train_end`` never runs, and the wrapper removes
     the hooks instead. ``kwargs`` are those of :class:`NEFTuneCallback`.
     """
+    handler = getattr(trainer, "callback_handler", None)
+    if handler is None or not callable(getattr(trainer, "train", None)):
+        raise TypeError(
+            f"attach() needs a transformers Trainer (or a TRL trainer), got {type(trainer).__name__}; "
+            "for your own loop use neftune.activate(model, alpha) or neftune.noisy_embeddings"
+        )
     callback = NEFTuneCallback(alpha, **kwargs)
-    handler = trainer.callback_handler
     handler.callbacks.insert(0, callback)
     original = trainer.train
 
