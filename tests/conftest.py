@@ -12,6 +12,10 @@ import torch
 # module imports triton (transformers / TRL may do so), so it is set here for the whole session.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Tests never download: a hub id must fail at once instead of retrying the network for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tiny models, two xdist workers on two cores: more torch threads per worker only contend.
+torch.set_num_threads(1)
 
 import neftune
 

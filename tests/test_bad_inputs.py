@@ -61,10 +61,11 @@ class _GetterReturnsNone(nn.Module):
         return None
 
 
-def _forward_with_schedule(schedule):
+def _forward_with_schedule(schedule, step=0):
     model = tiny_llama()
     model.train()
-    with neftune.noisy_embeddings(model, 5.0, schedule=schedule):
+    with neftune.noisy_embeddings(model, 5.0, schedule=schedule) as handle:
+        handle.set_progress(step, 100)
         model(input_ids=torch.ones(1, 3, dtype=torch.long))
 
 
@@ -117,14 +118,26 @@ LIBRARY_CASES = [
     pytest.param(
         lambda: _forward_with_schedule(lambda step, total: -1.0),
         ValueError,
-        "schedule multiplier must be >= 0",
+        r"multiplier returned by schedule .* for schedule\(0, 100\) must be >= 0",
         id="schedule-negative",
     ),
     pytest.param(
         lambda: _forward_with_schedule(lambda step, total: math.nan),
         ValueError,
-        "schedule multiplier must be finite",
+        r"multiplier returned by schedule .* must be finite",
         id="schedule-nan",
+    ),
+    pytest.param(
+        lambda: _forward_with_schedule(lambda step, total: 1.0 - step / 10, step=50),
+        ValueError,
+        "schedule multiplier must be >= 0",
+        id="schedule-negative-later",
+    ),
+    pytest.param(
+        lambda: _forward_with_schedule(lambda step, total: 1.0 if step == 0 else math.nan, step=5),
+        ValueError,
+        "schedule multiplier must be finite",
+        id="schedule-nan-later",
     ),
     pytest.param(
         lambda: neftune.activate(tiny_llama(), 5.0, schedule=3),
@@ -228,8 +241,9 @@ def test_integrations_reject_bad_arguments():
 def test_failed_forward_with_bad_schedule_leaves_model_clean():
     model = tiny_llama()
     model.train()
-    bad = neftune.noisy_embeddings(model, 5.0, schedule=lambda s, t: -1.0)
-    with pytest.raises(ValueError, match="schedule multiplier"), bad:
+    bad = neftune.noisy_embeddings(model, 5.0, schedule=lambda s, t: 1.0 - s / 10)
+    with pytest.raises(ValueError, match="schedule multiplier"), bad as handle:
+        handle.set_progress(50, 100)
         model(input_ids=torch.ones(1, 3, dtype=torch.long))
     assert not neftune.is_active(model)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

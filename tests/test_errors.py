@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -109,3 +110,39 @@ def test_mismatched_mask_inside_model_is_ignored_with_warning():
     with pytest.warns(UserWarning, match="ignoring attention_mask of shape"):
         model(input_ids=ids, attention_mask=mask4d)
     h.remove()
+
+
+def test_schedule_callable_is_checked_at_activation():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4))
+    with pytest.raises(TypeError, match=r"callable as schedule\(step, total_steps\)"):
+        neftune.activate(model, 5.0, schedule=lambda step: 1.0)
+    with pytest.raises(ValueError, match="multiplier returned by schedule .* must be >= 0"):
+        neftune.activate(model, 5.0, schedule=lambda step, total: -1.0)
+    assert not neftune.is_active(model), "a refused activation leaves nothing behind"
+
+
+def test_set_progress_needs_step_counts():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4))
+    with neftune.noisy_embeddings(model, 5.0, schedule="linear") as handle:
+        handle.set_progress(5.0, torch.tensor(10))
+        assert (handle.step, handle.total_steps) == (5, 10) and handle.alpha == pytest.approx(2.5)
+        with pytest.raises(TypeError, match="set_progress: step must be an integer"):
+            handle.set_progress("a")
+
+
+def test_non_float_embedding_output_warns_once():
+    class IdsOut(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 4)
+
+        def forward(self, ids):
+            return ids  # not embeddings
+
+    model = IdsOut()
+    with neftune.noisy_embeddings(model, 5.0, embedding=model):
+        with pytest.warns(UserWarning, match="not floating-point"):
+            model(torch.tensor([[1, 2]]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model(torch.tensor([[1, 2]]))  # the second time: silent

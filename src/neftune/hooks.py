@@ -16,6 +16,7 @@ import contextlib
 import functools
 import inspect
 import math
+import operator
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -85,6 +86,16 @@ def _drop_inert_hooks(module: nn.Module) -> None:
             module._forward_hooks_with_kwargs.pop(key, None)
             module._forward_hooks_always_called.pop(key, None)
             module._forward_pre_hooks_with_kwargs.pop(key, None)
+
+
+def _as_steps(value: Any, name: str) -> int:
+    """An optimizer-step count as an int (whole floats accepted); TypeError naming ``name`` otherwise."""
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            return operator.index(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    raise TypeError(f"set_progress: {name} must be an integer number of optimizer steps, got {value!r}")
 
 
 def _distributed_rank() -> int:
@@ -178,7 +189,7 @@ class NEFTuneHandle:
 
     def set_progress(self, step: int, total_steps: int = 0) -> None:
         """Tell the schedule where training is (optimizer steps done, total; 0 = unknown)."""
-        self.step, self.total_steps = int(step), int(total_steps or 0)
+        self.step, self.total_steps = _as_steps(step, "step"), _as_steps(total_steps or 0, "total_steps")
 
     @property
     def last_noise_ratio(self) -> float | None:
@@ -304,6 +315,16 @@ class NEFTuneHandle:
             or not output.is_floating_point()
             or output.dim() not in (2, 3)
         ):
+            described = (
+                f"a {output.dtype} tensor of shape {tuple(output.shape)}"
+                if isinstance(output, torch.Tensor)
+                else type(output).__name__
+            )
+            self._warn_once(
+                "output",
+                f"NEFTune: the embedding returned {described}, not floating-point (batch, seq, dim) or "
+                "(seq, dim) embeddings; no noise is added. Pass embedding= to activate() to pick the module.",
+            )
             return None
         batch = self._batch_tensors(role, output)
         alpha = self.alpha

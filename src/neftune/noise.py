@@ -40,7 +40,8 @@ def check_alpha(alpha: object, name: str = "alpha") -> float:
     if math.isnan(value) or math.isinf(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value} (the paper used 5, 10 or 15)")
+        hint = " (the paper used 5, 10 or 15)" if name == "alpha" else ""
+        raise ValueError(f"{name} must be >= 0, got {value}{hint}")
     return value
 
 
@@ -138,7 +139,9 @@ def segment_lengths(
         row_offset = torch.arange(rows, device=device).unsqueeze(1) * cols
     # Count real tokens per (row, segment) with one scatter over globally unique ids.
     gid = (seg + row_offset).view(-1)
-    counts = torch.zeros(rows * cols, dtype=torch.long, device=device)
+    # cu_seqlens may list more (empty) segments than there are tokens: size for both.
+    n_ids = rows * cols if cu_seqlens is None else max(rows * cols, cu_seqlens.numel())
+    counts = torch.zeros(n_ids, dtype=torch.long, device=device)
     counts.scatter_add_(0, gid, valid.view(-1).long())
     lengths = counts.gather(0, gid).view(rows, cols)
     return lengths * valid

@@ -57,6 +57,7 @@ def resolve_schedule(spec: str | Schedule | None) -> Schedule | None:
     if spec is None:
         return None
     if callable(spec):
+        _check_callable(spec)
         return spec
     if isinstance(spec, str):
         name, _, arg = spec.partition(":")
@@ -77,6 +78,20 @@ def resolve_schedule(spec: str | Schedule | None) -> Schedule | None:
         f"unknown schedule {spec!r}; use one of {', '.join(NAMED)}, 'warmup:<fraction>', "
         "or a callable (step, total_steps) -> multiplier"
     )
+
+
+def _check_callable(schedule: Schedule) -> None:
+    """Call a user schedule once at (0, 100) so a wrong signature or result fails now, not mid-training."""
+    try:
+        value = schedule(0, 100)
+    except TypeError as exc:
+        raise TypeError(
+            f"schedule {schedule!r} must be callable as schedule(step, total_steps) -> multiplier; "
+            f"calling schedule(0, 100) raised: {exc}"
+        ) from None
+    from .noise import check_alpha
+
+    check_alpha(value, f"the multiplier returned by schedule {schedule!r} for schedule(0, 100)")
 
 
 def schedule_name(schedule: Schedule | None) -> str:
