@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tiny models, two xdist workers on two cores: more torch threads per worker only contend.
 torch.set_num_threads(1)
 
-import neftune
+import neftune  # noqa: E402  (after the environment switches above)
 
 VOCAB = 128
 HIDDEN = 64

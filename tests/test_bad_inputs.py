@@ -466,10 +466,14 @@ def test_cli_train_rejects_run_folders(tmp_path):
 
 
 EVAL_OPTIONS = [
-    pytest.param(["--n-generate", "-1"], "n-generate must be >= 0", id="n-generate-negative"),
-    pytest.param(["--repetition-penalty", "0"], "repetition-penalty > 0", id="repetition-penalty-zero"),
-    pytest.param(["--batch-size", "0"], "batch-size >= 1", id="batch-size-zero"),
-    pytest.param(["--max-new-tokens", "0"], "max-new-tokens and batch-size >= 1", id="max-new-tokens-zero"),
+    pytest.param(["--n-generate", "-1"], "n_generate must be >= 0, got -1", id="n-generate-negative"),
+    pytest.param(
+        ["--repetition-penalty", "0"],
+        "repetition_penalty must be a finite number > 0",
+        id="repetition-penalty-zero",
+    ),
+    pytest.param(["--batch-size", "0"], "batch_size must be >= 1, got 0", id="batch-size-zero"),
+    pytest.param(["--max-new-tokens", "0"], "max_new_tokens must be >= 1, got 0", id="max-new-tokens-zero"),
     pytest.param(["--data", "builtin:huge"], "unknown built-in data preset 'huge'", id="data-preset"),
     pytest.param(["--bogus"], "No such option: --bogus", id="unknown-option"),
 ]

