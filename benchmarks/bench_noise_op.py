@@ -28,11 +28,7 @@ is orders of magnitude slower and its timings say nothing about the kernel).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import math
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -42,6 +38,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
+
+from _common import machine_info
 
 from neftune.io import write_json_atomic
 from neftune.kernels import fused_add_noise, reference_add_noise, triton_available
@@ -137,28 +135,6 @@ def check_fused(x: torch.Tensor, scales: torch.Tensor, distribution: str) -> str
     eps2 = ((out.float() - x.float())[keep] / scales[keep][:, None]).pow(2).mean().item()
     ok = abs(eps2 / M2[distribution] - 1) < 0.05
     return f"{'ok' if ok else 'MISMATCH'} (E[eps^2] = {eps2:.4f}, expected {M2[distribution]:.4f})"
-
-
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cuda": torch.version.cuda,
-        "cpu_threads": torch.get_num_threads(),
-        "triton_interpret": os.environ.get("TRITON_INTERPRET"),
-    }
-    for mod in ("triton", "transformers"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
-            info[mod] = None
-    return info
 
 
 def bench_shape(shape, args, device, dtype, timer) -> dict:

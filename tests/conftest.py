@@ -20,6 +20,26 @@ torch.set_num_threads(1)
 import neftune  # noqa: E402  (after the environment switches above)
 
 VOCAB = 128
+
+
+@pytest.fixture
+def neftune_cache(tmp_path_factory, monkeypatch):
+    """One model cache (SmolLM2 tokenizer, tiny preset) for the whole session, outside ~/.cache."""
+    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
+
+
+def load_script(relative: str):
+    """Import a script of the repository (e.g. ``scripts/fault_injection_compare.py``) as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 HIDDEN = 64
 
 #: z-score bound used by every statistical test: P(|Z| > 6) ~ 2e-9 per check, so even

@@ -26,16 +26,12 @@ from conftest import tiny_llama
 
 typer_testing = pytest.importorskip("typer.testing")
 pytest.importorskip("trl")
+pytestmark = pytest.mark.usefixtures("neftune_cache")
 
 from neftune.cli import app  # noqa: E402
 
 runner = typer_testing.CliRunner()
 FAST = ["--model", "tiny", "--batch-size", "2", "--max-steps", "1", "--max-length", "256"]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
 
 
 def cli(*args: str) -> tuple[int, str]:

@@ -11,6 +11,7 @@ from neftune.cli import app
 from neftune.training import RUN_FILE, TrainConfig, run_status, train
 
 pytest.importorskip("trl")
+pytestmark = pytest.mark.usefixtures("neftune_cache")
 runner = CliRunner()
 FAST = [
     "--model",
@@ -24,11 +25,6 @@ FAST = [
     "--logging-steps",
     "1",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
 
 
 def _invoke(*args):

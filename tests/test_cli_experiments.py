@@ -10,16 +10,12 @@ from typer.testing import CliRunner
 from neftune.cli import app
 
 pytest.importorskip("trl")
+pytestmark = pytest.mark.usefixtures("neftune_cache")
 runner = CliRunner()
 TINY = [
     "--model", "tiny", "--max-steps", "1", "--batch-size", "2", "--max-length", "256",
     "--n-generate", "1", "--max-new-tokens", "2", "--curve-every", "0",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
 
 
 def _invoke(*args):

@@ -22,11 +22,7 @@ from neftune.experiments.setting import Setting
 from neftune.training import RunError, TrainConfig
 
 pytest.importorskip("trl")
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
+pytestmark = pytest.mark.usefixtures("neftune_cache")
 
 
 def tiny_experiment(**kw) -> ExperimentConfig:

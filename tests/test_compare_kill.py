@@ -8,28 +8,19 @@ byte for byte, and the rerun completes only what was missing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 pytest.importorskip("trl")
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "fault_injection_compare", ROOT / "scripts" / "fault_injection_compare.py"
-)
-fi = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fi)
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
+pytestmark = pytest.mark.usefixtures("neftune_cache")
+fi = load_script("scripts/fault_injection_compare.py")
 
 
 def _wait_for(predicate, proc, timeout=600.0):

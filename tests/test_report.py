@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import io
 import json
 import os
@@ -19,19 +18,13 @@ from neftune.experiments.plots import setting_colors
 from neftune.experiments.report import ReportError, build_report, load_results
 from neftune.experiments.stats import summarize
 
+from conftest import load_script
+
 FIXTURE = Path(__file__).parent / "data" / "results_compare_fixture.json"
-SCRIPT = Path(__file__).parents[1] / "scripts" / "check_report_render.py"
 
 
-def _load_render_check():
-    """``scripts/check_report_render.py`` as a module: its blank test and Chromium call are reused here."""
-    spec = importlib.util.spec_from_file_location("check_report_render", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-render_check = _load_render_check()
+# scripts/check_report_render.py as a module: its blank test and Chromium call are reused here.
+render_check = load_script("scripts/check_report_render.py")
 frame_only_std = render_check.frame_only_std
 grey_std = render_check.grey_std
 

@@ -8,7 +8,6 @@ middle of a checkpoint save.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -27,18 +26,11 @@ from neftune.training import (
     train,
 )
 
+from conftest import load_script
+
 pytest.importorskip("trl")
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "fault_injection_train", ROOT / "scripts" / "fault_injection_train.py"
-)
-fi = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fi)
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
+pytestmark = pytest.mark.usefixtures("neftune_cache")
+fi = load_script("scripts/fault_injection_train.py")
 
 
 class InterruptAtSave:

@@ -20,13 +20,9 @@ from neftune.models import ModelError, load_model_and_tokenizer, tiny_model_dir
 from neftune.training import RUN_FILE, RunError, TrainConfig, run_status, train
 
 pytest.importorskip("trl")
+pytestmark = pytest.mark.usefixtures("neftune_cache")
 typer_testing = pytest.importorskip("typer.testing")
 from neftune.cli import app  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
 
 
 class Payload:

@@ -3,18 +3,13 @@ no hook accumulation, no tensor leak, bounded RSS. The long run's figures are in
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import load_script
+
 pytest.importorskip("transformers")
-_spec = importlib.util.spec_from_file_location(
-    "soak", Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
-)
-soak = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(soak)
+soak = load_script("benchmarks/soak.py")
 
 
 @pytest.fixture

@@ -438,29 +438,8 @@ def compare(
     report: Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")] = True,
 ) -> None:
     """Train and evaluate every (alpha, seed) arm, everything else identical; report what differs beyond seed noise."""
-    _run_grid(
-        "compare",
-        preset=preset,
-        model=model,
-        data=data,
-        alphas=alphas,
-        seeds=seeds,
-        distributions=distribution,
-        schedules=None,
-        out=out,
-        lora=lora,
-        epochs=epochs,
-        max_steps=max_steps,
-        lr=lr,
-        batch_size=batch_size,
-        max_length=max_length,
-        n_generate=n_generate,
-        max_new_tokens=max_new_tokens,
-        repetition_penalty=repetition_penalty,
-        curve_every=curve_every,
-        overwrite=overwrite,
-        report=report,
-    )
+    options = dict(locals())
+    _run_grid("compare", distributions=options.pop("distribution"), schedules=None, **options)
 
 
 @app.command()
@@ -493,29 +472,7 @@ def sweep(
     report: Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")] = True,
 ) -> None:
     """Grid over alpha x distribution x schedule (x seeds); recommends a setting and says why."""
-    _run_grid(
-        "sweep",
-        preset=preset,
-        model=model,
-        data=data,
-        alphas=alphas,
-        seeds=seeds,
-        distributions=distributions,
-        schedules=schedules,
-        out=out,
-        lora=lora,
-        epochs=epochs,
-        max_steps=max_steps,
-        lr=lr,
-        batch_size=batch_size,
-        max_length=max_length,
-        n_generate=n_generate,
-        max_new_tokens=max_new_tokens,
-        repetition_penalty=repetition_penalty,
-        curve_every=curve_every,
-        overwrite=overwrite,
-        report=report,
-    )
+    _run_grid("sweep", **locals())
 
 
 def _analysis_errors() -> tuple[type[BaseException], ...]:
