@@ -191,3 +191,18 @@ def test_help_lists_every_option():
         "default",
     ):
         assert option in text
+
+
+def test_eval_defaults_to_the_data_the_run_was_trained_on(tmp_path):
+    from neftune.evaluation import EvalConfig, eval_data_spec
+    from neftune.io import write_json_atomic
+
+    run = tmp_path / "run"
+    write_json_atomic(
+        run / RUN_FILE, {"status": "complete", "config": {"data": "mine.jsonl", "data_seed": 3}}
+    )
+    assert eval_data_spec(EvalConfig(model=str(run))) == ("mine.jsonl", 3)
+    assert eval_data_spec(EvalConfig(model=str(run), data="builtin:quick", seed=0)) == ("builtin:quick", 0)
+    assert eval_data_spec(EvalConfig(model="tiny")) == ("builtin:quick", 0), "no run folder: the defaults"
+    (run / RUN_FILE).write_text("{broken")
+    assert eval_data_spec(EvalConfig(model=str(run))) == ("builtin:quick", 0)
