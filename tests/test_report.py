@@ -144,6 +144,10 @@ def test_markdown_summary(built) -> None:
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (paths["markdown"].parent / link).resolve().is_file(), link
     assert "../analyze/analyze.png" in md
+    # The fixture ran on torch 2.13.0+cpu: the pip line pins the release, not the local build tag,
+    # which pip cannot install from PyPI.
+    pip_line = next(line for line in md.splitlines() if line.startswith("pip install"))
+    assert "torch==2.13.0 " in pip_line + " " and "+cpu" not in pip_line
 
 
 def test_partial_results_with_failed_and_pending_arms(tmp_path, fixture_results) -> None:

@@ -205,7 +205,10 @@ def _out_dir_of(command: str) -> str:
 
 def _reproduce_lines(results: Mapping[str, Any]) -> list[str]:
     env = results.get("environment") or {}
-    pins = [f"{pkg}=={env[pkg]}" for pkg in ("torch", "transformers", "trl", "peft") if env.get(pkg)]
+    # The local build tag (2.13.0+cpu, +cu128) is dropped: pip picks the build for the machine.
+    pins = [
+        f"{pkg}=={str(env[pkg]).split('+')[0]}" for pkg in ("torch", "transformers", "trl", "peft") if env.get(pkg)
+    ]
     command = str(results.get("command") or "").strip()
     lines = [
         f"# neftune {env.get('neftune', '?')}, from this repository",
@@ -575,8 +578,9 @@ def render_markdown(
     lines.append("")
     lines.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".")
     if extra_files:
-        lines += ["", "## Embedding analysis", ""]
-        lines += [f"![{caption}]({path})" for caption, path in extra_files]
+        lines += ["", "## Embedding analysis"]
+        for caption, path in extra_files:
+            lines += ["", f"![{caption}]({path})"]
     lines += ["", "## How to reproduce", "", "```bash", *_reproduce_lines(results), "```", ""]
     return "\n".join(lines)
 
