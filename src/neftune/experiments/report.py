@@ -207,7 +207,9 @@ def _reproduce_lines(results: Mapping[str, Any]) -> list[str]:
     env = results.get("environment") or {}
     # The local build tag (2.13.0+cpu, +cu128) is dropped: pip picks the build for the machine.
     pins = [
-        f"{pkg}=={str(env[pkg]).split('+')[0]}" for pkg in ("torch", "transformers", "trl", "peft") if env.get(pkg)
+        f"{pkg}=={str(env[pkg]).split('+')[0]}"
+        for pkg in ("torch", "transformers", "trl", "peft")
+        if env.get(pkg)
     ]
     command = str(results.get("command") or "").strip()
     lines = [
