@@ -405,37 +405,58 @@ def _print_headline(results: dict) -> None:
             out.print("- " + escape(line), highlight=False)
 
 
-_GRID_HELP = {
-    "preset": "quick (CPU, minutes per arm) | standard | full (GPU): data, grid, steps, eval sizes.",
-    "alphas": "Comma-separated alphas; 0 is the baseline [default: from --preset].",
-    "seeds": "Number of seeds (3 = 0,1,2) or a list like 0,4,7 [default: from --preset].",
-    "out": "Experiment folder: arms, results.json, report/. Rerun the same command to resume.",
-}
+# Options shared by `compare` and `sweep`, defined once so that their --help cannot drift apart.
+_Preset = Annotated[
+    str,
+    typer.Option(help="quick (CPU, minutes per arm) | standard | full (GPU): data, grid, steps, eval sizes."),
+]
+_GridModel = Annotated[str | None, typer.Option(help=_MODEL_HELP + " [default: smollm2-135m]")]
+_GridData = Annotated[str | None, typer.Option(help=_DATA_HELP + " [default: from --preset]")]
+_Seeds = Annotated[
+    str | None,
+    typer.Option(help="Number of seeds (3 = 0,1,2) or a list like 0,4,7 [default: from --preset]."),
+]
+_GridOut = Annotated[
+    Path,
+    typer.Option(help="Experiment folder: arms, results.json, report/. Rerun the same command to resume."),
+]
+_Lora = Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters or all weights.")]
+_Epochs = Annotated[float | None, typer.Option(help="Passes over the data (instead of steps).")]
+_MaxSteps = Annotated[int | None, typer.Option(help="Optimizer steps per arm [default: preset].")]
+_Lr = Annotated[float | None, typer.Option(help="Learning rate (default: 5e-5 full, 2e-4 LoRA).")]
+_BatchSize = Annotated[int | None, typer.Option(help="Sequences per step [default: preset].")]
+_MaxLength = Annotated[int | None, typer.Option(help="Max tokens per example.")]
+_NGenerate = Annotated[int | None, typer.Option(help="Generations per eval split.")]
+_MaxNewTokens = Annotated[int | None, typer.Option(help="Tokens per generation.")]
+_RepetitionPenalty = Annotated[float | None, typer.Option(help="Greedy decoding penalty.")]
+_CurveEvery = Annotated[int | None, typer.Option(help="Steps between noise-off curve points (0: none).")]
+_Overwrite = Annotated[bool, typer.Option(help="Delete the folder's previous experiment first.")]
+_Report = Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")]
 
 
 @app.command()
 def compare(
-    preset: Annotated[str, typer.Option(help=_GRID_HELP["preset"])] = "quick",
-    model: Annotated[str | None, typer.Option(help=_MODEL_HELP + " [default: smollm2-135m]")] = None,
-    data: Annotated[str | None, typer.Option(help=_DATA_HELP + " [default: from --preset]")] = None,
-    alphas: Annotated[str | None, typer.Option(help=_GRID_HELP["alphas"])] = None,
-    seeds: Annotated[str | None, typer.Option(help=_GRID_HELP["seeds"])] = None,
-    distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
-    out: Annotated[Path, typer.Option(help=_GRID_HELP["out"])] = Path("runs/compare"),
-    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters or all weights.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the data (instead of steps).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per arm [default: preset].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: 5e-5 full, 2e-4 LoRA).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per step [default: preset].")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
-    n_generate: Annotated[int | None, typer.Option(help="Generations per eval split.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per generation.")] = None,
-    repetition_penalty: Annotated[float | None, typer.Option(help="Greedy decoding penalty.")] = None,
-    curve_every: Annotated[
-        int | None, typer.Option(help="Steps between noise-off curve points (0: none).")
+    preset: _Preset = "quick",
+    model: _GridModel = None,
+    data: _GridData = None,
+    alphas: Annotated[
+        str | None, typer.Option(help="Comma-separated alphas; 0 is the baseline [default: from --preset].")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Delete the folder's previous experiment first.")] = False,
-    report: Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")] = True,
+    seeds: _Seeds = None,
+    distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
+    out: _GridOut = Path("runs/compare"),
+    lora: _Lora = None,
+    epochs: _Epochs = None,
+    max_steps: _MaxSteps = None,
+    lr: _Lr = None,
+    batch_size: _BatchSize = None,
+    max_length: _MaxLength = None,
+    n_generate: _NGenerate = None,
+    max_new_tokens: _MaxNewTokens = None,
+    repetition_penalty: _RepetitionPenalty = None,
+    curve_every: _CurveEvery = None,
+    overwrite: _Overwrite = False,
+    report: _Report = True,
 ) -> None:
     """Train and evaluate every (alpha, seed) arm, everything else identical; report what differs beyond seed noise."""
     options = dict(locals())
@@ -444,9 +465,9 @@ def compare(
 
 @app.command()
 def sweep(
-    preset: Annotated[str, typer.Option(help=_GRID_HELP["preset"])] = "quick",
-    model: Annotated[str | None, typer.Option(help=_MODEL_HELP + " [default: smollm2-135m]")] = None,
-    data: Annotated[str | None, typer.Option(help=_DATA_HELP + " [default: from --preset]")] = None,
+    preset: _Preset = "quick",
+    model: _GridModel = None,
+    data: _GridData = None,
     alphas: Annotated[str, typer.Option(help="Comma-separated alphas; 0 is the baseline.")] = "0,5,10,15",
     distributions: Annotated[
         str, typer.Option(help="Comma-separated: uniform, gaussian, symmetric.")
@@ -454,22 +475,20 @@ def sweep(
     schedules: Annotated[
         str, typer.Option(help="Comma-separated: constant, linear, cosine, warmup, warmup:<fraction>.")
     ] = "constant,linear",
-    seeds: Annotated[str | None, typer.Option(help=_GRID_HELP["seeds"])] = None,
-    out: Annotated[Path, typer.Option(help=_GRID_HELP["out"])] = Path("runs/sweep"),
-    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters or all weights.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the data (instead of steps).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per arm [default: preset].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: 5e-5 full, 2e-4 LoRA).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per step [default: preset].")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Max tokens per example.")] = None,
-    n_generate: Annotated[int | None, typer.Option(help="Generations per eval split.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per generation.")] = None,
-    repetition_penalty: Annotated[float | None, typer.Option(help="Greedy decoding penalty.")] = None,
-    curve_every: Annotated[
-        int | None, typer.Option(help="Steps between noise-off curve points (0: none).")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Delete the folder's previous experiment first.")] = False,
-    report: Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")] = True,
+    seeds: _Seeds = None,
+    out: _GridOut = Path("runs/sweep"),
+    lora: _Lora = None,
+    epochs: _Epochs = None,
+    max_steps: _MaxSteps = None,
+    lr: _Lr = None,
+    batch_size: _BatchSize = None,
+    max_length: _MaxLength = None,
+    n_generate: _NGenerate = None,
+    max_new_tokens: _MaxNewTokens = None,
+    repetition_penalty: _RepetitionPenalty = None,
+    curve_every: _CurveEvery = None,
+    overwrite: _Overwrite = False,
+    report: _Report = True,
 ) -> None:
     """Grid over alpha x distribution x schedule (x seeds); recommends a setting and says why."""
     _run_grid("sweep", **locals())
