@@ -40,6 +40,37 @@ def load_script(relative: str):
     return module
 
 
+class InterruptAtSave:
+    """A TrainerCallback that stops training (like Ctrl-C) right after the first checkpoint."""
+
+    def __getattr__(self, name):
+        if not name.startswith("on_"):
+            raise AttributeError(name)
+
+        def handler(args, state, control, **kwargs):
+            if name == "on_save":
+                raise KeyboardInterrupt("stop after the first checkpoint")
+            return control
+
+        return handler
+
+
+def tiny_trainer_kwargs(tmp_path, **overrides) -> dict:
+    """``TrainingArguments`` keywords for a few quiet CPU steps of a tiny model; ``overrides`` win."""
+    base = dict(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        learning_rate=1e-3,
+    )
+    return {**base, **overrides}
+
+
 HIDDEN = 64
 
 #: z-score bound used by every statistical test: P(|Z| > 6) ~ 2e-9 per check, so even

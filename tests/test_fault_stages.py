@@ -15,7 +15,7 @@ import torch
 import neftune
 from neftune.hooks import _Hook, _Inert
 
-from conftest import tiny_llama
+from conftest import tiny_llama, tiny_trainer_kwargs
 
 pytest.importorskip("transformers")
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -164,17 +164,7 @@ def make_trainer(tmp_path, stage: str) -> tuple[Trainer, list, dict]:
     """
     model = tiny_llama()
     before = hook_snapshot(model)
-    args = dict(
-        output_dir=str(tmp_path),
-        max_steps=4,
-        per_device_train_batch_size=4,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        learning_rate=1e-3,
-    )
+    args = tiny_trainer_kwargs(tmp_path, max_steps=4)
     train_ds, eval_ds, collator = Rows(), Rows(8), Collator()
     trainer_cls, callbacks, optimizers, undo = Trainer, [], (None, None), []
     if stage == "collator":

@@ -19,7 +19,7 @@ import torch
 import neftune
 from neftune.integrations import NEFTuneCallback, add_neftune, attach, patch_transformers
 
-from conftest import NoiseRecorder, assert_sequence_norm, tiny_llama, tiny_lora_llama
+from conftest import NoiseRecorder, assert_sequence_norm, tiny_llama, tiny_lora_llama, tiny_trainer_kwargs
 
 transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
@@ -168,18 +168,7 @@ def lm_dataset(n_rows: int = 8):
 
 
 def trainer_args(tmp_path, **kw):
-    base = dict(
-        output_dir=str(tmp_path),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        learning_rate=1e-3,
-    )
-    return TrainingArguments(**{**base, **kw})
+    return TrainingArguments(**tiny_trainer_kwargs(tmp_path, **kw))
 
 
 def plain_trainer(tmp_path, model=None, callbacks=(), trainer_cls=Trainer, **kw):

@@ -26,26 +26,11 @@ from neftune.training import (
     train,
 )
 
-from conftest import load_script
+from conftest import InterruptAtSave, load_script
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
 fi = load_script("scripts/fault_injection_train.py")
-
-
-class InterruptAtSave:
-    """A TrainerCallback that stops training (like Ctrl-C) right after the first checkpoint."""
-
-    def __getattr__(self, name):
-        if not name.startswith("on_"):
-            raise AttributeError(name)
-
-        def handler(args, state, control, **kwargs):
-            if name == "on_save":
-                raise KeyboardInterrupt("stop after the first checkpoint")
-            return control
-
-        return handler
 
 
 def logged_steps(out: Path) -> list[int]:

@@ -19,6 +19,8 @@ from neftune.evaluation import load_for_eval
 from neftune.models import ModelError, load_model_and_tokenizer, tiny_model_dir
 from neftune.training import RUN_FILE, RunError, TrainConfig, run_status, train
 
+from conftest import InterruptAtSave
+
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
 typer_testing = pytest.importorskip("typer.testing")
@@ -112,21 +114,6 @@ def test_remote_code_is_off_unless_asked(tmp_path):
     assert not marker.exists()
     load_model_and_tokenizer(str(folder), trust_remote_code=True)  # asked for: the code runs
     assert marker.exists()
-
-
-class InterruptAtSave:
-    """A TrainerCallback that stops training (like Ctrl-C) right after the first checkpoint."""
-
-    def __getattr__(self, name):
-        if not name.startswith("on_"):
-            raise AttributeError(name)
-
-        def handler(args, state, control, **kwargs):
-            if name == "on_save":
-                raise KeyboardInterrupt("stop after the first checkpoint")
-            return control
-
-        return handler
 
 
 @pytest.mark.slow
