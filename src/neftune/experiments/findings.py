@@ -34,7 +34,6 @@ __all__ = [
     "Signature",
     "decimals_for",
     "fmt_ci",
-    "fmt_diff",
     "fmt_estimate",
     "fmt_p",
     "fmt_value",
@@ -79,11 +78,6 @@ def fmt_value(x: float | None, decimals: int | None = None, signed: bool = False
     if x < 0:
         return "−" + body
     return ("+" + body) if signed and x > 0 else body
-
-
-def fmt_diff(x: float | None, decimals: int | None = None) -> str:
-    """Signed :func:`fmt_value`: ``+0.041``, ``−0.020``."""
-    return fmt_value(x, decimals, signed=True)
 
 
 def _half_width(lo: float | None, hi: float | None) -> float | None:

@@ -2,7 +2,7 @@
 
 matplotlib only through :class:`matplotlib.figure.Figure` (rendered by Agg), never pyplot, so
 no global figure state is created or leaked. Each ``*_figure`` function returns a Figure or
-None when the results hold nothing to draw; :func:`save_figures` writes PNGs atomically.
+None when the results hold nothing to draw; :func:`figure_png` renders one as PNG bytes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from matplotlib.axes import Axes
@@ -18,13 +17,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ..io import write_bytes_atomic
-from .stats import BETTER, HIGHER, LOWER, WORSE, MetricSummary, Setting, Summary, metric_label
+from .stats import BETTER, DIRECTION_TEXT, HIGHER, LOWER, WORSE, MetricSummary, Setting, Summary, metric_label
 
 __all__ = [
     "BASELINE_COLOR",
     "DPI",
     "SETTING_PALETTE",
+    "curve_series",
     "curve_splits",
     "differences_figure",
     "figure_png",
@@ -32,7 +31,6 @@ __all__ = [
     "learning_curves_figure",
     "make_figures",
     "metric_means_figure",
-    "save_figures",
     "setting_colors",
 ]
 
@@ -55,7 +53,6 @@ SETTING_PALETTE = (
 _VERDICT_COLORS = {BETTER: "#2E8B3D", WORSE: "#C0392B", HIGHER: "#3D5A98", LOWER: "#3D5A98"}
 _NEUTRAL = "#9A9A9A"
 _PREFERRED_SPLITS = ("eval_heldout_templates", "eval", "eval_heldout_families", "eval_seen_templates")
-_DIRECTION_NOTE = {"higher": "higher is better", "lower": "lower is better", "descriptive": "descriptive"}
 
 
 # --------------------------------------------------------------------------- output
@@ -66,15 +63,6 @@ def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     return buf.getvalue()
-
-
-def save_figures(figures: Mapping[str, Figure], folder: str | Path, dpi: int = DPI) -> dict[str, Path]:
-    """Write each figure as ``folder/<name>.png``; returns name -> path."""
-    folder = Path(folder)
-    return {
-        name: write_bytes_atomic(folder / f"{name}.png", figure_png(fig, dpi))
-        for name, fig in figures.items()
-    }
 
 
 # --------------------------------------------------------------------------- colours and data
@@ -108,30 +96,33 @@ def _finite_point(step: Any, value: Any) -> tuple[float, float] | None:
     return (x, y) if math.isfinite(x) and math.isfinite(y) else None
 
 
-def _train_loss_series(results: Mapping[str, Any]) -> Series:
-    out: Series = {}
+#: Key of the trainer-logged training loss (noise on) in :func:`curve_series`.
+TRAIN_LOSS = "train_loss"
+
+
+def curve_series(results: Mapping[str, Any]) -> dict[str, Series]:
+    """Every curve of the complete arms, in one pass: :data:`TRAIN_LOSS` (trainer log, noise on) and
+    each noise-off eval key (``loss/train``, ``loss/<split>``, ``accuracy/<split>``). Finite points
+    only; a key or setting without any is absent."""
+    out: dict[str, Series] = {}
     for arm in _complete_arms(results):
-        pts = []
-        for item in (arm.get("curves") or {}).get("train_loss") or []:
+        curves = arm.get("curves") or {}
+        found: dict[str, list[tuple[float, float]]] = {}
+        for item in curves.get(TRAIN_LOSS) or []:
             p = _finite_point(*item[:2]) if isinstance(item, Sequence) and len(item) >= 2 else None
             if p:
-                pts.append(p)
-        if pts:
-            out.setdefault(Setting.from_mapping(arm["setting"]), {})[arm["seed"]] = sorted(pts)
-    return out
-
-
-def _eval_series(results: Mapping[str, Any], key: str) -> Series:
-    out: Series = {}
-    for arm in _complete_arms(results):
-        pts = []
-        for point in (arm.get("curves") or {}).get("eval") or []:
-            if isinstance(point, Mapping) and key in point:
-                p = _finite_point(point.get("step"), point[key])
+                found.setdefault(TRAIN_LOSS, []).append(p)
+        for point in curves.get("eval") or []:
+            if not isinstance(point, Mapping):
+                continue
+            for key, value in point.items():
+                p = _finite_point(point.get("step"), value) if key != "step" else None
                 if p:
-                    pts.append(p)
-        if pts:
-            out.setdefault(Setting.from_mapping(arm["setting"]), {})[arm["seed"]] = sorted(pts)
+                    found.setdefault(str(key), []).append(p)
+        if found:
+            setting = Setting.from_mapping(arm["setting"])
+            for key, pts in found.items():
+                out.setdefault(key, {}).setdefault(setting, {})[arm["seed"]] = sorted(pts)
     return out
 
 
@@ -191,12 +182,11 @@ def _panel(
 
 def _legend(fig: Figure, summary: Summary, colors: Mapping[Setting, str], series: Iterable[Series]) -> None:
     present = set().union(*(set(s) for s in series))
-    n_seeds = {i.setting: len(i.seeds_complete) for i in summary.settings}
     handles, names = [], []
     for info in summary.settings:
         if info.setting in present:
             handles.append(Line2D([], [], color=colors[info.setting], lw=2.4))
-            names.append(f"{info.label} (mean of {n_seeds[info.setting]})")
+            names.append(f"{info.label} (mean of {len(info.seeds_complete)})")
     handles.append(Line2D([], [], color=_NEUTRAL, lw=0.8, alpha=0.6))
     names.append("one seed")
     fig.legend(handles, names, loc="outside upper center", ncol=min(len(names), 6), frameon=False, fontsize=9)
@@ -209,19 +199,23 @@ def _split_title(kind: str, split: str | None) -> str:
     return metric_label(f"{kind}/{split}").capitalize()
 
 
-def learning_curves_figure(results: Mapping[str, Any], summary: Summary) -> Figure | None:
+def learning_curves_figure(
+    results: Mapping[str, Any], summary: Summary, curves: Mapping[str, Series] | None = None
+) -> Figure | None:
     """Four panels vs optimizer step: training loss with noise on (trainer log), training loss with
     noise off, held-out loss and held-out accuracy (preferred held-out split); one colour per setting,
-    thin lines per seed, thick line = across-seed mean. None when no arm has any curve."""
+    thin lines per seed, thick line = across-seed mean. None when no arm has any curve.
+    ``curves``: :func:`curve_series` of ``results`` when the caller already has it."""
+    curves = curve_series(results) if curves is None else curves
     colors = setting_colors(i.setting for i in summary.settings)
     splits = curve_splits(results)
-    loss_split = next((s for s in splits if _eval_series(results, f"loss/{s}")), None)
-    acc_split = next((s for s in splits if _eval_series(results, f"accuracy/{s}")), None)
+    loss_split = next((s for s in splits if curves.get(f"loss/{s}")), None)
+    acc_split = next((s for s in splits if curves.get(f"accuracy/{s}")), None)
     series = [
-        _train_loss_series(results),
-        _eval_series(results, "loss/train"),
-        _eval_series(results, f"loss/{loss_split}") if loss_split else {},
-        _eval_series(results, f"accuracy/{acc_split}") if acc_split else {},
+        curves.get(TRAIN_LOSS, {}),
+        curves.get("loss/train", {}),
+        curves.get(f"loss/{loss_split}", {}) if loss_split else {},
+        curves.get(f"accuracy/{acc_split}", {}) if acc_split else {},
     ]
     if not any(series):
         return None
@@ -246,18 +240,22 @@ def learning_curves_figure(results: Mapping[str, Any], summary: Summary) -> Figu
     return fig
 
 
-def heldout_curves_figure(results: Mapping[str, Any], summary: Summary) -> Figure | None:
-    """Loss (top row) and accuracy (bottom row) for every held-out split; None with fewer than 2 splits."""
+def heldout_curves_figure(
+    results: Mapping[str, Any], summary: Summary, curves: Mapping[str, Series] | None = None
+) -> Figure | None:
+    """Loss (top row) and accuracy (bottom row) for every held-out split; None with fewer than 2 splits.
+    ``curves``: :func:`curve_series` of ``results`` when the caller already has it."""
     splits = curve_splits(results)
     if len(splits) < 2:
         return None
+    curves = curve_series(results) if curves is None else curves
     colors = setting_colors(i.setting for i in summary.settings)
     fig = Figure(figsize=(4.2 * len(splits), 7), layout="constrained")
     axes = fig.subplots(2, len(splits), squeeze=False)
     all_series = []
     for j, split in enumerate(splits):
         for i, kind in enumerate(("loss", "accuracy")):
-            s = _eval_series(results, f"{kind}/{split}")
+            s = curves.get(f"{kind}/{split}", {})
             all_series.append(s)
             _panel(axes[i][j], s, colors, _split_title(kind, split), kind, f"no {kind} on this split")
     _legend(fig, summary, colors, all_series)
@@ -281,7 +279,7 @@ def _x_positions(summary: Summary) -> tuple[dict[Setting, float], list[str] | No
 
 
 def _mean_panel(
-    ax: Axes, m: MetricSummary, summary: Summary, xs: Mapping[Setting, float], colors: Mapping[Setting, str]
+    ax: Axes, m: MetricSummary, xs: Mapping[Setting, float], colors: Mapping[Setting, str]
 ) -> None:
     span = (max(xs.values()) - min(xs.values())) or 1.0
     base = next((c for c in m.cells if c.is_baseline), None)
@@ -304,15 +302,15 @@ def _mean_panel(
         ax.plot(x, e.mean, "D" if c.is_baseline else "o", ms=7, color=color, zorder=4)
         if distinct:
             ax.annotate("*", (x, e.hi if e.hi is not None else e.mean), ha="center", va="bottom", fontsize=14)
-    ax.set_title(f"{m.label[:1].upper()}{m.label[1:]}\n({_DIRECTION_NOTE[m.direction]})", fontsize=9.5)
+    ax.set_title(f"{m.title}\n({DIRECTION_TEXT[m.direction]})", fontsize=9.5)
     ax.grid(alpha=0.3)
     ax.margins(x=0.12)
 
 
-def metric_means_figure(summary: Summary, metrics: Sequence[str] | None = None) -> Figure | None:
+def metric_means_figure(summary: Summary) -> Figure | None:
     """One panel per metric: each setting's mean (big marker) with its CI, per-seed values (small
     dots), the baseline mean dashed with its CI shaded; ``*`` = distinguishable from the baseline."""
-    chosen = [m for m in summary.metrics if metrics is None or m.name in metrics]
+    chosen = list(summary.metrics)
     if not chosen:
         return None
     rows, cols = _grid(len(chosen))
@@ -321,7 +319,7 @@ def metric_means_figure(summary: Summary, metrics: Sequence[str] | None = None) 
     xs, ticklabels = _x_positions(summary)
     colors = setting_colors(i.setting for i in summary.settings)
     for ax, m in zip(axes, chosen):
-        _mean_panel(ax, m, summary, xs, colors)
+        _mean_panel(ax, m, xs, colors)
         if ticklabels is None:
             ax.set_xticks(sorted(set(xs.values())))
             ax.set_xlabel("alpha")
@@ -335,7 +333,7 @@ def metric_means_figure(summary: Summary, metrics: Sequence[str] | None = None) 
             for i in summary.settings
         ]
         fig.legend(handles, ticklabels, loc="outside lower center", ncol=min(5, len(handles)), frameon=False)
-    pct = f"{100 * summary.confidence:g}%"
+    pct = summary.confidence_text
     fig.suptitle(
         f"Mean per setting with {pct} CI across seeds (dots: single seeds; dashed: baseline; "
         "* distinguishable from baseline)",
@@ -344,13 +342,13 @@ def metric_means_figure(summary: Summary, metrics: Sequence[str] | None = None) 
     return fig
 
 
-def differences_figure(summary: Summary, metrics: Sequence[str] | None = None) -> Figure | None:
+def differences_figure(summary: Summary) -> Figure | None:
     """One panel per metric: each setting's difference from the baseline, paired by seed, with its CI.
 
     Green = better, red = worse, blue = descriptive change, grey = within seed noise; an interval
     crossing the dotted zero line is not distinguishable from seed noise. None when nothing was compared.
     """
-    chosen = [m for m in summary.metrics if (metrics is None or m.name in metrics) and m.compared]
+    chosen = [m for m in summary.metrics if m.compared]
     if not chosen:
         return None
     rows, cols = _grid(len(chosen))
@@ -378,11 +376,11 @@ def differences_figure(summary: Summary, metrics: Sequence[str] | None = None) -
         ax.axvline(0, color="#555555", lw=1, ls=":")
         ax.tick_params(axis="y", labelsize=8.5)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
-        ax.set_title(f"{m.label[:1].upper()}{m.label[1:]}\n({_DIRECTION_NOTE[m.direction]})", fontsize=9.5)
+        ax.set_title(f"{m.title}\n({DIRECTION_TEXT[m.direction]})", fontsize=9.5)
         ax.grid(alpha=0.3, axis="x")
     for ax in axes[len(chosen) :]:
         ax.set_visible(False)
-    pct = f"{100 * summary.confidence:g}%"
+    pct = summary.confidence_text
     fig.suptitle(
         f"Difference from the baseline, paired by seed, with {pct} CI "
         "(green better, red worse, blue changed, grey within seed noise)",
@@ -393,9 +391,10 @@ def differences_figure(summary: Summary, metrics: Sequence[str] | None = None) -
 
 def make_figures(results: Mapping[str, Any], summary: Summary) -> dict[str, Figure]:
     """All figures that have something to show, by file stem."""
+    curves = curve_series(results)
     candidates = {
-        "learning_curves": learning_curves_figure(results, summary),
-        "heldout_curves": heldout_curves_figure(results, summary),
+        "learning_curves": learning_curves_figure(results, summary, curves),
+        "heldout_curves": heldout_curves_figure(results, summary, curves),
         "metric_means": metric_means_figure(summary),
         "differences": differences_figure(summary),
     }

@@ -21,6 +21,7 @@ from .plots import figure_png, make_figures
 from .stats import (
     BASELINE,
     BETTER,
+    DIRECTION_TEXT,
     HIGHER,
     LOWER,
     NO_DIFFERENCE,
@@ -68,7 +69,6 @@ _VERDICT_CLASS = {
     NO_DIFFERENCE: "v-nd",
     BASELINE: "v-baseline",
 }
-_DIRECTION_TEXT = {"higher": "higher is better", "lower": "lower is better", "descriptive": "descriptive"}
 
 
 class ReportError(ValueError):
@@ -223,7 +223,7 @@ def _reproduce_lines(results: Mapping[str, Any]) -> list[str]:
 
 
 def _how_to_read(summary: Summary) -> list[str]:
-    pct = f"{100 * summary.confidence:g}%"
+    pct = summary.confidence_text
     return [
         f"Each setting was trained with several seeds. Mean [{pct} CI]: the across-seed mean and its "
         "Student-t confidence interval.",
@@ -327,9 +327,8 @@ def _metric_table_html(m: MetricSummary, pct: str) -> str:
             f"<td class=num>{_e(r['mean'])}</td><td class=num>{_e(r['diff'])}</td>"
             f"<td class=num>{_e(r['p'])}</td><td>{_pill(r['verdict'])}</td></tr>"
         )
-    label = m.label[:1].upper() + m.label[1:]
     return (
-        f'<div class="metric"><h3>{_e(label)} <span class="dir">({_e(_DIRECTION_TEXT[m.direction])}; '
+        f'<div class="metric"><h3>{_e(m.title)} <span class="dir">({_e(DIRECTION_TEXT[m.direction])}; '
         f"<code>{_e(m.name)}</code>)</span></h3><table>{head}{''.join(body)}</table></div>"
     )
 
@@ -358,7 +357,7 @@ def render_html(
 ) -> str:
     """The self-contained report page. ``doc`` is :func:`~.findings.summary_to_dict` of ``summary``;
     ``figures`` maps figure names to PNG bytes; ``extras`` are (caption, PNG bytes) to append."""
-    pct = f"{100 * summary.confidence:g}%"
+    pct = summary.confidence_text
     env = results.get("environment") or {}
     config = results.get("config") or {}
     out: list[str] = []
@@ -512,7 +511,7 @@ def render_markdown(
     ``figure_files`` are PNG file names beside the Markdown file; ``extra_files`` are
     (caption, relative path) pairs of optional analyze/viz figures.
     """
-    pct = f"{100 * summary.confidence:g}%"
+    pct = summary.confidence_text
     lines = [f"# {_title(results)}", ""]
     lines.append(
         f"Status **{summary.status}**: {summary.n_complete} of {summary.n_arms} arms finished "
@@ -538,7 +537,7 @@ def render_markdown(
     for m in summary.metrics:
         lines += [
             "",
-            f"### {m.label[:1].upper()}{m.label[1:]} ({_DIRECTION_TEXT[m.direction]}; `{m.name}`)",
+            f"### {m.title} ({DIRECTION_TEXT[m.direction]}; `{m.name}`)",
             "",
         ]
         lines.append(f"| setting | seeds | mean [{pct} CI] | diff vs baseline [{pct} CI] | p | verdict |")

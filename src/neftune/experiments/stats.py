@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import mean_and_ci, paired_difference_ci, student_t_cdf
+from ..metrics import mean_and_ci, student_t_cdf
 from .setting import Setting
 
 __all__ = [
+    "DIRECTION_TEXT",
     "RESULTS_SCHEMA",
     "SUMMARY_SCHEMA",
     "Cell",
@@ -56,6 +57,10 @@ NA_NO_SHARED_SEEDS = "n/a (no shared seeds)"
 
 
 # --------------------------------------------------------------------------- metrics: meaning
+
+
+#: How each :func:`metric_direction` is written next to a metric's name in tables and plots.
+DIRECTION_TEXT = {"higher": "higher is better", "lower": "lower is better", "descriptive": "descriptive"}
 
 
 def metric_direction(name: str) -> str:
@@ -215,10 +220,10 @@ def paired_difference(
         return PairedDifference((), None, None, None, None, None)
     a = [values[s] for s in seeds]
     b = [baseline[s] for s in seeds]
-    mean, lo, hi = paired_difference_ci(a, b, confidence)
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, lo, hi = mean_and_ci(diffs, confidence)
     if len(seeds) == 1:
         return PairedDifference(seeds, mean, None, None, None, None)
-    diffs = [x - y for x, y in zip(a, b)]
     return PairedDifference(seeds, mean, statistics.stdev(diffs), lo, hi, paired_t_p_value(diffs))
 
 
@@ -270,6 +275,11 @@ class MetricSummary:
         return next((c for c in self.cells if c.setting == setting), None)
 
     @property
+    def title(self) -> str:
+        """The label with its first letter capitalised (the rest kept: ``ROUGE-L``)."""
+        return self.label[:1].upper() + self.label[1:]
+
+    @property
     def compared(self) -> tuple[Cell, ...]:
         """Non-baseline cells with a paired interval."""
         return tuple(
@@ -296,14 +306,35 @@ class Summary:
     baseline: Setting | None
     settings: tuple[SettingInfo, ...]
     metrics: tuple[MetricSummary, ...]
-    n_arms: int = 0
-    n_complete: int = 0
-    n_failed: int = 0
-    n_pending: int = 0
-    labels: Mapping[Setting, str] = field(default_factory=dict)
 
     def metric(self, name: str) -> MetricSummary | None:
         return next((m for m in self.metrics if m.name == name), None)
+
+    @property
+    def labels(self) -> dict[Setting, str]:
+        return {i.setting: i.label for i in self.settings}
+
+    @property
+    def n_complete(self) -> int:
+        return sum(len(i.seeds_complete) for i in self.settings)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(i.n_failed for i in self.settings)
+
+    @property
+    def n_pending(self) -> int:
+        """Arms neither complete nor failed (not started, running or interrupted)."""
+        return sum(i.n_pending for i in self.settings)
+
+    @property
+    def n_arms(self) -> int:
+        return self.n_complete + self.n_failed + self.n_pending
+
+    @property
+    def confidence_text(self) -> str:
+        """The confidence level as a percentage, e.g. ``95%``."""
+        return f"{100 * self.confidence:g}%"
 
     @property
     def n_comparisons(self) -> int:
@@ -425,9 +456,4 @@ def summarize(results: Mapping[str, Any], confidence: float = 0.95) -> Summary:
         baseline=baseline,
         settings=infos,
         metrics=tuple(metrics),
-        n_arms=len(arms),
-        n_complete=sum(1 for a in arms if a.get("status") == "complete"),
-        n_failed=sum(1 for a in arms if a.get("status") == "failed"),
-        n_pending=sum(1 for a in arms if a.get("status") not in ("complete", "failed")),
-        labels=labels,
     )
