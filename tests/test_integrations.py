@@ -426,16 +426,24 @@ def test_example_runs(name):
 def test_noise_ratio_is_measured_only_before_logged_steps():
     from types import SimpleNamespace
 
+    from transformers import TrainerState, TrainingArguments
+
     from neftune.integrations.transformers import _logs_after
 
-    args = SimpleNamespace(logging_strategy="steps", logging_steps=5, logging_first_step=False, max_steps=20)
-    assert [s for s in range(1, 21) if _logs_after(args, s)] == [5, 10, 15, 20]
-    args.logging_first_step = True
-    assert [s for s in range(1, 11) if _logs_after(args, s)] == [1, 5, 10]
-    fraction = SimpleNamespace(logging_strategy="steps", logging_steps=0.25, max_steps=20)
-    assert [s for s in range(1, 21) if _logs_after(fraction, s)] == [5, 10, 15, 20]
-    assert _logs_after(SimpleNamespace(logging_strategy="epoch"), 3), "other strategies: every step"
-    from transformers import TrainingArguments
+    def logged(args, max_steps):
+        state = TrainerState()
+        state.compute_steps(args, max_steps)  # what the Trainer does at train start
+        return [s for s in range(1, max_steps + 1) if _logs_after(args, state, s)]
 
+    args = SimpleNamespace(logging_strategy="steps", logging_steps=5, logging_first_step=False)
+    args.eval_steps = args.save_steps = None
+    assert logged(args, 20) == [5, 10, 15, 20]
+    args.logging_first_step = True
+    assert logged(args, 10) == [1, 5, 10]
+    args.logging_steps = 0.25  # a share of the total steps: transformers rounds it up
+    args.logging_first_step = False
+    assert logged(args, 20) == [5, 10, 15, 20]
+    assert logged(args, 10) == [3, 6, 9], "ceil(0.25 * 10) = 3, as the Trainer logs"
+    assert _logs_after(SimpleNamespace(logging_strategy="epoch"), None, 3), "other strategies: every step"
     real = TrainingArguments(output_dir="unused", logging_steps=5, use_cpu=True, report_to="none")
-    assert [s for s in range(1, 11) if _logs_after(real, s)] == [5, 10], "the enum TrainingArguments holds"
+    assert logged(real, 10) == [5, 10], "the enum TrainingArguments holds"

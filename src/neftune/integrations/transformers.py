@@ -88,7 +88,7 @@ class NEFTuneCallback(TrainerCallback):
         if (
             self.handle is not None
             and self.log_every_logging_step
-            and _logs_after(args, state.global_step + 1)
+            and _logs_after(args, state, state.global_step + 1)
         ):
             self.handle.record_stats = True
 
@@ -124,18 +124,19 @@ class NEFTuneCallback(TrainerCallback):
         return f"NEFTuneCallback(alpha={self.alpha:g}, scaling={self.scaling!r}, {state})"
 
 
-def _logs_after(args: Any, step: int) -> bool:
-    """Whether the trainer logs the training loss after optimizer step ``step`` (1-based)."""
+def _logs_after(args: Any, state: Any, step: int) -> bool:
+    """Whether the trainer logs the training loss after optimizer step ``step`` (1-based).
+
+    The same rule as transformers' ``DefaultFlowCallback``, with the interval the Trainer resolved
+    into ``state.logging_steps`` (a fractional ``logging_steps`` is a share of the total steps).
+    """
     strategy = getattr(args, "logging_strategy", "steps")
     strategy = str(getattr(strategy, "value", strategy))  # an IntervalStrategy enum in TrainingArguments
     if step == 1 and getattr(args, "logging_first_step", False):
         return True
     if strategy != "steps":
         return True  # "epoch" / "no": cannot tell cheaply; measure every step as before
-    every = getattr(args, "logging_steps", 1) or 1
-    if every < 1:  # a fraction of the total steps
-        every = max(1, round(every * max(1, getattr(args, "max_steps", 1) or 1)))
-    return step % int(every) == 0
+    return step % max(1, int(state.logging_steps)) == 0
 
 
 def attach(trainer: Any, alpha: float = 5.0, **kwargs: Any) -> NEFTuneCallback:
