@@ -7,6 +7,7 @@ identical across the arms of an experiment, so differences come from the setting
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -107,14 +108,18 @@ class ExperimentConfig:
         )
 
     def shared(self) -> dict[str, Any]:
-        """What must be identical for arms to be comparable (stored, checked on resume)."""
+        """What must be identical for arms to be comparable (stored, checked on resume).
+
+        JSON-shaped (lists, not tuples), so it compares equal to what was stored.
+        """
         train = asdict(self.train)
-        return {
+        shared = {
             "train": {k: train[k] for k in SHARED_TRAIN_FIELDS},
             "eval": dict(sorted(self.eval.items())),
             "curve_every": self.curve_every,
             "curve_records": self.curve_records,
         }
+        return json.loads(json.dumps(shared))
 
 
 #: ``--preset`` values: data size, grid and training length sized for the machine at hand.

@@ -15,6 +15,7 @@ an evaluation that did not finish, and refuses to mix arms trained with differen
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import replace
@@ -47,24 +48,8 @@ class Progress(Protocol):
     def generated(self, n: int) -> None: ...
 
 
-class NullProgress:
-    def arm_started(self, index: int, total: int, arm: Arm) -> None:
-        pass
-
-    def arm_skipped(self, index: int, total: int, arm: Arm) -> None:
-        pass
-
-    def arm_finished(self, index: int, total: int, arm: Arm, seconds: float) -> None:
-        pass
-
-    def stage(self, name: str, total: int | None = None) -> None:
-        pass
-
-    def train_step(self, step: int, total: int) -> None:
-        pass
-
-    def generated(self, n: int) -> None:
-        pass
+class NullProgress(Progress):
+    """Ignores every report (the protocol's methods do nothing)."""
 
 
 def _now() -> str:
@@ -87,8 +72,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _check_experiment(folder: Path, cfg: ExperimentConfig, kind: str) -> dict[str, Any]:
     """Write ``experiment.json`` on first use; on a re-run, refuse options that differ."""
     path = folder / EXPERIMENT_FILE
-    shared = json.loads(json.dumps(cfg.shared()))  # JSON round trip: tuples -> lists, like the file
-    saved = _read_json(path) if path.exists() else None
+    shared = cfg.shared()
+    saved = _read_json(path)
     if saved is None:
         saved = {"schema": SCHEMA, "kind": kind, "created": _now(), "shared": shared}
         write_json_atomic(path, saved)
@@ -127,8 +112,10 @@ def _differences(
     return out
 
 
+@functools.cache
 def _default_shared() -> dict[str, Any]:
-    return json.loads(json.dumps(ExperimentConfig().shared()))
+    """The defaults of every shared option (read only: cached, one per process)."""
+    return ExperimentConfig().shared()
 
 
 def _curve_callback(cfg: ExperimentConfig, bundle: DataBundle) -> Any:
@@ -147,10 +134,9 @@ def _curve_callback(cfg: ExperimentConfig, bundle: DataBundle) -> Any:
 
 
 def _arm_record(arm: Arm, status: str, **extra: Any) -> dict[str, Any]:
-    s = arm.setting
     return {
         "id": arm.id,
-        "setting": {"alpha": s.alpha, "distribution": s.distribution, "schedule": s.schedule},
+        "setting": arm.setting.to_dict(),
         "seed": arm.seed,
         "status": status,
         "error": None,
@@ -193,16 +179,16 @@ def run_arm(
             progress=progress.train_step,
         )
     eval_file = arm_dir / "eval" / "eval.json"
-    if _read_json(eval_file) is None:
+    metrics = _read_json(eval_file)
+    if metrics is None:
         eval_cfg = EvalConfig(
             model=str(arm_dir), data=cfg.train.data, out=str(arm_dir / "eval"), seed=cfg.train.data_seed
         )
         eval_cfg = replace(eval_cfg, **cfg.eval)
         splits = [bundle.train, *bundle.evals.values()]
         progress.stage("evaluate", sum(min(eval_cfg.n_generate, len(r)) for r in splits))
-        evaluate(eval_cfg, progress=progress.generated)
+        metrics = evaluate(eval_cfg, progress=progress.generated)
     run = _read_json(arm_dir / RUN_FILE) or {}
-    metrics = _read_json(eval_file) or {}
     log = json.loads((arm_dir / "train_log.json").read_text())
     record = _arm_record(
         arm,
@@ -212,7 +198,7 @@ def run_arm(
         eval={k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
         curves=curves_from_log(log),
         finished=_now(),
-        shared=json.loads(json.dumps(cfg.shared())),
+        shared=cfg.shared(),
     )
     write_json_atomic(arm_dir / ARM_FILE, record)
     return record
@@ -230,7 +216,7 @@ def collect_results(
     env: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble ``results.json`` from the arm folders (finished arms) and the plan (the rest)."""
-    shared = json.loads(json.dumps(cfg.shared()))
+    shared = cfg.shared()
     failed = failed or {}
     arms = []
     for arm in cfg.arms():
@@ -265,11 +251,7 @@ def collect_results(
             "curve_records": cfg.curve_records,
             "primary_metric": primary,
         },
-        "baseline": (
-            {"alpha": 0.0, "distribution": baseline.distribution, "schedule": baseline.schedule}
-            if baseline
-            else None
-        ),
+        "baseline": baseline.to_dict() if baseline else None,
         "arms": arms,
     }
 
@@ -309,7 +291,7 @@ def run_experiment(
     meta = _check_experiment(folder, cfg, kind)
     primary = primary_metric(bundle)
     env = environment()
-    shared = json.loads(json.dumps(cfg.shared()))
+    shared = cfg.shared()
 
     def save(failed: dict[str, str] | None = None) -> dict[str, Any]:
         results = collect_results(
@@ -326,7 +308,7 @@ def run_experiment(
         return results
 
     arms = cfg.arms()
-    save()
+    results = save()
     for index, arm in enumerate(arms):
         if _finished_arm(folder, arm, shared) is not None:
             progress.arm_skipped(index, len(arms), arm)
@@ -338,8 +320,7 @@ def run_experiment(
             save({arm.id: f"{type(exc).__name__}: {exc}"})
             raise
         progress.arm_finished(index, len(arms), arm, record["seconds"])
-        save()
-    results = save()
+        results = save()
     if report:
         from .report import build_report
 
