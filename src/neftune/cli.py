@@ -494,12 +494,6 @@ def sweep(
     _run_grid("sweep", **locals())
 
 
-def _analysis_errors() -> tuple[type[BaseException], ...]:
-    from .experiments.embedding_noise import AnalyzeError
-
-    return (AnalyzeError, *_user_errors())
-
-
 @app.command()
 def analyze(
     model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "smollm2-135m",
@@ -536,7 +530,7 @@ def analyze(
             out=str(out),
         )
         cfg.validate()
-    except _analysis_errors() as exc:
+    except _user_errors() as exc:  # AnalyzeError is a ValueError
         _fail(str(exc))
     _quiet_libraries()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -550,7 +544,7 @@ def analyze(
                 bar.update(tasks[stage], completed=done, total=total)
 
             result = run_analyze(cfg, progress=report)
-    except _analysis_errors() as exc:
+    except _user_errors() as exc:  # AnalyzeError is a ValueError
         _fail(str(exc))
     lengths = result["lengths"]
     table = Table(
@@ -603,7 +597,7 @@ def viz(
         _quiet_libraries()
         with console.status("projecting embeddings..."):
             result = run_viz(cfg)
-    except _analysis_errors() as exc:
+    except _user_errors() as exc:  # AnalyzeError is a ValueError
         _fail(str(exc))
     dropped = ", ".join(d["word"] if isinstance(d, dict) else str(d) for d in result["dropped"]) or "none"
     console.print(
@@ -619,12 +613,12 @@ def report_(
     folder: Annotated[Path, typer.Argument(help="Experiment folder holding results.json.")],
 ) -> None:
     """Rebuild report.html, summary.md and the plots of an experiment from its results.json."""
-    from .experiments.report import ReportError, build_report, load_results
+    from .experiments.report import build_report, load_results
 
     try:
         paths = build_report(folder)
         _print_headline(load_results(folder))
-    except (ReportError, *_user_errors()) as exc:
+    except _user_errors() as exc:  # ReportError is a ValueError
         _fail(str(exc))
     console.print(f"Report: {paths['html']}  (Markdown: {paths['markdown']})")
 
