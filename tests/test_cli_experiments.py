@@ -87,6 +87,13 @@ def test_compare_bad_options(tmp_path, args, message):
     assert message in _text(result)
 
 
+def test_compare_checks_eval_values_before_training(tmp_path):
+    result = _invoke("compare", *TINY, "--out", tmp_path / "c", "--n-generate", "-1")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "n_generate must be >= 0, got -1" in _text(result)
+    assert not (tmp_path / "c" / "arms").exists(), "refused before the first arm trained"
+
+
 def test_sweep_bad_schedule(tmp_path):
     result = _invoke("sweep", *TINY, "--schedules", "sawtooth", "--out", tmp_path / "s")
     assert result.exit_code == 2 and "Traceback" not in result.output

@@ -120,6 +120,8 @@ def test_parsers():
         ({"distributions": ["laplace"]}, "unknown distributions"),
         ({"schedules": ["sawtooth"]}, "schedule"),
         ({"eval": {"temperature": 0.7}}, "unknown eval options"),
+        ({"eval": {"n_generate": -1}}, "n_generate must be >= 0, got -1"),
+        ({"eval": {"repetition_penalty": 0.0}}, "repetition_penalty must be a finite number > 0"),
         ({"curve_every": -1}, "curve-every"),
     ],
 )

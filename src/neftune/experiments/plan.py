@@ -73,12 +73,14 @@ class ExperimentConfig:
         if self.curve_every < 0 or self.curve_records < 1:
             raise RunError("curve-every must be >= 0 and curve-records >= 1")
         replace(self.train, alpha=max(self.alphas)).validate()
-        from ..evaluation import EvalConfig
+        from ..evaluation import EvalConfig, check_eval_config
 
         allowed = {f.name for f in fields(EvalConfig)} - {"model", "data", "out", "seed"}
         unknown = sorted(set(self.eval) - allowed)
         if unknown:
             raise RunError(f"unknown eval options {unknown}; known: {', '.join(sorted(allowed))}")
+        # The values too, before the first arm trains for minutes and only then fails to evaluate.
+        check_eval_config(EvalConfig(model="", **self.eval))
 
     def settings(self) -> list[Setting]:
         """Every distinct setting, baseline first; alpha 0 appears once whatever the grid."""
