@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import Record, check_answer, records_to_examples
+from .data import Record, records_to_examples
 from .data.bundle import resolve_data
 from .io import write_json_atomic
-from .metrics import alpacaeval_records, length_stats, mean_rouge_l, repetition_rate
+from .metrics import accuracy, alpacaeval_records, length_stats, mean_rouge_l, repetition_rate
 from .models import chat_token_ids
 from .training import RUN_FILE
 
@@ -246,10 +246,7 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
                 )
             )
             if bundle.builtin:
-                examples = records_to_examples(subset)
-                metrics[f"accuracy/{name}"] = sum(check_answer(e, o) for e, o in zip(examples, outs)) / len(
-                    outs
-                )
+                metrics[f"accuracy/{name}"] = accuracy(records_to_examples(subset), outs)
         train_gen = bundle.train[: cfg.n_generate]
         train_outs = generate(
             model,

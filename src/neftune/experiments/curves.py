@@ -14,8 +14,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..data import Record, check_answer, records_to_examples
+from ..data import Record, records_to_examples
 from ..evaluation import generate, response_loss
+from ..metrics import accuracy
 
 PREFIX = "curve/"
 
@@ -58,8 +59,7 @@ class CurveCallback(TrainerCallback):
                 outputs = generate(
                     model, tokenizer, records, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size
                 )
-                hits = [check_answer(e, o) for e, o in zip(records_to_examples(records), outputs)]
-                point[f"accuracy/{name}"] = sum(hits) / len(hits)
+                point[f"accuracy/{name}"] = accuracy(records_to_examples(records), outputs)
         finally:
             model.train(was_training)
         return point
