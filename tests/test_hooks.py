@@ -185,7 +185,11 @@ def test_schedule_and_set_alpha():
     model.train()
     assert torch.equal(_embeds(model, batch), clean), "alpha 0 from the schedule adds nothing"
     h.remove()
-    h2 = neftune.activate(model, 5.0, schedule=lambda step, total: 0.5)
+    calls = []
+    h2 = neftune.activate(model, 5.0, schedule=lambda step, total: calls.append((step, total)) or 0.5)
+    assert calls == [(0, 100)], (
+        "activate checks a user schedule with one trial call (the config resolves it once)"
+    )
     assert h2.alpha == 2.5
     h2.remove()
 

@@ -20,7 +20,7 @@ import operator
 import warnings
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -114,6 +114,8 @@ class NEFTuneConfig:
     seed: int | None = None
     schedule: str | Schedule | None = None
     backend: str = "auto"
+    #: ``schedule`` as a function of (step, total_steps), or None; checked once, here.
+    resolved_schedule: Schedule | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.alpha = check_alpha(self.alpha)
@@ -122,7 +124,7 @@ class NEFTuneConfig:
         check_backend(self.backend, scaling=self.scaling)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
-        resolve_schedule(self.schedule)  # validates
+        self.resolved_schedule = resolve_schedule(self.schedule)
 
 
 class NEFTuneHandle:
@@ -146,7 +148,7 @@ class NEFTuneHandle:
         self.targets = targets
         self.path, self.embedding = targets[0]
         self.config = config
-        self.schedule = resolve_schedule(config.schedule)
+        self.schedule = config.resolved_schedule
         self.base_alpha = config.alpha
         self.step = 0
         self.total_steps = 0
