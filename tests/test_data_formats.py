@@ -19,7 +19,7 @@ from neftune.data import (
     load_records,
     records_to_examples,
 )
-from neftune.io import write_json_atomic, write_jsonl_atomic
+from neftune.io import read_json_object, write_json_atomic, write_jsonl_atomic
 
 ALPACA = [
     {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
@@ -324,6 +324,17 @@ def test_write_json_atomic_failure_keeps_old_file(tmp_path: Path) -> None:
         write_json_atomic(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"ok": True}
     assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_read_json_object(tmp_path: Path) -> None:
+    path = write_json_atomic(tmp_path / "ok.json", {"status": "complete", "é": 1})
+    assert read_json_object(path) == {"status": "complete", "é": 1}
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text('{"status": "compl')
+    (tmp_path / "latin1.json").write_bytes(b'{"x": "\xe9"}')
+    (tmp_path / "folder.json").mkdir()
+    for name in ("missing.json", "list.json", "broken.json", "latin1.json", "folder.json"):
+        assert read_json_object(tmp_path / name) is None, name
 
 
 def test_write_jsonl_atomic(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .data import Record, records_to_examples
 from .data.bundle import resolve_data
-from .io import write_json_atomic
+from .io import read_json_object, write_json_atomic
 from .metrics import accuracy, alpacaeval_records, length_stats, mean_rouge_l, repetition_rate
 from .models import chat_token_ids
 from .training import RUN_FILE
@@ -44,13 +44,7 @@ class EvalConfig:
 
 def eval_data_spec(cfg: EvalConfig) -> tuple[str, int]:
     """``(data spec, split seed)``: explicit values, else those saved in the run folder, else defaults."""
-    saved: dict[str, Any] = {}
-    run_file = Path(cfg.model) / RUN_FILE
-    if run_file.is_file():
-        try:
-            saved = json.loads(run_file.read_text()).get("config", {}) or {}
-        except (OSError, json.JSONDecodeError, AttributeError):
-            saved = {}
+    saved = (read_json_object(Path(cfg.model) / RUN_FILE) or {}).get("config") or {}
     data = cfg.data if cfg.data is not None else saved.get("data", "builtin:quick")
     seed = cfg.seed if cfg.seed is not None else int(saved.get("data_seed", 0))
     return data, seed

@@ -1,4 +1,4 @@
-"""Small file helpers: atomic JSON / JSON Lines writes."""
+"""Small file helpers: atomic JSON / JSON Lines writes, and a tolerant JSON-object read."""
 
 from __future__ import annotations
 
@@ -11,7 +11,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
+__all__ = [
+    "read_json_object",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_jsonl_atomic",
+    "write_text_atomic",
+]
+
+
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing, unreadable, not UTF-8 JSON or not an object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .data import DataError, Record
 from .data.bundle import resolve_data
-from .io import write_json_atomic
+from .io import read_json_object, write_json_atomic
 from .kernels.backend import check_backend
 from .models import chat_token_ids, resolve_model
 from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
@@ -94,10 +94,7 @@ def run_status(out: str | Path) -> str | None:
     path = Path(out) / RUN_FILE
     if not path.exists():
         return None
-    try:
-        status = json.loads(path.read_text()).get("status")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return "corrupt"
+    status = (read_json_object(path) or {}).get("status")
     return status if status in ("complete", "running") else "corrupt"
 
 
@@ -142,7 +139,7 @@ def check_resume_config(out: Path, cfg: TrainConfig) -> None:
     """Refuse to resume an interrupted run with different settings (the result would mix two runs)."""
     if run_status(out) != "running":
         return
-    saved = json.loads((out / RUN_FILE).read_text()).get("config")
+    saved = (read_json_object(out / RUN_FILE) or {}).get("config")
     if not isinstance(saved, dict):
         raise RunError(f"{out / RUN_FILE} has no config; pass --overwrite to start over")
     # Settings the saved run predates (fields added since) count as their defaults.
@@ -197,11 +194,8 @@ def _checkpoint_step(path: Path) -> int | None:
 
 def _checkpoint_complete(path: Path) -> bool:
     """Written to the end: the Trainer writes ``trainer_state.json`` last, after weights and optimizer."""
-    try:
-        state = json.loads((path / "trainer_state.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(state, dict) and state.get("global_step") == _checkpoint_step(path)
+    state = read_json_object(path / "trainer_state.json")
+    return state is not None and state.get("global_step") == _checkpoint_step(path)
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from ..data import DataError
 from ..data.bundle import DataBundle, resolve_data
-from ..io import write_json_atomic
+from ..io import read_json_object, write_json_atomic
 from ..provenance import environment
 from ..training import RUN_FILE, RunError, run_status
 from .plan import Arm, ExperimentConfig
@@ -61,19 +61,11 @@ def primary_metric(bundle: DataBundle) -> str:
     return f"accuracy/{ACCURACY_CURVE_SPLIT}" if bundle.builtin else f"loss/{next(iter(bundle.evals))}"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _check_experiment(folder: Path, cfg: ExperimentConfig, kind: str) -> dict[str, Any]:
     """Write ``experiment.json`` on first use; on a re-run, refuse options that differ."""
     path = folder / EXPERIMENT_FILE
     shared = cfg.shared()
-    saved = _read_json(path)
+    saved = read_json_object(path)
     if saved is None:
         saved = {"schema": SCHEMA, "kind": kind, "created": _now(), "shared": shared}
         write_json_atomic(path, saved)
@@ -147,7 +139,7 @@ def _arm_record(arm: Arm, status: str, **extra: Any) -> dict[str, Any]:
 
 def _finished_arm(folder: Path, arm: Arm, shared: dict[str, Any]) -> dict[str, Any] | None:
     """The stored record of a finished arm trained with ``shared`` options, else None."""
-    record = _read_json(folder / "arms" / arm.id / ARM_FILE)
+    record = read_json_object(folder / "arms" / arm.id / ARM_FILE)
     if record is None or record.get("status") != "complete":
         return None
     if _differences(record.get("shared") or {}, shared, _default_shared()):
@@ -179,7 +171,7 @@ def run_arm(
             progress=progress.train_step,
         )
     eval_file = arm_dir / "eval" / "eval.json"
-    metrics = _read_json(eval_file)
+    metrics = read_json_object(eval_file)
     if metrics is None:
         eval_cfg = EvalConfig(
             model=str(arm_dir), data=cfg.train.data, out=str(arm_dir / "eval"), seed=cfg.train.data_seed
@@ -188,7 +180,7 @@ def run_arm(
         splits = [bundle.train, *bundle.evals.values()]
         progress.stage("evaluate", sum(min(eval_cfg.n_generate, len(r)) for r in splits))
         metrics = evaluate(eval_cfg, progress=progress.generated)
-    run = _read_json(arm_dir / RUN_FILE) or {}
+    run = read_json_object(arm_dir / RUN_FILE) or {}
     log = json.loads((arm_dir / "train_log.json").read_text())
     record = _arm_record(
         arm,
