@@ -27,10 +27,8 @@ import torch
 from torch import nn
 
 from .discovery import find_input_embedding, unwrap_model
-from .kernels import fused_add_noise
 from .kernels.backend import (
     check_backend,
-    draw_seed,
     is_plain_embedding_forward,
     output_writable_in_place,
     resolve_backend,
@@ -41,9 +39,9 @@ from .noise import (
     batch_scaled_noise_like,
     check_alpha,
     check_choice,
+    fused_noisy,
     make_noise,
     sample_eps,
-    token_scales,
 )
 from .schedules import Schedule, resolve_schedule, schedule_name
 
@@ -363,12 +361,15 @@ class NEFTuneHandle:
         self, module: nn.Module, output: torch.Tensor, alpha: float, batch: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         """Per-sequence noise by the fused kernel, written in place when that is safe."""
-        scales = token_scales(output, alpha, **batch)
-        # Seeds come from a CPU generator (no device sync): the private one, or torch's default.
-        seed = draw_seed(self.generator(torch.device("cpu")))
         inplace = not self.record_stats and self._may_write_in_place(module, output)
-        noised = fused_add_noise(
-            output, scales, distribution=self.config.distribution, seed=seed, inplace=inplace
+        # Seeds come from a CPU generator (no device sync): the private one, or torch's default.
+        noised = fused_noisy(
+            output,
+            alpha,
+            distribution=self.config.distribution,
+            generator=self.generator(torch.device("cpu")),
+            inplace=inplace,
+            **batch,
         )
         self.last_inplace = inplace
         self.noised_calls += 1
@@ -557,19 +558,15 @@ class NEFTuneEmbedding(nn.Embedding):
             self._generator = torch.Generator(device=gen_device)
             self._generator.manual_seed(self.seed + _distributed_rank() * _RANK_STRIDE)
         if fused:
-            scales = token_scales(
+            return fused_noisy(
                 out,
                 self.alpha,
+                distribution=self.distribution,
+                generator=self._generator,
+                inplace=output_writable_in_place(out),
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 cu_seqlens=cu_seqlens,
-            )
-            return fused_add_noise(
-                out,
-                scales,
-                distribution=self.distribution,
-                seed=draw_seed(self._generator),
-                inplace=output_writable_in_place(out),
             )
         noise = make_noise(
             out,

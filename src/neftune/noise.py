@@ -214,6 +214,27 @@ def make_noise(
         return eps.mul_(scales.to(embeds.dtype).unsqueeze(-1))
 
 
+def fused_noisy(
+    embeds: torch.Tensor,
+    alpha: float,
+    *,
+    distribution: str,
+    generator: torch.Generator | None = None,
+    inplace: bool = False,
+    **batch: torch.Tensor | None,
+) -> torch.Tensor:
+    """``embeds`` plus per-sequence noise from the fused kernel (arguments already checked).
+
+    ``batch``: ``attention_mask`` / ``position_ids`` / ``cu_seqlens`` as for :func:`token_scales`.
+    The kernel's seed is drawn from ``generator`` (a CPU generator, or torch's default CPU
+    generator when None: no device sync). ``inplace`` writes into ``embeds``.
+    """
+    scales = token_scales(embeds, alpha, **batch)
+    return fused_add_noise(
+        embeds, scales, distribution=distribution, seed=draw_seed(generator), inplace=inplace
+    )
+
+
 def add_noise(
     embeds: torch.Tensor,
     alpha: float,
@@ -249,10 +270,15 @@ def add_noise(
     if resolve_backend(backend, embeds) == "triton":
         alpha = check_alpha(alpha)
         check_choice(distribution, DISTRIBUTIONS, "distribution")
-        scales = token_scales(
-            embeds, alpha, attention_mask=attention_mask, position_ids=position_ids, cu_seqlens=cu_seqlens
+        return fused_noisy(
+            embeds,
+            alpha,
+            distribution=distribution,
+            generator=generator,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cu_seqlens=cu_seqlens,
         )
-        return fused_add_noise(embeds, scales, distribution=distribution, seed=draw_seed(generator))
     noise = make_noise(
         embeds,
         alpha,
