@@ -375,8 +375,8 @@ class NEFTuneHandle:
         self.noised_calls += 1
         if self.record_stats:  # out of place on these steps, so the noise can be measured
             with torch.no_grad():
-                noise_norm = (noised.detach().float() - output.detach().float()).norm()
-                self._last_stats = (noise_norm, output.detach().float().norm())
+                clean = output.detach().float()
+                self._last_stats = ((noised.detach().float() - clean).norm(), clean.norm())
             self.record_stats = False
         return noised
 
