@@ -30,21 +30,16 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
-
-from _common import machine_info
+from _common import DTYPES, machine_info  # also puts this checkout's src/ on the path
 
 from neftune.io import write_json_atomic
 from neftune.kernels import fused_add_noise, reference_add_noise, triton_available
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GPU_SHAPES = "8x2048x4096,4x4096x8192,1x8192x16384,16x512x2048"
 CPU_SHAPES = "2x256x512"
 M2 = {"uniform": 1 / 3, "gaussian": 1.0, "symmetric": 1.0}

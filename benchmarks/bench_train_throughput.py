@@ -96,14 +96,8 @@ def run_ours(
 ) -> None:
     from neftune.training import TrainConfig, train
 
-    # Newer TrainConfig holds the held-out split's seed apart from the training seed.
-    split = (
-        {"data_seed": spec["seed"]}
-        if "data_seed" in {f.name for f in dataclasses.fields(TrainConfig)}
-        else {}
-    )
     cfg = TrainConfig(
-        **split,
+        data_seed=spec["seed"],  # the same held-out split as the TRL baseline's records
         model=spec["model"],
         data=spec["data"],
         out=str(out_dir),
@@ -130,6 +124,7 @@ def run_trl(
 
     from neftune.data.bundle import resolve_data
     from neftune.models import load_model_and_tokenizer
+    from neftune.training import _to_prompt_completion
 
     cuda = torch.cuda.is_available()
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
@@ -138,7 +133,7 @@ def run_trl(
     )
     # The same records neftune.training.train uses (same held-out split), same chat form.
     records = resolve_data(spec["data"], seed=spec["seed"]).train
-    rows = [{"prompt": r.prompt_messages, "completion": [r.messages[-1]]} for r in records]
+    rows = _to_prompt_completion(records)
     extra = {}
     if spec.get("trl_gradient_checkpointing") in ("on", "off"):
         names = {f.name for f in dataclasses.fields(SFTConfig)}
@@ -239,8 +234,6 @@ def summarize_runs(runs: list[dict]) -> tuple[dict, dict]:
     summary: dict[str, dict] = {}
     for v in dict.fromkeys(r["variant"] for r in runs):
         mine = [r for r in runs if r["variant"] == v]
-        if not mine:
-            continue
         tps = [r["real_tokens_per_s"] for r in mine]
         mem = [r["peak_mem_mib"] for r in mine if r["peak_mem_mib"] is not None]
         summary[v] = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import time
@@ -30,6 +29,7 @@ import torch
 
 import neftune
 from neftune.hooks import _ACTIVE, _Hook, _Inert
+from neftune.io import write_json_atomic
 
 VOCAB, HIDDEN = 256, 64
 
@@ -239,7 +239,7 @@ def main() -> None:
             f"  after removal: neftune hooks {final['neftune_hooks']}, active handles {final['active_handles']}"
         )
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomic(args.json, report)
 
 
 if __name__ == "__main__":
