@@ -23,7 +23,7 @@ from .data.bundle import resolve_data
 from .io import read_json_object, write_json_atomic
 from .metrics import accuracy, alpacaeval_records, length_stats, mean_rouge_l, repetition_rate
 from .models import chat_token_ids
-from .training import RUN_FILE
+from .training import RUN_FILE, run_status
 
 
 @dataclass
@@ -88,10 +88,10 @@ def load_for_eval(spec: str, *, trust_remote_code: bool = False):
     A ``neftune train`` folder whose run did not finish is refused (its weights are not final).
     """
     from .models import ModelError, load_model_and_tokenizer
-    from .training import run_status
 
     path = Path(spec)
-    if spec.strip() and path.is_dir():
+    folder = bool(spec.strip()) and path.is_dir()
+    if folder:
         status = run_status(path)
         if status == "running":
             raise ModelError(
@@ -100,7 +100,7 @@ def load_for_eval(spec: str, *, trust_remote_code: bool = False):
             )
         if status == "corrupt":
             raise ModelError(f"{path / RUN_FILE} is unreadable: the run folder is damaged")
-    if spec.strip() and path.is_dir() and (path / "adapter_config.json").exists():
+    if folder and (path / "adapter_config.json").exists():
         model, tok = _load_adapter(path, trust_remote_code)
     else:
         model, tok = load_model_and_tokenizer(spec, trust_remote_code=trust_remote_code)
