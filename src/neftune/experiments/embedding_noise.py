@@ -275,7 +275,7 @@ def analyze_embeddings(
                 "cosine_p5": _quantile(geo["cosine"], 0.05),
                 "snr_mean": _finite_or_none(float(geo["snr"].mean())),
                 "snr_median": _finite_or_none(snr_median),
-                "snr_db_median": _snr_db(snr_median) if math.isfinite(snr_median) else None,
+                "snr_db_median": _snr_db(snr_median),  # None for 0, NaN or inf
                 "flip_rate_l2": float(flips_l2.double().mean()),
                 "flip_rate_cos": float(flips_cos.double().mean()),
                 "n_flips_l2": int(flips_l2.sum()),
@@ -349,6 +349,16 @@ def embedding_table(model: torch.nn.Module, *, chunk_size: int = 8192) -> tuple[
     return table, info
 
 
+def load_embedding_table(model_spec: str) -> tuple[torch.Tensor, dict[str, Any], Any]:
+    """``(table, info, tokenizer)`` of a model spec: :func:`embedding_table` of the model loaded
+    in float32; the model itself is not kept."""
+    from ..models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(model_spec, dtype=torch.float32)
+    table, info = embedding_table(model)
+    return table, info, tokenizer
+
+
 def load_sequences(
     tokenizer: Any, data: str, *, n_sequences: int, seed: int = 0, max_length: int = 512
 ) -> tuple[list[list[int]], dict[str, Any]]:
@@ -414,14 +424,11 @@ def run_analyze(cfg: AnalyzeConfig, progress: Progress | None = None) -> dict[st
     facts, per-alpha metrics, versions, wall time) and ``<out>/analyze.png``, both
     atomically. Returns the JSON's content; ``result["metrics"]`` is the per-alpha table.
     """
-    from ..models import load_model_and_tokenizer
     from .plots import figure_png
 
     cfg.validate()
     started = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype=torch.float32)
-    table, emb_info = embedding_table(model)
-    del model
+    table, emb_info, tokenizer = load_embedding_table(cfg.model)
     sequences, data_info = load_sequences(
         tokenizer, cfg.data, n_sequences=cfg.n_sequences, seed=cfg.seed, max_length=cfg.max_length
     )
@@ -560,6 +567,7 @@ __all__ = [
     "expected_noise_sq",
     "flip_examples",
     "lengths_summary",
+    "load_embedding_table",
     "load_sequences",
     "noisy_tokens",
     "pad_batches",

@@ -26,7 +26,13 @@ import torch
 from ..io import write_bytes_atomic, write_json_atomic
 from ..noise import DISTRIBUTIONS, add_noise, check_alpha, check_choice
 from ..provenance import environment
-from .embedding_noise import AnalyzeError, embedding_table, lengths_summary, load_sequences, token_geometry
+from .embedding_noise import (
+    AnalyzeError,
+    lengths_summary,
+    load_embedding_table,
+    load_sequences,
+    token_geometry,
+)
 from .nearest import nearest_rows
 
 VIZ_JSON = "viz.json"
@@ -186,13 +192,9 @@ def run_viz(cfg: VizConfig) -> dict[str, Any]:
     group, word, token id, coordinates in both projections, noise L2, cosine and the nearest
     token after noise, the dropped words, and versions. Returns the JSON's content.
     """
-    from ..models import load_model_and_tokenizer
-
     cfg.validate()
     started = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(cfg.model, dtype=torch.float32)
-    table, emb_info = embedding_table(model)
-    del model
+    table, emb_info, tokenizer = load_embedding_table(cfg.model)
     if cfg.length is None:
         sequences, _ = load_sequences(
             tokenizer, cfg.data, n_sequences=cfg.n_sequences, seed=cfg.seed, max_length=cfg.max_length
