@@ -358,17 +358,14 @@ class Summary:
         return "alpha" if self.only_alpha_varies else "setting"
 
 
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _arm_metrics(arm: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in (arm.get("eval") or {}).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[str(key)] = float(value)
+    out = {str(k): float(v) for k, v in (arm.get("eval") or {}).items() if _is_finite_number(v)}
     train_loss = (arm.get("train") or {}).get("train_loss")
-    if (
-        isinstance(train_loss, (int, float))
-        and not isinstance(train_loss, bool)
-        and math.isfinite(train_loss)
-    ):
+    if _is_finite_number(train_loss):
         out[TRAIN_LOSS_NOISE_ON] = float(train_loss)
     return out
 
