@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from neftune.cli import app
-from neftune.training import RUN_FILE, TrainConfig, run_status, train
+from neftune.training import RUN_FILE
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
@@ -65,48 +65,6 @@ def test_train_then_eval(tmp_path):
     assert metrics["loss/train"] > 0
     export = json.loads((out / "eval" / "alpaca_eval.json").read_text())
     assert len(export) == 6 and set(export[0]) == {"instruction", "output", "generator"}
-
-
-class _Interrupt:
-    """A TrainerCallback that raises after a given optimizer step, like a crash or Ctrl-C."""
-
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def __getattr__(self, name):
-        if name.startswith("on_"):
-            return self._event(name)
-        raise AttributeError(name)
-
-    def _event(self, name):
-        def handler(args, state, control, **kwargs):
-            if name == "on_save" and state.global_step >= self.at_step:
-                raise KeyboardInterrupt("simulated interruption")
-            return control
-
-        return handler
-
-
-def test_resume_after_interruption(tmp_path):
-    cfg = TrainConfig(
-        model="tiny",
-        out=str(tmp_path / "run"),
-        batch_size=2,
-        max_steps=4,
-        save_steps=2,
-        max_length=256,
-        logging_steps=1,
-    )
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, callbacks=[_Interrupt(2)])
-    assert run_status(cfg.out) == "running", "an interrupted run must not look complete"
-    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").exists()
-    metrics = train(cfg, resume=True)
-    assert metrics["global_step"] == 4
-    assert run_status(cfg.out) == "complete"
-    log = json.loads((tmp_path / "run" / "train_log.json").read_text())
-    steps = [row["step"] for row in log if "loss" in row]
-    assert steps == [1, 2, 3, 4], "the resumed run continues from step 2, not from scratch"
 
 
 @pytest.mark.parametrize(
