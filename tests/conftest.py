@@ -71,6 +71,77 @@ def tiny_trainer_kwargs(tmp_path, **overrides) -> dict:
     return {**base, **overrides}
 
 
+def char_tokenizer():
+    """A character-level fast tokenizer built in memory (nothing downloaded)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = "abcdefghijklmnopqrstuvwxyz .,?!"
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+# Set on the model by accelerate.prepare and by TRL's SFTTrainer (its own hooks/forward patch), not by us.
+TRAINER_ATTRS = {
+    "_gradient_checkpointing_func",  # TRL turns gradient checkpointing on by default
+    "_is_accelerate_prepared",
+    "_original_forward",
+    "_require_grads_hook",
+    "_require_grads_hooks",
+}
+
+
+def hook_snapshot(model: torch.nn.Module) -> dict:
+    """Every module's hook dicts (forward, forward pre, backward) and attribute names."""
+    snap = {}
+    for name, m in model.named_modules():
+        snap[name] = (
+            tuple(m._forward_hooks),
+            tuple(m._forward_pre_hooks),
+            tuple(m._backward_hooks),
+            tuple(sorted(m.__dict__)),
+        )
+    return snap
+
+
+def _trainer_hook(fn) -> bool:
+    """transformers' ``enable_input_require_grads`` hook (gradient checkpointing in TRL)."""
+    return getattr(fn, "__name__", "") == "make_inputs_require_grads"
+
+
+def assert_no_leftovers(before: dict, model: torch.nn.Module) -> None:
+    """Hook dicts unchanged on every module (apart from transformers' own require-grads hook,
+    which TRL leaves on the embedding); no attribute added that is ours (``TRAINER_ATTRS``
+    lists what the Trainer / TRL / accelerate add themselves)."""
+    after = hook_snapshot(model)
+    assert after.keys() == before.keys()
+    modules = dict(model.named_modules())
+    for name in before:
+        for i, hooks in enumerate((modules[name]._forward_hooks,)):
+            added = [k for k in after[name][i] if k not in before[name][i]]
+            assert all(_trainer_hook(hooks[k]) for k in added), f"forward hooks left on {name!r}"
+        assert after[name][1:3] == before[name][1:3], f"hooks left on {name!r}"
+        added = set(after[name][3]) - set(before[name][3])
+        assert added <= TRAINER_ATTRS, f"attributes left on {name!r}: {added - TRAINER_ATTRS}"
+
+
+def neftune_hooks(model: torch.nn.Module) -> list[str]:
+    """Every forward hook / pre-hook on any module that neftune registered."""
+    from neftune.hooks import _Hook, _Inert
+
+    found = []
+    for name, module in model.named_modules():
+        for kind in ("_forward_hooks", "_forward_pre_hooks"):
+            for fn in getattr(module, kind).values():
+                if isinstance(fn, _Hook | _Inert):
+                    found.append(f"{name or '<root>'}.{kind}")
+    return found
+
+
 HIDDEN = 64
 
 #: z-score bound used by every statistical test: P(|Z| > 6) ~ 2e-9 per check, so even
