@@ -225,6 +225,7 @@ def test_embedding_table_uses_the_scaled_forward_output():
     assert info["output_to_weight_norm_ratio"] == pytest.approx(math.sqrt(model.config.hidden_size))
 
 
+@pytest.mark.usefixtures("neftune_cache")
 def test_run_analyze_on_tiny_preset(tmp_path):
     pytest.importorskip("matplotlib")
     from matplotlib.image import imread

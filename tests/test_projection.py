@@ -101,6 +101,7 @@ def test_viz_config_errors():
         pj.VizConfig(groups={"g": [1, 2]}).validate()
 
 
+@pytest.mark.usefixtures("neftune_cache")
 def test_run_viz_on_tiny_preset(tmp_path):
     pytest.importorskip("sklearn")
     from matplotlib.image import imread
