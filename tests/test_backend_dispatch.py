@@ -41,16 +41,6 @@ def _interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core box OpenMP spinning
-    makes each tiny-Llama step take ~100x longer with 2 threads than with 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class _FakeCudaTensor:
     """Stands in for a CUDA tensor in the dispatch decision (which only reads metadata)."""
 

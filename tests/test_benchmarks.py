@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -21,10 +20,6 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def _bench_env(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the fused variant runs interpreted on the CPU
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared box
-    yield
-    torch.set_num_threads(before)
 
 
 def _load(name: str):
