@@ -148,6 +148,23 @@ HIDDEN = 64
 #: thousands of checks per run fail by chance with probability < 1e-5.
 Z = 6.0
 
+#: Var(eps^2) = E[eps^4] - E[eps^2]^2 per distribution: 1/5 - 1/9 = 4/45 (uniform),
+#: 3 - 1 = 2 (gaussian), 0 (symmetric: eps^2 == 1).
+VAR_EPS_SQ = {"uniform": 4.0 / 45.0, "gaussian": 2.0, "symmetric": 0.0}
+
+#: Kolmogorov distribution quantile at 0.001: a KS test rejects when D > KS_C / sqrt(n) (one
+#: sample) or D > KS_C * sqrt((n + m) / (n m)) (two samples of n and m).
+KS_C = 1.95
+
+
+def ks_two_sample(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
+    a, b = a.flatten().double().sort().values, b.flatten().double().sort().values
+    grid = torch.cat([a, b])
+    fa = torch.searchsorted(a, grid, right=True).double() / a.numel()
+    fb = torch.searchsorted(b, grid, right=True).double() / b.numel()
+    return (fa - fb).abs().max().item()
+
 
 def expected_sq_norm(alpha: float, distribution: str) -> float:
     """E||noise||^2 of one sequence = alpha^2 * Var(eps)."""
@@ -157,12 +174,9 @@ def expected_sq_norm(alpha: float, distribution: str) -> float:
 def sq_norm_sd(alpha: float, distribution: str, n_elements: int) -> float:
     """sd of ||noise||^2 for one sequence of n = L*d elements.
 
-    ||noise||^2 = (alpha^2 / n) * sum_i eps_i^2, so Var = alpha^4 / n * Var(eps^2), with
-    Var(eps^2) = E[eps^4] - E[eps^2]^2 = 1/5 - 1/9 = 4/45 (uniform), 3 - 1 = 2 (gaussian),
-    0 (symmetric: eps^2 == 1).
+    ||noise||^2 = (alpha^2 / n) * sum_i eps_i^2, so Var = alpha^4 / n * Var(eps^2) (``VAR_EPS_SQ``).
     """
-    var_eps_sq = {"uniform": 4.0 / 45.0, "gaussian": 2.0, "symmetric": 0.0}[distribution]
-    return alpha**2 * math.sqrt(var_eps_sq / n_elements)
+    return alpha**2 * math.sqrt(VAR_EPS_SQ[distribution] / n_elements)
 
 
 def assert_sequence_norm(noise_seq: torch.Tensor, alpha: float, distribution: str, rel_slack: float = 1e-4):
@@ -306,13 +320,11 @@ class NoiseRecorder:
             self._handle.remove()
 
 
-@pytest.fixture
 def padded_batch():
-    """Right-padded batch of 3 sequences (lengths 5, 12, 2) in a (3, 12) layout."""
+    """Right-padded batch of 3 sequences (lengths 5, 12, 2) in a (3, 12) layout, same ids every call."""
     lengths = [5, 12, 2]
-    ids = torch.randint(1, VOCAB, (3, 12))
+    ids = torch.randint(1, VOCAB, (3, 12), generator=torch.Generator().manual_seed(0))
     mask = torch.zeros(3, 12, dtype=torch.long)
     for i, n in enumerate(lengths):
         mask[i, :n] = 1
-    ids = ids * mask
-    return ids, mask, lengths
+    return ids * mask, mask, lengths
