@@ -28,6 +28,22 @@ def neftune_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
 
 
+def cli(*args) -> tuple[int, str]:
+    """Run the ``neftune`` command in-process; return (exit code, output with whitespace collapsed).
+
+    Fails on an exception other than ``SystemExit`` and on a traceback in the output. Needs the cli
+    extra (typer), imported here so that conftest itself does not.
+    """
+    from typer.testing import CliRunner
+
+    from neftune.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+    return result.exit_code, " ".join(result.output.split())
+
+
 def load_script(relative: str):
     """Import a script of the repository (e.g. ``scripts/fault_injection_compare.py``) as a module."""
     import importlib.util
