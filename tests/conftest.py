@@ -28,6 +28,22 @@ def neftune_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NEFTUNE_CACHE", str(tmp_path_factory.getbasetemp().parent / "neftune-cache"))
 
 
+def cli(*args) -> tuple[int, str]:
+    """Run the ``neftune`` command in-process; return (exit code, output with whitespace collapsed).
+
+    Fails on an exception other than ``SystemExit`` and on a traceback in the output. Needs the cli
+    extra (typer), imported here so that conftest itself does not.
+    """
+    from typer.testing import CliRunner
+
+    from neftune.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+    return result.exit_code, " ".join(result.output.split())
+
+
 def load_script(relative: str):
     """Import a script of the repository (e.g. ``scripts/fault_injection_compare.py``) as a module."""
     import importlib.util
@@ -71,11 +87,99 @@ def tiny_trainer_kwargs(tmp_path, **overrides) -> dict:
     return {**base, **overrides}
 
 
+def char_tokenizer():
+    """A character-level fast tokenizer built in memory (nothing downloaded)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = "abcdefghijklmnopqrstuvwxyz .,?!"
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+# Set on the model by accelerate.prepare and by TRL's SFTTrainer (its own hooks/forward patch), not by us.
+TRAINER_ATTRS = {
+    "_gradient_checkpointing_func",  # TRL turns gradient checkpointing on by default
+    "_is_accelerate_prepared",
+    "_original_forward",
+    "_require_grads_hook",
+    "_require_grads_hooks",
+}
+
+
+def hook_snapshot(model: torch.nn.Module) -> dict:
+    """Every module's hook dicts (forward, forward pre, backward) and attribute names."""
+    snap = {}
+    for name, m in model.named_modules():
+        snap[name] = (
+            tuple(m._forward_hooks),
+            tuple(m._forward_pre_hooks),
+            tuple(m._backward_hooks),
+            tuple(sorted(m.__dict__)),
+        )
+    return snap
+
+
+def _trainer_hook(fn) -> bool:
+    """transformers' ``enable_input_require_grads`` hook (gradient checkpointing in TRL)."""
+    return getattr(fn, "__name__", "") == "make_inputs_require_grads"
+
+
+def assert_no_leftovers(before: dict, model: torch.nn.Module) -> None:
+    """Hook dicts unchanged on every module (apart from transformers' own require-grads hook,
+    which TRL leaves on the embedding); no attribute added that is ours (``TRAINER_ATTRS``
+    lists what the Trainer / TRL / accelerate add themselves)."""
+    after = hook_snapshot(model)
+    assert after.keys() == before.keys()
+    modules = dict(model.named_modules())
+    for name in before:
+        for i, hooks in enumerate((modules[name]._forward_hooks,)):
+            added = [k for k in after[name][i] if k not in before[name][i]]
+            assert all(_trainer_hook(hooks[k]) for k in added), f"forward hooks left on {name!r}"
+        assert after[name][1:3] == before[name][1:3], f"hooks left on {name!r}"
+        added = set(after[name][3]) - set(before[name][3])
+        assert added <= TRAINER_ATTRS, f"attributes left on {name!r}: {added - TRAINER_ATTRS}"
+
+
+def neftune_hooks(model: torch.nn.Module) -> list[str]:
+    """Every forward hook / pre-hook on any module that neftune registered."""
+    from neftune.hooks import _Hook, _Inert
+
+    found = []
+    for name, module in model.named_modules():
+        for kind in ("_forward_hooks", "_forward_pre_hooks"):
+            for fn in getattr(module, kind).values():
+                if isinstance(fn, _Hook | _Inert):
+                    found.append(f"{name or '<root>'}.{kind}")
+    return found
+
+
 HIDDEN = 64
 
 #: z-score bound used by every statistical test: P(|Z| > 6) ~ 2e-9 per check, so even
 #: thousands of checks per run fail by chance with probability < 1e-5.
 Z = 6.0
+
+#: Var(eps^2) = E[eps^4] - E[eps^2]^2 per distribution: 1/5 - 1/9 = 4/45 (uniform),
+#: 3 - 1 = 2 (gaussian), 0 (symmetric: eps^2 == 1).
+VAR_EPS_SQ = {"uniform": 4.0 / 45.0, "gaussian": 2.0, "symmetric": 0.0}
+
+#: Kolmogorov distribution quantile at 0.001: a KS test rejects when D > KS_C / sqrt(n) (one
+#: sample) or D > KS_C * sqrt((n + m) / (n m)) (two samples of n and m).
+KS_C = 1.95
+
+
+def ks_two_sample(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
+    a, b = a.flatten().double().sort().values, b.flatten().double().sort().values
+    grid = torch.cat([a, b])
+    fa = torch.searchsorted(a, grid, right=True).double() / a.numel()
+    fb = torch.searchsorted(b, grid, right=True).double() / b.numel()
+    return (fa - fb).abs().max().item()
 
 
 def expected_sq_norm(alpha: float, distribution: str) -> float:
@@ -86,12 +190,9 @@ def expected_sq_norm(alpha: float, distribution: str) -> float:
 def sq_norm_sd(alpha: float, distribution: str, n_elements: int) -> float:
     """sd of ||noise||^2 for one sequence of n = L*d elements.
 
-    ||noise||^2 = (alpha^2 / n) * sum_i eps_i^2, so Var = alpha^4 / n * Var(eps^2), with
-    Var(eps^2) = E[eps^4] - E[eps^2]^2 = 1/5 - 1/9 = 4/45 (uniform), 3 - 1 = 2 (gaussian),
-    0 (symmetric: eps^2 == 1).
+    ||noise||^2 = (alpha^2 / n) * sum_i eps_i^2, so Var = alpha^4 / n * Var(eps^2) (``VAR_EPS_SQ``).
     """
-    var_eps_sq = {"uniform": 4.0 / 45.0, "gaussian": 2.0, "symmetric": 0.0}[distribution]
-    return alpha**2 * math.sqrt(var_eps_sq / n_elements)
+    return alpha**2 * math.sqrt(VAR_EPS_SQ[distribution] / n_elements)
 
 
 def assert_sequence_norm(noise_seq: torch.Tensor, alpha: float, distribution: str, rel_slack: float = 1e-4):
@@ -235,13 +336,11 @@ class NoiseRecorder:
             self._handle.remove()
 
 
-@pytest.fixture
 def padded_batch():
-    """Right-padded batch of 3 sequences (lengths 5, 12, 2) in a (3, 12) layout."""
+    """Right-padded batch of 3 sequences (lengths 5, 12, 2) in a (3, 12) layout, same ids every call."""
     lengths = [5, 12, 2]
-    ids = torch.randint(1, VOCAB, (3, 12))
+    ids = torch.randint(1, VOCAB, (3, 12), generator=torch.Generator().manual_seed(0))
     mask = torch.zeros(3, 12, dtype=torch.long)
     for i, n in enumerate(lengths):
         mask[i, :n] = 1
-    ids = ids * mask
-    return ids, mask, lengths
+    return ids * mask, mask, lengths

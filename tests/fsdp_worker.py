@@ -21,9 +21,8 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
 import neftune
-from neftune.hooks import _Hook, _Inert
 
-from conftest import tiny_llama
+from conftest import neftune_hooks, tiny_llama
 
 
 def wrap(model: torch.nn.Module, kind: str) -> torch.nn.Module:
@@ -37,14 +36,6 @@ def wrap(model: torch.nn.Module, kind: str) -> torch.nn.Module:
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     return FullyShardedDataParallel(model, use_orig_params=True)
-
-
-def neftune_hook_count(model: torch.nn.Module) -> int:
-    return sum(
-        isinstance(fn, _Hook | _Inert)
-        for m in model.modules()
-        for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
-    )
 
 
 def all_hook_counts(model: torch.nn.Module) -> list[int]:
@@ -84,7 +75,7 @@ def run(kind: str, seed: int) -> dict:
         "module": handle.path,
         "active_during": active_during,
         "active_after": neftune.is_active(model),
-        "neftune_hooks_after": neftune_hook_count(model),
+        "neftune_hooks_after": len(neftune_hooks(model)),
         "hooks_unchanged": all_hook_counts(model) == hooks_before,
     }
 

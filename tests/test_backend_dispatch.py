@@ -25,30 +25,29 @@ import neftune
 from neftune.kernels import BackendUnavailableError, resolve_backend
 from neftune.kernels import backend as backend_mod
 
-from conftest import VOCAB, NoiseRecorder, Z, assert_sequence_norm, tiny_llama
+from conftest import (
+    KS_C,
+    VOCAB,
+    NoiseRecorder,
+    Z,
+    assert_sequence_norm,
+    expected_sq_norm,
+    ks_two_sample,
+    padded_batch,
+    sq_norm_sd,
+    tiny_llama,
+)
 
 triton = pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 UNIT_ROUNDOFF = {torch.float32: 2.0**-23, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}
-M2 = {"uniform": 1 / 3, "gaussian": 1.0, "symmetric": 1.0}
-KS_C = 1.95  # Kolmogorov quantile at 0.001: two-sample rejection D > KS_C sqrt((n + m) / (n m))
 
 
 @pytest.fixture(autouse=True)
 def _interpreter(monkeypatch):
     """Run the Triton kernel in the CPU interpreter, whatever the machine (the GPU tests turn it off)."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core box OpenMP spinning
-    makes each tiny-Llama step take ~100x longer with 2 threads than with 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class _FakeCudaTensor:
@@ -61,14 +60,6 @@ class _FakeCudaTensor:
 
     def __getattr__(self, name):
         return getattr(self._tensor, name)
-
-
-def _padded_batch(b=3, t=12, lengths=(5, 12, 2)):
-    ids = torch.randint(1, VOCAB, (b, t), generator=torch.Generator().manual_seed(0))
-    mask = torch.zeros(b, t, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-    return ids * mask, mask, list(lengths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +140,7 @@ def test_bad_backend_arguments():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("distribution", ["uniform", "gaussian", "symmetric"])
 def test_add_noise_backends_agree_statistically(dtype, distribution):
-    _, mask, lengths = _padded_batch()
+    _, mask, lengths = padded_batch()
     d, alpha = 64, 5.0
     x = torch.zeros(3, 12, d, dtype=dtype)
     samples = {}
@@ -171,15 +162,13 @@ def test_add_noise_backends_agree_statistically(dtype, distribution):
     if dtype == torch.float32:
         # Same unit-noise distribution (KS two-sample). Only in fp32: in bf16 the two backends
         # round s * eps differently (truncation vs nearest), which moves atoms of the +-1 noise.
-        grid = torch.cat([a, b]).sort().values
-        fa = torch.searchsorted(a.sort().values, grid, right=True) / n
-        fb = torch.searchsorted(b.sort().values, grid, right=True) / n
-        assert (fa - fb).abs().max().item() <= KS_C * math.sqrt(2 / n)
-    # Mean square of the unit noise within Z sd (plus rounding) of m2, for both backends.
-    var_eps_sq = {"uniform": 4 / 45, "gaussian": 2.0, "symmetric": 0.0}[distribution]
+        assert ks_two_sample(a, b) <= KS_C * math.sqrt(2 / n)
+    # Mean square of the unit noise within Z sd (plus rounding) of m2, for both backends: the
+    # squared norm of n unit-noise elements scaled by 1 / sqrt(n), i.e. alpha = 1.
+    m2 = expected_sq_norm(1.0, distribution)
     for s in (a, b):
-        bound = Z * math.sqrt(var_eps_sq / n) + 7 * UNIT_ROUNDOFF[dtype] * M2[distribution]
-        assert abs(s.pow(2).mean().item() - M2[distribution]) <= bound
+        bound = Z * sq_norm_sd(1.0, distribution, n) + 7 * UNIT_ROUNDOFF[dtype] * m2
+        assert abs(s.pow(2).mean().item() - m2) <= bound
 
 
 def test_add_noise_triton_reproducible_from_generator_and_manual_seed():
@@ -252,7 +241,7 @@ def _freeze_embedding(model: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_tiny_llama_per_sequence_noise_and_exact_gradients(backend):
-    ids, mask, lengths = _padded_batch()
+    ids, mask, lengths = padded_batch()
     model = tiny_llama()
     handle = neftune.activate(model, 5.0, backend=backend, seed=0)
     capture = _Capture(model.get_input_embeddings())
@@ -288,7 +277,7 @@ def test_inplace_beside_input_require_grads_and_checkpointing(order, frozen, che
     frozen embedding: it makes the output a leaf that requires grad, which autograd does not
     let anyone write in place. (transformers >= 5.2x registers that hook itself when reentrant
     checkpointing is enabled, so "ours_first" can still have theirs first.)"""
-    ids, mask, _ = _padded_batch()
+    ids, mask, _ = padded_batch()
 
     def build():
         model = tiny_llama()
@@ -316,7 +305,9 @@ def test_inplace_beside_input_require_grads_and_checkpointing(order, frozen, che
     grads = _train_step(model, ids, mask)
     assert handle.last_backend == "triton"
     assert handle.last_inplace is not (frozen and theirs_ran_first)
-    assert not torch.equal(capture.values[0], model.get_input_embeddings()(ids).detach()), "no noise added"
+    with torch.no_grad():  # no autograd: NEFTune leaves this reference clean
+        clean = model.get_input_embeddings()(ids)
+    assert not torch.equal(capture.values[0], clean), "no noise added"
 
     def build_replay():
         m = build()
@@ -330,7 +321,7 @@ def test_inplace_beside_input_require_grads_and_checkpointing(order, frozen, che
 
 
 def test_other_hook_before_ours_keeps_the_clean_output():
-    ids, mask, _ = _padded_batch()
+    ids, mask, _ = padded_batch()
     model = tiny_llama().train()
     seen = []
     model.get_input_embeddings().register_forward_hook(lambda m, a, o: seen.append(o))  # keeps a reference
@@ -345,7 +336,7 @@ def test_other_hook_before_ours_keeps_the_clean_output():
 
 
 def test_noise_ratio_recorded_with_the_fused_kernel():
-    ids, mask, _ = _padded_batch()
+    ids, mask, _ = padded_batch()
     model = tiny_llama().train()
     handle = neftune.activate(model, 5.0, backend="triton")
     handle.record_stats = True
@@ -359,7 +350,7 @@ def test_noise_ratio_recorded_with_the_fused_kernel():
 
 
 def test_eval_and_no_grad_stay_clean_with_triton():
-    ids, mask, _ = _padded_batch()
+    ids, mask, _ = padded_batch()
     model = tiny_llama()
     handle = neftune.activate(model, 5.0, backend="triton")
     emb = model.get_input_embeddings()
@@ -375,7 +366,7 @@ def test_eval_and_no_grad_stay_clean_with_triton():
 
 
 def test_auto_in_the_hook_uses_torch_on_cpu():
-    ids, mask, _ = _padded_batch()
+    ids, mask, _ = padded_batch()
     model = tiny_llama().train()
     handle = neftune.activate(model, 5.0)
     model(input_ids=ids, attention_mask=mask)
@@ -383,7 +374,7 @@ def test_auto_in_the_hook_uses_torch_on_cpu():
 
 
 def test_seeded_triton_hook_is_reproducible():
-    ids, mask, _ = _padded_batch()
+    ids, mask, _ = padded_batch()
     outs = []
     for _ in range(2):
         model = tiny_llama().train()
@@ -398,7 +389,7 @@ def test_seeded_triton_hook_is_reproducible():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_neftune_embedding_with_triton(dtype):
-    ids, mask, lengths = _padded_batch()
+    ids, mask, lengths = padded_batch()
     base = nn.Embedding(VOCAB, 64).to(dtype)
     wrapped = neftune.NEFTuneEmbedding(base, alpha=5.0, backend="triton", seed=2).train()
     assert "backend='triton'" in repr(wrapped)
@@ -431,7 +422,7 @@ def test_neftune_embedding_with_triton(dtype):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_auto_on_cuda_runs_the_fused_kernel_in_place(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    ids, mask, lengths = _padded_batch()
+    ids, mask, lengths = padded_batch()
     model = tiny_llama(torch.bfloat16).cuda().train()
     handle = neftune.activate(model, 5.0)
     recorder = NoiseRecorder(model.get_input_embeddings())

@@ -2,7 +2,7 @@
 prints one ``Error:`` line, exits with status 2 and never shows a traceback.
 
 Complements tests/test_errors.py (alpha, activate options, masks, embeds), tests/test_cli.py
-(the first train options and data files) and tests/test_data_formats.py (malformed records);
+(data files) and tests/test_data_formats.py (malformed records);
 the catalogue of all of them is docs/reliability.md.
 """
 
@@ -22,24 +22,13 @@ from neftune.data.bundle import resolve_data
 from neftune.evaluation import EvalConfig, check_eval_config
 from neftune.training import RUN_FILE, TrainConfig
 
-from conftest import tiny_llama
+from conftest import cli, tiny_llama
 
-typer_testing = pytest.importorskip("typer.testing")
+pytest.importorskip("typer.testing")
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
 
-from neftune.cli import app  # noqa: E402
-
-runner = typer_testing.CliRunner()
 FAST = ["--model", "tiny", "--batch-size", "2", "--max-steps", "1", "--max-length", "256"]
-
-
-def cli(*args: str) -> tuple[int, str]:
-    """Run the CLI in-process; return (exit code, output with whitespace collapsed)."""
-    result = runner.invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output, result.output
-    return result.exit_code, " ".join(result.output.split())
 
 
 # ----------------------------------------------------------------------------- library arguments
@@ -247,9 +236,14 @@ def test_failed_forward_with_bad_schedule_leaves_model_clean():
 
 # ----------------------------------------------------------------------------- CLI: train options
 TRAIN_OPTIONS = [
+    pytest.param(["--alpha", "-1"], "alpha must be >= 0", id="alpha-negative"),
+    pytest.param(["--alpha", "nan"], "alpha must be finite", id="alpha-nan"),
     pytest.param(["--alpha", "inf"], "alpha must be finite", id="alpha-inf"),
     pytest.param(["--alpha", "abc"], "Invalid value for '--alpha'", id="alpha-not-number"),
+    pytest.param(["--alpha", "500"], "far outside the useful range", id="alpha-too-large"),
     pytest.param(["--scaling", "global"], "unknown scaling 'global'", id="scaling"),
+    pytest.param(["--distribution", "laplace"], "unknown distribution", id="distribution"),
+    pytest.param(["--schedule", "exp"], "unknown schedule", id="schedule-unknown"),
     pytest.param(
         ["--schedule", "warmup:2"], r"warm-up fraction must be in (0, 1], got 2.0", id="schedule-warmup-2"
     ),
@@ -264,7 +258,11 @@ TRAIN_OPTIONS = [
     pytest.param(["--logging-steps", "0"], "logging_steps must be >= 1", id="logging-steps-zero"),
     pytest.param(["--save-steps", "0"], "save_steps must be >= 1", id="save-steps-zero"),
     pytest.param(["--lora", "--lora-r", "0"], "lora_r must be >= 1", id="lora-r-zero"),
+    pytest.param(["--batch-size", "0"], "batch_size must be >= 1", id="batch-size-zero"),
     pytest.param(["--max-length", "0"], "max_length must be >= 1", id="max-length-zero"),
+    pytest.param(["--max-length", "8"], "not shorter than max length 8", id="max-length-too-short"),
+    pytest.param(["--model", "no/such/model"], "unknown model", id="model-unknown"),
+    pytest.param(["--data", "builtin:huge"], "unknown built-in data preset", id="data-preset"),
     pytest.param(["--seed", "-1"], "seed must be in [0, 2**32), got -1", id="seed-negative"),
     pytest.param(["--seed", str(2**32)], "seed must be in [0, 2**32)", id="seed-too-large"),
     pytest.param(["--nope"], "No such option: --nope", id="unknown-option"),

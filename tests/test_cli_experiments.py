@@ -5,41 +5,29 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from neftune.cli import app
+from conftest import cli
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
-runner = CliRunner()
 TINY = [
     "--model", "tiny", "--max-steps", "1", "--batch-size", "2", "--max-length", "256",
     "--n-generate", "1", "--max-new-tokens", "2", "--curve-every", "0",
 ]  # fmt: skip
 
 
-def _invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-def _text(result) -> str:
-    return " ".join(result.output.split())
-
-
-def _squeezed(result) -> str:
+def _squeezed(text: str) -> str:
     """Output without any whitespace: rich wraps long lines (paths) at the terminal width."""
-    return "".join(result.output.split())
+    return text.replace(" ", "")
 
 
 def test_sweep_end_to_end_then_report(tmp_path):
     out = tmp_path / "sweep"
     args = ["sweep", *TINY, "--alphas", "0,5", "--distributions", "uniform", "--schedules", "constant,linear"]
-    result = _invoke(*args, "--seeds", "1", "--out", out)
-    assert result.exit_code == 0, result.output
-    assert "3 arms (3 settings x 1 seeds)" in _text(result)
-    assert "Recommendation:" in _text(result) and "report.html" in _squeezed(result)
+    code, text = cli(*args, "--seeds", "1", "--out", out)
+    assert code == 0, text
+    assert "3 arms (3 settings x 1 seeds)" in text
+    assert "Recommendation:" in text and "report.html" in _squeezed(text)
     results = json.loads((out / "results.json").read_text())
     assert results["kind"] == "sweep" and results["status"] == "complete"
     command = results["command"]
@@ -54,13 +42,13 @@ def test_sweep_end_to_end_then_report(tmp_path):
 
     # Rebuild from results.json alone.
     (out / "report" / "report.html").unlink()
-    rebuilt = _invoke("report", out)
-    assert rebuilt.exit_code == 0, rebuilt.output
+    code, text = cli("report", out)
+    assert code == 0, text
     assert (out / "report" / "report.html").exists()
 
     # Rerunning the finished experiment recomputes nothing.
-    again = _invoke(*args, "--seeds", "1", "--out", out)
-    assert again.exit_code == 0 and "finished a" not in again.output
+    code, text = cli(*args, "--seeds", "1", "--out", out)
+    assert code == 0 and "finished a" not in text
 
 
 @pytest.mark.parametrize(
@@ -81,10 +69,9 @@ def test_sweep_end_to_end_then_report(tmp_path):
     ],
 )
 def test_compare_bad_options(tmp_path, args, message):
-    result = _invoke("compare", *TINY, "--out", tmp_path / "c", *args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert message in _text(result)
+    code, text = cli("compare", *TINY, "--out", tmp_path / "c", *args)
+    assert code == 2, text
+    assert message in text
 
 
 def test_compare_checks_eval_values_before_training(tmp_path):
@@ -95,22 +82,22 @@ def test_compare_checks_eval_values_before_training(tmp_path):
 
 
 def test_sweep_bad_schedule(tmp_path):
-    result = _invoke("sweep", *TINY, "--schedules", "sawtooth", "--out", tmp_path / "s")
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "schedule" in _text(result)
+    code, text = cli("sweep", *TINY, "--schedules", "sawtooth", "--out", tmp_path / "s")
+    assert code == 2
+    assert "schedule" in text
 
 
 def test_compare_refuses_a_foreign_folder_and_a_file(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "keep.txt").write_text("x")
-    result = _invoke("compare", *TINY, "--out", folder)
-    assert result.exit_code == 2 and "holds no neftune experiment" in _text(result)
+    code, text = cli("compare", *TINY, "--out", folder)
+    assert code == 2 and "holds no neftune experiment" in text
     assert (folder / "keep.txt").exists()
     file = tmp_path / "file"
     file.write_text("x")
-    result = _invoke("compare", *TINY, "--out", file)
-    assert result.exit_code == 2 and "is a file" in _text(result)
+    code, text = cli("compare", *TINY, "--out", file)
+    assert code == 2 and "is a file" in text
 
 
 @pytest.mark.parametrize(
@@ -124,25 +111,25 @@ def test_compare_refuses_a_foreign_folder_and_a_file(tmp_path):
 def test_report_bad_folder(tmp_path, content, message):
     if content is not None:
         (tmp_path / "results.json").write_text(content)
-    result = _invoke("report", tmp_path)
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert message in _text(result)
+    code, text = cli("report", tmp_path)
+    assert code == 2
+    assert message in text
 
 
 def test_analyze_and_viz_commands(tmp_path):
     out = tmp_path / "exp"
-    result = _invoke(
+    code, text = cli(
         "analyze", "--model", "tiny", "--alphas", "0,5", "--n-sequences", "4", "--out", out / "analyze"
     )
-    assert result.exit_code == 0, result.output
-    assert "flips L2" in _text(result) and (out / "analyze" / "analyze.png").exists()
+    assert code == 0, text
+    assert "flips L2" in text and (out / "analyze" / "analyze.png").exists()
     data = json.loads((out / "analyze" / "analyze.json").read_text())
     assert [row["alpha"] for row in data["metrics"]] == [0.0, 5.0]
     assert data["metrics"][0]["flip_rate_l2"] == 0.0, "no noise, no flip"
 
-    result = _invoke("viz", "--model", "tiny", "--alpha", "5", "--length", "50", "--out", out / "viz")
-    assert result.exit_code == 0, result.output
-    assert "L=50 (given)" in _text(result) and (out / "viz" / "viz.png").exists()
+    code, text = cli("viz", "--model", "tiny", "--alpha", "5", "--length", "50", "--out", out / "viz")
+    assert code == 0, text
+    assert "L=50 (given)" in text and (out / "viz" / "viz.png").exists()
 
 
 @pytest.mark.parametrize(
@@ -159,6 +146,6 @@ def test_analyze_and_viz_commands(tmp_path):
     ],
 )
 def test_analyze_viz_bad_options(tmp_path, args, message):
-    result = _invoke(*args, "--out", tmp_path / "o")
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and message in _text(result)
+    code, text = cli(*args, "--out", tmp_path / "o")
+    assert code == 2, text
+    assert message in text

@@ -17,7 +17,7 @@ from neftune.experiments.plan import (
     parse_names,
     parse_seeds,
 )
-from neftune.experiments.run import ARM_FILE, RESULTS_FILE, run_experiment
+from neftune.experiments.run import ARM_FILE, RESULTS_FILE, NullProgress, run_experiment
 from neftune.experiments.setting import Setting
 from neftune.training import RunError, TrainConfig
 
@@ -41,8 +41,8 @@ def tiny_experiment(**kw) -> ExperimentConfig:
     return ExperimentConfig(**base)
 
 
-class Recorder:
-    """A Progress that remembers which arms ran and which were skipped."""
+class Recorder(NullProgress):
+    """A Progress that remembers which arms ran and which were skipped, and the training steps."""
 
     def __init__(self):
         self.started, self.skipped, self.steps = [], [], []
@@ -53,17 +53,8 @@ class Recorder:
     def arm_skipped(self, index, total, arm):
         self.skipped.append(arm.id)
 
-    def arm_finished(self, index, total, arm, seconds):
-        pass
-
-    def stage(self, name, total=None):
-        pass
-
     def train_step(self, step, total):
         self.steps.append((step, total))
-
-    def generated(self, n):
-        pass
 
 
 # --------------------------------------------------------------------------- planning (no training)
@@ -187,7 +178,8 @@ def test_compare_runs_resumes_and_refuses_mixed_options(tmp_path):
     assert run_file.stat().st_mtime_ns == trained_at
     assert redone["status"] == "complete" and (broken / "eval" / "eval.json").exists()
 
-    # More seeds extend the experiment; other training options are refused.
+    # A changed training option is refused. (Seeds and alphas are not among the stored options, so
+    # more of them would add arms instead; not run here, as that means training another arm.)
     with pytest.raises(RunError, match="max_steps: 2 then, 3 now"):
         run_experiment(
             replace(tiny_experiment(), train=replace(tiny_experiment().train, max_steps=3)),

@@ -11,7 +11,7 @@ import torch
 from neftune.experiments import embedding_noise as en
 from neftune.experiments import nearest
 
-from conftest import Z, tiny_gemma
+from conftest import VAR_EPS_SQ, Z, tiny_gemma
 
 METRIC_KEYS = {
     "alpha",
@@ -81,7 +81,6 @@ def test_noise_l2_per_token_matches_the_math(distribution):
     # (Var(eps^2) = 4/45 uniform, 2 gaussian). Tokens are independent, so the mean of
     # ||n_t||^2 over N tokens has variance sum_t Var||n_t||^2 / N^2: Z of those sd bound it.
     d, alpha = 32, 10.0
-    var_eps_sq = {"uniform": 4.0 / 45.0, "gaussian": 2.0}[distribution]
     table = torch.randn(50, d, generator=torch.Generator().manual_seed(1))
     seqs = random_sequences(60, 50, [3, 17, 40])  # mixed lengths: padded batches with a mask
     result = en.analyze_embeddings(table, seqs, [0.0, alpha], distribution=distribution, batch_size=7)
@@ -89,7 +88,7 @@ def test_noise_l2_per_token_matches_the_math(distribution):
     lengths = torch.tensor([len(s) for s in seqs for _ in s], dtype=torch.float64)
     n = lengths.numel()
     expected = float((alpha**2 * en.EPS_VARIANCE[distribution] / lengths).mean())
-    sd = math.sqrt(float(((alpha**2 / (lengths * d)) ** 2 * d * var_eps_sq).sum())) / n
+    sd = math.sqrt(float(((alpha**2 / (lengths * d)) ** 2 * d * VAR_EPS_SQ[distribution]).sum())) / n
     assert row["noise_l2_expected_rms"] ** 2 == pytest.approx(expected)
     assert abs(row["noise_l2_rms"] ** 2 - expected) <= Z * sd, (row["noise_l2_rms"] ** 2, expected, sd)
     assert result["metrics"][0]["noise_l2_rms"] == 0.0
@@ -225,6 +224,7 @@ def test_embedding_table_uses_the_scaled_forward_output():
     assert info["output_to_weight_norm_ratio"] == pytest.approx(math.sqrt(model.config.hidden_size))
 
 
+@pytest.mark.usefixtures("neftune_cache")
 def test_run_analyze_on_tiny_preset(tmp_path):
     pytest.importorskip("matplotlib")
     from matplotlib.image import imread

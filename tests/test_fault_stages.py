@@ -13,16 +13,21 @@ import pytest
 import torch
 
 import neftune
-from neftune.hooks import _Hook, _Inert
 
-from conftest import tiny_llama, tiny_trainer_kwargs
+from conftest import (
+    VOCAB,
+    assert_no_leftovers,
+    char_tokenizer,
+    hook_snapshot,
+    neftune_hooks,
+    tiny_llama,
+    tiny_trainer_kwargs,
+)
 
 pytest.importorskip("transformers")
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from neftune.integrations import attach
-
-VOCAB = 128
 
 
 class Boom(RuntimeError):
@@ -30,27 +35,15 @@ class Boom(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- checks
-def hook_snapshot(model: torch.nn.Module) -> dict[str, tuple]:
-    return {
-        name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks), tuple(m._backward_hooks))
-        for name, m in model.named_modules()
-    }
-
-
-def neftune_hooks(model: torch.nn.Module) -> list[str]:
-    """Every forward hook / pre-hook on any module that neftune registered."""
-    found = []
-    for name, module in model.named_modules():
-        for kind in ("_forward_hooks", "_forward_pre_hooks"):
-            for fn in getattr(module, kind).values():
-                if isinstance(fn, _Hook | _Inert):
-                    found.append(f"{name or '<root>'}.{kind}")
-    return found
+def hook_dicts(snapshot: dict[str, tuple]) -> dict[str, tuple]:
+    """The hook part of a ``hook_snapshot`` (forward, forward pre, backward), without attributes."""
+    return {name: snap[:3] for name, snap in snapshot.items()}
 
 
 def assert_clean_and_reusable(model: torch.nn.Module, before: dict[str, tuple]) -> None:
     assert neftune_hooks(model) == []
-    assert hook_snapshot(model) == before, "hook dicts differ from before training"
+    assert hook_dicts(hook_snapshot(model)) == hook_dicts(before), "hook dicts differ from before training"
+    assert_no_leftovers(before, model)  # and no attribute of ours left on any module
     assert not neftune.is_active(model)
     # a fresh activation works and noises a training forward
     model.train()
@@ -232,16 +225,6 @@ def test_trainer_fault_leaves_model_clean(tmp_path, stage):
 def test_sft_trainer_fault_leaves_model_clean(tmp_path, stage):
     datasets = pytest.importorskip("datasets")
     trl = pytest.importorskip("trl")
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    chars = "abcdefghijklmnopqrstuvwxyz ."
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
     model = tiny_llama()
     before = hook_snapshot(model)
     undo = [fail_in_forward(model, at_call=2)] if stage == "forward" else []
@@ -262,10 +245,11 @@ def test_sft_trainer_fault_leaves_model_clean(tmp_path, stage):
         train_dataset=datasets.Dataset.from_dict(
             {"text": ["hello world.", "a b c", "short", "one more line"]}
         ),
-        processing_class=tok,
+        processing_class=char_tokenizer(),
         callbacks=[FailingCallback(2, Boom("callback"))] if stage == "callback" else [],
     )
     callback = attach(trainer, 5.0)
+    built = hook_snapshot(trainer.model)  # with what TRL sets on the model when it builds the trainer
     with pytest.raises(Boom, match=stage):
         trainer.train()
     for handle in undo:
@@ -275,6 +259,7 @@ def test_sft_trainer_fault_leaves_model_clean(tmp_path, stage):
     after = hook_snapshot(trainer.model)
     assert neftune_hooks(trainer.model) == []
     assert all(after[k][1] == before[k][1] for k in before), "pre-hooks left behind"
+    assert_no_leftovers(built, trainer.model)  # no other hook and no attribute of ours left either
     assert not neftune.is_active(trainer.model)
     with neftune.noisy_embeddings(trainer.model, 5.0) as handle:
         trainer.model.train()

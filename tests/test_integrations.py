@@ -19,7 +19,16 @@ import torch
 import neftune
 from neftune.integrations import NEFTuneCallback, add_neftune, attach, patch_transformers
 
-from conftest import NoiseRecorder, assert_sequence_norm, tiny_llama, tiny_lora_llama, tiny_trainer_kwargs
+from conftest import (
+    NoiseRecorder,
+    assert_no_leftovers,
+    assert_sequence_norm,
+    char_tokenizer,
+    hook_snapshot,
+    tiny_llama,
+    tiny_lora_llama,
+    tiny_trainer_kwargs,
+)
 
 transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
@@ -28,67 +37,11 @@ trl = pytest.importorskip("trl")
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 ALPHA = 5.0
-# Set on the model by accelerate.prepare and by TRL's SFTTrainer (its own hooks/forward patch), not by us.
-TRAINER_ATTRS = {
-    "_gradient_checkpointing_func",  # TRL turns gradient checkpointing on by default
-    "_is_accelerate_prepared",
-    "_original_forward",
-    "_require_grads_hook",
-    "_require_grads_hooks",
-}
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["hi", "hello world", "a much longer sentence, with several words in it.", "short one"]
 
 
 # -- helpers -------------------------------------------------------------------------------
-def char_tokenizer():
-    """A character-level fast tokenizer built in memory (nothing downloaded)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    chars = "abcdefghijklmnopqrstuvwxyz .,?!"
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
-
-
-def hook_snapshot(model: torch.nn.Module) -> dict:
-    """Every module's hook dicts and attribute names."""
-    snap = {}
-    for name, m in model.named_modules():
-        snap[name] = (
-            tuple(m._forward_hooks),
-            tuple(m._forward_pre_hooks),
-            tuple(m._backward_hooks),
-            tuple(sorted(m.__dict__)),
-        )
-    return snap
-
-
-def _trainer_hook(fn) -> bool:
-    """transformers' ``enable_input_require_grads`` hook (gradient checkpointing in TRL)."""
-    return getattr(fn, "__name__", "") == "make_inputs_require_grads"
-
-
-def assert_no_leftovers(before: dict, model: torch.nn.Module) -> None:
-    """Hook dicts unchanged on every module (apart from transformers' own require-grads hook,
-    which TRL leaves on the embedding); no attribute added that is ours (``TRAINER_ATTRS``
-    lists what the Trainer / TRL / accelerate add themselves)."""
-    after = hook_snapshot(model)
-    assert after.keys() == before.keys()
-    modules = dict(model.named_modules())
-    for name in before:
-        for i, hooks in enumerate((modules[name]._forward_hooks,)):
-            added = [k for k in after[name][i] if k not in before[name][i]]
-            assert all(_trainer_hook(hooks[k]) for k in added), f"forward hooks left on {name!r}"
-        assert after[name][1:3] == before[name][1:3], f"hooks left on {name!r}"
-        added = set(after[name][3]) - set(before[name][3])
-        assert added <= TRAINER_ATTRS, f"attributes left on {name!r}: {added - TRAINER_ATTRS}"
-
-
 def embedding_of(model):
     return neftune.find_input_embedding(model).module
 

@@ -53,6 +53,8 @@ from neftune.kernels import (  # noqa: E402
 )
 from neftune.kernels._triton import pick_blocks  # noqa: E402
 
+from conftest import KS_C, ks_two_sample  # noqa: E402
+
 
 def _restore_interpret() -> None:
     if _PREV_INTERPRET is None:
@@ -75,7 +77,6 @@ def _triton_interpreter():
 
 M2 = {"uniform": 1 / 3, "gaussian": 1.0, "symmetric": 1.0}
 M4 = {"uniform": 1 / 5, "gaussian": 3.0, "symmetric": 1.0}
-KS_C = 1.95  # Kolmogorov distribution quantile for alpha = 0.001
 SIGMAS = 6.0
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -96,14 +97,6 @@ def _round_like_triton(x32: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1":
         return (x32.contiguous().view(torch.int32) & ~0xFFFF).view(torch.float32).to(dtype)
     return x32.to(dtype)
-
-
-def _ks_two_sample(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.flatten().double().sort().values, b.flatten().double().sort().values
-    grid = torch.cat([a, b])
-    fa = torch.searchsorted(a, grid, right=True).double() / a.numel()
-    fb = torch.searchsorted(b, grid, right=True).double() / b.numel()
-    return (fa - fb).abs().max().item()
 
 
 def _ks_one_sample(x: torch.Tensor, cdf) -> float:
@@ -255,7 +248,7 @@ def test_ks_against_exact_cdf(impl, distribution):
 def test_kernel_matches_reference_distribution_ks(distribution):
     a, b = _eps("triton", distribution), _eps("reference", distribution)
     n, m = a.numel(), b.numel()
-    d = _ks_two_sample(a, b)
+    d = ks_two_sample(a, b)
     assert d <= KS_C * math.sqrt((n + m) / (n * m)), d
 
 

@@ -11,7 +11,7 @@ import torch
 import neftune
 from neftune.noise import EPS_VARIANCE, make_noise, segment_lengths
 
-from conftest import Z, assert_sequence_norm
+from conftest import Z, assert_sequence_norm, expected_sq_norm, sq_norm_sd
 
 D = 64
 LENGTHS = [1, 2, 3, 7, 64, 300, 1000, 2048]
@@ -106,9 +106,8 @@ def test_average_norm_over_many_sequences_is_tight(distribution):
     alpha, length, m = 5.0, 16, 512
     noise = _noise((m, length, D), alpha, distribution, seed=11)
     sq = noise.double().pow(2).sum(dim=(1, 2))
-    mean = alpha**2 * EPS_VARIANCE[distribution]
-    var_eps_sq = {"uniform": 4 / 45, "gaussian": 2.0}[distribution]
-    sd_mean = alpha**2 * math.sqrt(var_eps_sq / (length * D)) / math.sqrt(m)
+    mean = expected_sq_norm(alpha, distribution)
+    sd_mean = sq_norm_sd(alpha, distribution, length * D) / math.sqrt(m)
     assert abs(sq.mean().item() - mean) <= Z * sd_mean
 
 

@@ -11,7 +11,7 @@ import torch
 from neftune.experiments import projection as pj
 from neftune.noise import EPS_VARIANCE
 
-from conftest import Z
+from conftest import VAR_EPS_SQ, Z
 
 
 class FakeTokenizer:
@@ -58,8 +58,7 @@ def test_noise_as_in_sequence_has_the_per_sequence_scale(distribution):
     noise = (noisy - clean).double()
     mean_sq = noise.pow(2).sum(1).mean().item()
     expected = alpha**2 * EPS_VARIANCE[distribution] / length
-    var_eps_sq = {"uniform": 4.0 / 45.0, "gaussian": 2.0}[distribution]
-    sd = alpha**2 / length * math.sqrt(var_eps_sq / (d * points))
+    sd = alpha**2 / length * math.sqrt(VAR_EPS_SQ[distribution] / (d * points))
     assert abs(mean_sq - expected) <= Z * sd
     if distribution == "uniform":
         assert noise.abs().max().item() <= alpha / math.sqrt(length * d) * (1 + 1e-6)
@@ -101,6 +100,7 @@ def test_viz_config_errors():
         pj.VizConfig(groups={"g": [1, 2]}).validate()
 
 
+@pytest.mark.usefixtures("neftune_cache")
 def test_run_viz_on_tiny_preset(tmp_path):
     pytest.importorskip("sklearn")
     from matplotlib.image import imread

@@ -46,7 +46,9 @@ def test_resume_skips_half_written_checkpoints(tmp_path):
     )
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=[InterruptAtSave()])
+    assert run_status(out) == "running", "an interrupted run must not look complete"
     ckpts = out / "checkpoints"
+    assert (ckpts / "checkpoint-2").exists()
     # What a SIGKILL during the saves of steps 3 and 4 leaves: the Trainer writes trainer_state.json
     # last, so one folder lacks it and the other has it cut short.
     shutil.copytree(ckpts / "checkpoint-2", ckpts / "checkpoint-3")

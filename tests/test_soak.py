@@ -4,7 +4,6 @@ no hook accumulation, no tensor leak, bounded RSS. The long run's figures are in
 from __future__ import annotations
 
 import pytest
-import torch
 
 from conftest import load_script
 
@@ -12,18 +11,7 @@ pytest.importorskip("transformers")
 soak = load_script("benchmarks/soak.py")
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread, as in benchmarks/soak.py: the ops are tiny, and on a busy 2-core machine
-    two threads spin against each other (measured on the shared dev box: 61-73 s with 2 threads,
-    3 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_short_soak_no_hook_accumulation_no_leak(one_thread):
+def test_short_soak_no_hook_accumulation_no_leak():
     report = soak.plain_soak(300, reactivate_every=100)
     first, middle, end = report["samples"]
     assert report["reactivations"] == 2 and report["noised_forwards"] == 300
