@@ -75,9 +75,9 @@ def test_compare_bad_options(tmp_path, args, message):
 
 
 def test_compare_checks_eval_values_before_training(tmp_path):
-    result = _invoke("compare", *TINY, "--out", tmp_path / "c", "--n-generate", "-1")
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "n_generate must be >= 0, got -1" in _text(result)
+    code, text = cli("compare", *TINY, "--out", tmp_path / "c", "--n-generate", "-1")
+    assert code == 2, text
+    assert "n_generate must be >= 0, got -1" in text
     assert not (tmp_path / "c" / "arms").exists(), "refused before the first arm trained"
 
 
