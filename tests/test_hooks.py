@@ -13,20 +13,7 @@ from torch import nn
 import neftune
 from neftune import hooks as hooks_mod
 
-from conftest import VOCAB, NoiseRecorder, tiny_llama, tiny_lora_llama
-
-
-def _snapshot(model: nn.Module):
-    """Every hook dict and attribute name of every module: what must come back after deactivate."""
-    snap = {}
-    for name, m in model.named_modules():
-        snap[name] = (
-            sorted(m.__dict__),
-            list(m._forward_hooks),
-            list(m._forward_pre_hooks),
-            list(m._backward_hooks),
-        )
-    return snap
+from conftest import VOCAB, NoiseRecorder, hook_snapshot, tiny_llama, tiny_lora_llama
 
 
 def _batch():
@@ -62,14 +49,14 @@ def test_noise_only_in_training_with_grad():
 
 def test_deactivate_leaves_nothing_behind():
     model = tiny_llama()
-    before = _snapshot(model)
+    before = hook_snapshot(model)
     h = neftune.activate(model, 5.0, seed=1, schedule="cosine")
-    assert _snapshot(model) != before
+    assert hook_snapshot(model) != before
     model.train()
     model(**_batch())
     assert neftune.is_active(model)
     assert neftune.deactivate(model) is True
-    assert _snapshot(model) == before
+    assert hook_snapshot(model) == before
     assert not neftune.is_active(model)
     assert neftune.deactivate(h) is False  # second time: nothing to do
     h.remove()  # idempotent
@@ -77,13 +64,13 @@ def test_deactivate_leaves_nothing_behind():
 
 def test_context_manager_cleans_up_on_exception():
     model = tiny_lora_llama()
-    before = _snapshot(model)
+    before = hook_snapshot(model)
     with pytest.raises(RuntimeError, match="boom"), neftune.noisy_embeddings(model, 5.0) as h:
         assert neftune.is_active(model) and h.active
         model.train()
         model(**_batch())
         raise RuntimeError("boom")
-    assert _snapshot(model) == before
+    assert hook_snapshot(model) == before
     assert not neftune.is_active(model)
 
 
