@@ -55,7 +55,7 @@ def hook_counts(model: torch.nn.Module) -> dict[str, int]:
         for fn in (*module._forward_hooks.values(), *module._forward_pre_hooks.values()):
             total += 1
             ours += isinstance(fn, _Hook | _Inert)
-    handles = {id(_ACTIVE[m]) for m in model.modules() if m in _ACTIVE}
+    handles = {id(_ACTIVE[m]()) for m in model.modules() if m in _ACTIVE and _ACTIVE[m]() is not None}
     return {"neftune_hooks": ours, "all_forward_hooks": total, "active_handles": len(handles)}
 
 

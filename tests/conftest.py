@@ -87,6 +87,33 @@ def tiny_trainer_kwargs(tmp_path, **overrides) -> dict:
     return {**base, **overrides}
 
 
+LM_TEXTS = ["hi", "hello world", "a much longer sentence, with several words in it.", "short one"]
+
+
+def lm_dataset(n_rows: int = 8):
+    """(char tokenizer, ``datasets.Dataset`` of ``input_ids`` rows of varying length)."""
+    import datasets
+
+    tok = char_tokenizer()
+    rows = [tok(LM_TEXTS[i % len(LM_TEXTS)] + "<eos>") for i in range(n_rows)]
+    return tok, datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows]})
+
+
+def plain_trainer(tmp_path, model=None, callbacks=(), trainer_cls=None, **kw):
+    """A ``transformers.Trainer`` for a few padded causal-LM steps of a tiny Llama (or ``model``)."""
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    tok, ds = lm_dataset()
+    return (trainer_cls or Trainer)(
+        model=model if model is not None else tiny_llama(),
+        args=TrainingArguments(**tiny_trainer_kwargs(tmp_path, **kw)),
+        train_dataset=ds,
+        eval_dataset=ds,
+        data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
+        callbacks=list(callbacks),
+    )
+
+
 def char_tokenizer():
     """A character-level fast tokenizer built in memory (nothing downloaded)."""
     from tokenizers import Tokenizer, models, pre_tokenizers

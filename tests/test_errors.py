@@ -130,7 +130,7 @@ def test_set_progress_needs_step_counts():
             handle.set_progress("a")
 
 
-def test_non_float_embedding_output_warns_once():
+def test_non_float_embedding_output_is_refused():
     class IdsOut(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -141,8 +141,7 @@ def test_non_float_embedding_output_warns_once():
 
     model = IdsOut()
     with neftune.noisy_embeddings(model, 5.0, embedding=model):
-        with pytest.warns(UserWarning, match="not floating-point"):
+        with pytest.raises(TypeError, match=r"IdsOut returned a torch.int64 tensor .* not floating-point"):
             model(torch.tensor([[1, 2]]))
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            model(torch.tensor([[1, 2]]))  # the second time: silent
+        model.eval()
+        model(torch.tensor([[1, 2]]))  # no noise outside training: nothing to refuse

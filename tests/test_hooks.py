@@ -174,10 +174,15 @@ def test_schedule_and_set_alpha():
     h.remove()
     calls = []
     h2 = neftune.activate(model, 5.0, schedule=lambda step, total: calls.append((step, total)) or 0.5)
-    assert calls == [(0, 100)], (
-        "activate checks a user schedule with one trial call (the config resolves it once)"
+    assert calls == [(0, 100), (0, 0)], (
+        "activate checks a user schedule with one trial call, then computes the alpha of step 0 once"
     )
     assert h2.alpha == 2.5
+    model(**batch)
+    model(**batch)
+    assert len(calls) == 2, "forward passes never call the schedule (torch.compile would guard on it)"
+    h2.set_progress(3, 10)
+    assert calls[-1] == (3, 10) and len(calls) == 3
     h2.remove()
 
 

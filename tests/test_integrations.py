@@ -20,14 +20,15 @@ import neftune
 from neftune.integrations import NEFTuneCallback, add_neftune, attach, patch_transformers
 
 from conftest import (
+    LM_TEXTS,
     NoiseRecorder,
     assert_no_leftovers,
     assert_sequence_norm,
     char_tokenizer,
     hook_snapshot,
+    plain_trainer,
     tiny_llama,
     tiny_lora_llama,
-    tiny_trainer_kwargs,
 )
 
 transformers = pytest.importorskip("transformers")
@@ -38,7 +39,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E4
 
 ALPHA = 5.0
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["hi", "hello world", "a much longer sentence, with several words in it.", "short one"]
+TEXTS = LM_TEXTS
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -112,30 +113,6 @@ def sequence_norms(capture: Capture) -> list[tuple[int, float]]:
         segs, _ = segments(batch)
         out += [(e - s, noise[r, s:e].norm().item()) for r, s, e in segs]
     return out
-
-
-def lm_dataset(n_rows: int = 8):
-    tok = char_tokenizer()
-    rows = [tok(TEXTS[i % len(TEXTS)] + "<eos>") for i in range(n_rows)]
-    return tok, datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows]})
-
-
-def trainer_args(tmp_path, **kw):
-    return TrainingArguments(**tiny_trainer_kwargs(tmp_path, **kw))
-
-
-def plain_trainer(tmp_path, model=None, callbacks=(), trainer_cls=Trainer, **kw):
-    from transformers import DataCollatorForLanguageModeling
-
-    tok, ds = lm_dataset()
-    return trainer_cls(
-        model=model if model is not None else tiny_llama(),
-        args=trainer_args(tmp_path, **kw),
-        train_dataset=ds,
-        eval_dataset=ds,
-        data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
-        callbacks=list(callbacks),
-    )
 
 
 def sft_trainer(tmp_path, dataset=None, callbacks=(), **kw):
@@ -379,7 +356,7 @@ def test_example_runs(name):
 def test_noise_ratio_is_measured_only_before_logged_steps():
     from types import SimpleNamespace
 
-    from transformers import TrainerState, TrainingArguments
+    from transformers import TrainerState
 
     from neftune.integrations.transformers import _logs_after
 

@@ -7,6 +7,7 @@ row length like transformers' hook, but adds noise only in training with autogra
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -24,11 +25,29 @@ def neftune_post_forward_hook(module: nn.Module, input: Any, output: torch.Tenso
     return add_noise(output, alpha)
 
 
+#: Tag of the handles made here: transformers calls ``activate_neftune`` at the start of every
+#: ``train()`` and ``deactivate_neftune`` only when it ends without an exception, so a handle
+#: with this tag that is still active at the next call is a leftover, and is replaced.
+CREATED_BY = "activate_neftune"
+_opened: weakref.WeakSet[NEFTuneHandle] = weakref.WeakSet()
+
+
 def activate_neftune(model: nn.Module, neftune_noise_alpha: float, accelerator: Any = None) -> NEFTuneHandle:
     """Activate per-sequence NEFTune; returns a handle with ``.remove()`` like a hook handle."""
     if accelerator is not None:
         model = accelerator.unwrap_model(model)
-    return activate(model, neftune_noise_alpha)
+    handle = activate(model, neftune_noise_alpha, created_by=CREATED_BY)
+    _opened.add(handle)
+    return handle
+
+
+def remove_opened() -> int:
+    """Remove every handle :func:`activate_neftune` made that is still active; returns how many."""
+    handles = [h for h in list(_opened) if h.active]
+    for handle in handles:
+        handle.remove()
+    _opened.clear()
+    return len(handles)
 
 
 def deactivate_neftune(model: nn.Module, hook_handle: Any, accelerator: Any = None) -> None:

@@ -38,11 +38,13 @@ class EmbeddingLocation:
     ``root``: the model with distributed/compile wrappers removed (PEFT kept).
     ``module``: the embedding module whose output gets the noise.
     ``path``: its dotted name inside ``root`` ("" if it is ``root``).
-    ``owners``: modules whose forward receives the batch keyword arguments
-    (``root`` and, for PEFT, the wrapped transformers model).
+    ``owners``: modules whose forward receives the batch keyword arguments: ``root``, for PEFT
+    the wrapped transformers model, and every module between ``root`` and the embedding (so
+    that a direct call of an inner model still hands over its attention mask).
     ``tied``: every ``(path, module)`` to noise: ``module`` first, then the other embedding
     modules sharing its weight (transformers >= 5 gives encoder-decoder models separate
-    encoder and decoder embedding modules tied to ``shared``, which itself is never called).
+    encoder and decoder embedding modules tied to ``shared``, which itself is never called),
+    never a module nested inside another one of them (a wrapper and the embedding it calls).
     """
 
     root: nn.Module
@@ -50,9 +52,38 @@ class EmbeddingLocation:
     path: str
     owners: tuple[nn.Module, ...]
     tied: tuple[tuple[str, nn.Module], ...] = ()
+    #: The module whose ``get_input_embeddings()`` named the embedding (None when it was found by
+    #: scanning the submodules): asked again later, it tells whether the embedding was replaced.
+    locator: nn.Module | None = None
 
 
-def _with_tied(root: nn.Module, module: nn.Module, path: str, owners: tuple) -> EmbeddingLocation:
+def _nested_in(path: str, others: list[str]) -> bool:
+    """Whether the module at ``path`` lies inside one of the modules at ``others``."""
+    return any(o != path and (o == "" or path.startswith(o + ".")) for o in others)
+
+
+def _ancestors(root: nn.Module, path: str) -> list[nn.Module]:
+    """The modules from ``root`` down to the parent of the module at ``path`` (outermost first)."""
+    found, module = [root], root
+    for part in path.split(".")[:-1] if path else []:
+        module = module._modules.get(part)
+        if module is None:
+            break
+        found.append(module)
+    return found
+
+
+def _with_tied(
+    root: nn.Module, module: nn.Module, path: str, owners: tuple, locator: nn.Module | None = None
+) -> EmbeddingLocation:
+    """Add the embeddings tied to ``module``'s weight, keeping only the outermost of nested ones.
+
+    A wrapper that exposes the weight of an embedding it calls (PEFT's LoRA ``Embedding`` around
+    its ``base_layer``, ``ModulesToSaveWrapper`` around its trainable copy) shares that weight with
+    the inner module: noising both would noise each token twice, so only the module whose output
+    the model uses (the outermost) is kept. Sibling copies (encoder and decoder embeddings tied to
+    ``shared``) are all kept: each is called for its own tokens.
+    """
     weight = getattr(module, "weight", None)
     tied = [(path, module)]
     if isinstance(weight, nn.Parameter):
@@ -63,7 +94,19 @@ def _with_tied(root: nn.Module, module: nn.Module, path: str, owners: tuple) -> 
                 and (isinstance(other, nn.Embedding) or type(other) is type(module))
             ):
                 tied.append((name, other))
-    return EmbeddingLocation(root, module, path, owners, tuple(tied))
+    paths = [p for p, _ in tied if p != "<outside the model>"]
+    kept = [(p, m) for p, m in tied if not _nested_in(p, paths)]
+    if not kept:  # cannot happen (the outermost path is never nested), but never return nothing
+        kept = tied[:1]
+    path, module = kept[0]
+    # Every module on the way from the root to a (main) embedding receives the batch: a pre-hook
+    # on each lets direct calls of an inner model (``model.model(...)``) still pass the mask.
+    chain = list(owners)
+    for p, _ in kept:
+        if "decoder" in p.split("."):
+            continue  # a decoder stack's attention_mask is the decoder's, read from the root call
+        chain.extend(a for a in _ancestors(root, p) if all(a is not c for c in chain))
+    return EmbeddingLocation(root, module, path, tuple(chain), tuple(kept), locator)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -120,7 +163,7 @@ def find_input_embedding(model: nn.Module) -> EmbeddingLocation:
             tried.append(f"{type(candidate).__name__}.get_input_embeddings() raised {type(exc).__name__}")
             continue
         if isinstance(emb, nn.Module):
-            return _with_tied(root, emb, _module_path(root, emb), owners)
+            return _with_tied(root, emb, _module_path(root, emb), owners, candidate)
         tried.append(f"{type(candidate).__name__}.get_input_embeddings() returned {type(emb).__name__}")
     if not tried:
         tried.append("no get_input_embeddings() method")

@@ -1,10 +1,14 @@
 """Attach NEFTune to a model: activate / deactivate / is_active / noisy_embeddings / NEFTuneEmbedding.
 
 Mechanics: a forward hook on the input embedding adds the noise; a forward pre-hook
-(with kwargs) on the top-level model records the batch's ``attention_mask``,
-``position_ids`` and ``cu_seq_lens_q`` so the embedding hook can scale by each
-sequence's own length. Nothing is stored on the modules themselves: the active
-handles live in a weak registry, and after ``deactivate`` no hook or attribute remains.
+(with kwargs) on the top-level model and on every module between it and the embedding
+records the batch's ``attention_mask``, ``position_ids`` and ``cu_seq_lens_q`` so the
+embedding hook can scale by each sequence's own length, also when an inner model is
+called directly. Nothing is stored on the modules themselves: the active handles live
+in a weak registry (which keeps no model alive), and after ``deactivate`` no hook or
+attribute remains. Nothing in the hooks changes Python state from step to step that
+torch.compile would guard on: the effective alpha is computed by ``set_alpha`` /
+``set_progress`` and read from a tensor while compiling.
 Deep copies and pickles of a model with NEFTune active come out *without* noise (the
 hooks copy as inert no-ops, cleared by the next ``activate`` on the copy): a reference
 model made by ``copy.deepcopy`` must not be noised.
@@ -17,6 +21,7 @@ import functools
 import inspect
 import math
 import operator
+import sys
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -42,6 +47,7 @@ from .noise import (
     fused_noisy,
     make_noise,
     sample_eps,
+    token_scales,
 )
 from .schedules import Schedule, resolve_schedule, schedule_name
 
@@ -53,8 +59,13 @@ _BATCH_KEYS = {
     "decoder_attention_mask": ("decoder_attention_mask",),
 }
 _RANK_STRIDE = 1_000_003  # distinct, reproducible seeds per distributed rank
+_MASK64 = 2**64 - 1
+#: Attribute set on embeddings noised outside the model's forward: (handle, noise, row scale, alpha).
+_PENDING = "_neftune_pending"
 
-_ACTIVE: weakref.WeakKeyDictionary[nn.Module, NEFTuneHandle] = weakref.WeakKeyDictionary()
+#: embedding module -> weak reference to its active handle. Weak both ways: the hooks on the module
+#: keep the handle alive, and nothing here keeps the module (or the model) alive.
+_ACTIVE: weakref.WeakKeyDictionary[nn.Module, weakref.ref[NEFTuneHandle]] = weakref.WeakKeyDictionary()
 
 
 class _Inert:
@@ -87,19 +98,118 @@ def _drop_inert_hooks(module: nn.Module) -> None:
 
 
 def _as_steps(value: Any, name: str) -> int:
-    """An optimizer-step count as an int (whole floats accepted); TypeError naming ``name`` otherwise."""
+    """An optimizer-step count as an int >= 0 (whole floats accepted); TypeError / ValueError naming ``name``."""
+    steps: int | None = None
     if not isinstance(value, bool):
         with contextlib.suppress(TypeError):
-            return operator.index(value)
+            steps = operator.index(value)
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-    raise TypeError(f"set_progress: {name} must be an integer number of optimizer steps, got {value!r}")
+            steps = int(value)
+    if steps is None:
+        raise TypeError(f"set_progress: {name} must be an integer number of optimizer steps, got {value!r}")
+    if steps < 0:
+        raise ValueError(f"set_progress: {name} must be >= 0, got {steps}")
+    return steps
+
+
+def check_seed(seed: object) -> int | None:
+    """``seed`` as a Python int (or None): ints, numpy integers and 0-d integer tensors are accepted."""
+    if seed is None:
+        return None
+    if isinstance(seed, torch.Tensor):
+        if (
+            seed.numel() != 1
+            or seed.dtype.is_floating_point
+            or seed.dtype.is_complex
+            or seed.dtype == torch.bool
+        ):
+            raise TypeError(
+                f"seed must be an integer, got a {seed.dtype} tensor of shape {tuple(seed.shape)}"
+            )
+        return int(seed.item())
+    if not isinstance(seed, bool):
+        with contextlib.suppress(TypeError):
+            return operator.index(seed)
+    raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit function of ``x``."""
+    x &= _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def stream_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of the private noise stream of (``seed``, distributed ``rank``, optimizer ``step``).
+
+    Each optimizer step starts a fresh stream, so a run resumed at step k draws the same noise
+    as the uninterrupted run did at step k. Step 0 is ``seed + rank * 1_000_003``.
+    """
+    base = (seed + rank * _RANK_STRIDE) % 2**63
+    if step == 0:
+        return base
+    return _mix64(base + _mix64(step * 0x9E3779B97F4A7C15)) % 2**63
 
 
 def _distributed_rank() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank()
     return 0
+
+
+def check_overflow(alpha: float, dim: int, dtype: torch.dtype, distribution: str) -> None:
+    """Raise ``ValueError`` if ``alpha`` makes one token's noise overflow ``dtype``.
+
+    The largest per-element noise is ``alpha / sqrt(d)`` (a one-token sequence) times the
+    largest ``|eps|``: 1 for "uniform" and "symmetric", ~6 for "gaussian" (P(|Z| > 6) ~ 2e-9).
+    Refused when that exceeds half the dtype's largest finite value (the embeddings add to it).
+    """
+    if not dtype.is_floating_point or dim <= 0:
+        return
+    peak = alpha / math.sqrt(dim) * (6.0 if distribution == "gaussian" else 1.0)
+    largest = torch.finfo(dtype).max
+    if peak > largest / 2:
+        raise ValueError(
+            f"alpha={alpha:g} is too large for {str(dtype).removeprefix('torch.')} embeddings of width {dim}: "
+            f"a one-token sequence would get noise up to {peak:.3g}, and the largest "
+            f"{str(dtype).removeprefix('torch.')} is {largest:.3g} (the embeddings would become inf); "
+            "use a smaller alpha (the paper used 5, 10 or 15)"
+        )
+
+
+def _compiled_code_exists(modules: list[nn.Module]) -> bool:
+    """Whether torch.compile holds compiled code for the forward of any of ``modules``.
+
+    Compiled code does not see forward hooks added or removed after it was compiled
+    (``torch._dynamo.config.skip_nnmodule_hook_guards``).
+    """
+    if "torch._dynamo" not in sys.modules:
+        return False  # nothing was ever compiled in this process
+    try:
+        from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list as cache_entries
+    except ImportError:  # pragma: no cover - older torch: assume the worst once dynamo was used
+        return True
+    codes = {nn.Module._call_impl.__code__}
+    for module in modules:
+        code = getattr(type(module).forward, "__code__", None)
+        if code is not None:
+            codes.add(code)
+    return any(cache_entries(code) for code in codes)
+
+
+def _refresh_compiled(modules: list[nn.Module], what: str) -> None:
+    """After hooks changed on ``modules``: clear torch.compile's caches if they hold stale code."""
+    if _compiled_code_exists(modules):
+        torch.compiler.reset()
+        warnings.warn(
+            f"NEFTune was {what} on a model that torch.compile had already compiled; compiled code "
+            "does not see hooks added or removed later, so neftune cleared torch.compile's caches "
+            "(torch.compiler.reset()) and the next call recompiles. Activate NEFTune before "
+            "compiling (or before the first compiled call) to avoid the recompilation.",
+            stacklevel=3,
+        )
 
 
 @dataclass
@@ -120,19 +230,23 @@ class NEFTuneConfig:
         check_choice(self.distribution, DISTRIBUTIONS, "distribution")
         check_choice(self.scaling, SCALINGS, "scaling")
         check_backend(self.backend, scaling=self.scaling)
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
+        self.seed = check_seed(self.seed)
         self.resolved_schedule = resolve_schedule(self.schedule)
 
 
 class NEFTuneHandle:
     """An active NEFTune attachment. ``remove()`` (or :func:`deactivate`) takes it off.
 
-    ``alpha`` is the current effective alpha (base alpha x schedule multiplier).
-    Set ``record_stats = True`` to have the next noised forward store the measured
-    noise-to-embedding norm ratio in ``last_noise_ratio``. ``last_backend`` says which
-    implementation ("torch" or "triton") noised the last batch and ``last_inplace``
-    whether the fused kernel wrote into the embedding output in place.
+    ``alpha`` is the current effective alpha (base alpha x schedule multiplier), computed when
+    ``set_alpha`` / ``set_progress`` are called, never inside a forward pass (so torch.compile
+    sees no Python value that changes per step). Set ``record_stats = True`` to have the next
+    noised forward store the measured noise-to-embedding norm ratio in ``last_noise_ratio``.
+    ``last_backend`` says which implementation ("torch" or "triton") noised the last batch,
+    ``last_inplace`` whether the fused kernel wrote into the embedding output in place, and
+    ``noised_calls`` how many forward calls were noised (counted in a tensor).
+
+    The handle keeps only weak references to the model and its modules: a model dropped while
+    NEFTune is active is freed.
     """
 
     def __init__(
@@ -141,55 +255,106 @@ class NEFTuneHandle:
         targets: tuple[tuple[str, nn.Module], ...],
         owners: tuple[nn.Module, ...],
         config: NEFTuneConfig,
+        *,
+        locator: nn.Module | None = None,
+        created_by: str | None = None,
     ):
-        self.model = model
-        self.targets = targets
-        self.path, self.embedding = targets[0]
+        self._model = weakref.ref(model)
         self.config = config
         self.schedule = config.resolved_schedule
+        self.created_by = created_by
         self.base_alpha = config.alpha
         self.step = 0
         self.total_steps = 0
         self.record_stats = False
-        self.noised_calls = 0
         self.last_backend: str | None = None
         self.last_inplace = False
+        self._alpha = config.alpha
+        self._alpha_tensor = torch.tensor(config.alpha, dtype=torch.float32)
+        self._alpha_error: str | None = None
+        self._calls = torch.zeros((), dtype=torch.int64)
         self._last_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._stream_step = 0
         self._context: dict[str, torch.Tensor] = {}
         self._depth = 0
         self._warned: set[str] = set()
         self._signatures: dict[type, list[str]] = {}
-        self._removables = []
+        self._locator = weakref.ref(locator) if locator is not None else None
+        self._targets: list[tuple[str, weakref.ref]] = []
+        self._owners: list[weakref.ref] = []
+        self._embedding_removables: list[Any] = []
+        self._owner_removables: list[Any] = []
         self._hook_ids: dict[int, int] = {}  # id(embedding module) -> id of our forward hook on it
-        for path, module in targets:
-            role = "decoder" if "decoder" in path.split(".") else "main"
-            hook = _Hook(functools.partial(self._embedding_hook, role))
-            removable = module.register_forward_hook(hook)
-            self._hook_ids[id(module)] = removable.id
-            self._removables.append(removable)
-        for owner in owners:
-            self._removables.append(owner.register_forward_pre_hook(_Hook(self._pre_hook), with_kwargs=True))
-            self._removables.append(
-                owner.register_forward_hook(_Hook(self._post_hook), with_kwargs=True, always_call=True)
-            )
+        self._attach(targets, owners)
         self.active = True
+        try:
+            self._update_alpha()
+        except ArithmeticError as exc:  # e.g. a schedule dividing by total_steps, before set_progress
+            self._alpha_error = self._schedule_failure(exc)
+        except Exception:
+            self.remove()
+            raise
 
     # -- public -------------------------------------------------------------------------
     @property
+    def model(self) -> nn.Module | None:
+        return self._model()
+
+    @property
+    def targets(self) -> tuple[tuple[str, nn.Module], ...]:
+        """Every ``(path, module)`` whose output gets the noise (the first is the main one)."""
+        return tuple((path, m) for path, ref in self._targets if (m := ref()) is not None)
+
+    @property
+    def path(self) -> str:
+        return self._targets[0][0]
+
+    @property
+    def embedding(self) -> nn.Module | None:
+        return self._targets[0][1]()
+
+    @property
     def alpha(self) -> float:
-        if self.schedule is None:
-            return self.base_alpha
-        factor = check_alpha(self.schedule(self.step, self.total_steps), "schedule multiplier")
-        return self.base_alpha * factor
+        return self._alpha
+
+    @property
+    def noised_calls(self) -> int:
+        return int(self._calls)
 
     def set_alpha(self, alpha: float) -> None:
         """Change the base alpha (the schedule still multiplies it)."""
+        previous = self.base_alpha
         self.base_alpha = check_alpha(alpha)
+        try:
+            self._update_alpha()
+        except ValueError:
+            self.base_alpha = previous
+            raise
 
     def set_progress(self, step: int, total_steps: int = 0) -> None:
-        """Tell the schedule where training is (optimizer steps done, total; 0 = unknown)."""
-        self.step, self.total_steps = _as_steps(step, "step"), _as_steps(total_steps or 0, "total_steps")
+        """Tell the schedule and the seeded noise where training is (optimizer steps done, total; 0 = unknown).
+
+        ``step`` must not go back (``ValueError``). With ``seed=``, each step's noise comes from
+        a stream of its own (:func:`stream_seed`), so a run resumed at step k reproduces the
+        uninterrupted run's noise from step k on.
+        """
+        step, total = _as_steps(step, "step"), _as_steps(total_steps or 0, "total_steps")
+        if step < self.step:
+            raise ValueError(
+                f"set_progress: step went back from {self.step} to {step}; progress only moves forward "
+                "(activate NEFTune anew for a new run)"
+            )
+        self.step, self.total_steps = step, total
+        try:
+            self._update_alpha()
+        except ArithmeticError as exc:
+            raise ValueError(self._schedule_failure(exc)) from None
+        self._alpha_error = None
+        if step != self._stream_step:
+            self._stream_step = step
+            for gen in self._generators.values():
+                gen.manual_seed(stream_seed(self._seed_base(), _distributed_rank(), step))
 
     @property
     def last_noise_ratio(self) -> float | None:
@@ -201,6 +366,7 @@ class NEFTuneHandle:
 
     def status(self) -> dict[str, Any]:
         """What is active where, for printing or logging."""
+        embedding = self.embedding
         return {
             "active": self.active,
             "alpha": self.alpha,
@@ -210,8 +376,8 @@ class NEFTuneHandle:
             "schedule": schedule_name(self.schedule),
             "seed": self.config.seed,
             "backend": self.config.backend,
-            "module": ", ".join(p or "<root>" for p, _ in self.targets),
-            "module_type": type(self.embedding).__name__,
+            "module": ", ".join(p or "<root>" for p, _ in self._targets),
+            "module_type": type(embedding).__name__ if embedding is not None else "<freed>",
         }
 
     def __repr__(self) -> str:
@@ -224,32 +390,119 @@ class NEFTuneHandle:
 
     def remove(self) -> None:
         """Remove every hook this handle registered. Safe to call twice."""
-        for removable in self._removables:
+        if not self.active:
+            return
+        modules = [m for _, m in self.targets] + [m for ref in self._owners if (m := ref()) is not None]
+        self._detach_embeddings(forget=False)
+        for removable in self._owner_removables:
             removable.remove()
-        self._removables = []
+        self._owner_removables = []
+        self._owners = []
         self._context = {}
         self._generators = {}
-        for _, module in self.targets:
-            if _ACTIVE.get(module) is self:
-                del _ACTIVE[module]
         self.active = False
+        _refresh_compiled(modules, "deactivated")
 
-    # -- internals ----------------------------------------------------------------------
+    # -- attaching ----------------------------------------------------------------------
+    def _attach(self, targets: tuple[tuple[str, nn.Module], ...], owners: tuple[nn.Module, ...]) -> None:
+        """Hook ``targets`` (noise) and ``owners`` (batch tensors); register them as active."""
+        for path, module in targets:
+            role = "decoder" if "decoder" in path.split(".") else "main"
+            # Submodules are watched for transformers' own NEFTune hook (``neftune_noise_alpha``).
+            watched = tuple(module.modules())
+            hook = _Hook(functools.partial(self._embedding_hook, role, watched))
+            removable = module.register_forward_hook(hook)
+            self._hook_ids[id(module)] = removable.id
+            self._embedding_removables.append(removable)
+            self._targets.append((path, weakref.ref(module)))
+            _ACTIVE[module] = weakref.ref(self)
+        for owner in owners:
+            if any(ref() is owner for ref in self._owners):
+                continue
+            self._owners.append(weakref.ref(owner))
+            self._owner_removables.append(
+                owner.register_forward_pre_hook(_Hook(self._pre_hook), with_kwargs=True)
+            )
+            self._owner_removables.append(
+                owner.register_forward_hook(_Hook(self._post_hook), with_kwargs=True, always_call=True)
+            )
+
+    def _detach_embeddings(self, *, forget: bool = True) -> None:
+        """Remove the embedding hooks; ``forget`` also drops the targets (``status`` keeps them after ``remove``)."""
+        for removable in self._embedding_removables:
+            removable.remove()
+        for _, ref in self._targets:
+            module = ref()
+            if module is not None and _ACTIVE.get(module) is not None and _ACTIVE[module]() is self:
+                del _ACTIVE[module]
+        self._embedding_removables = []
+        self._hook_ids = {}
+        if forget:
+            self._targets = []
+
+    def _follow_embedding(self) -> None:
+        """Move the noise to the model's current input embedding if it was replaced.
+
+        ``merge_and_unload()`` of PEFT, ``resize_token_embeddings`` and similar calls swap the
+        embedding module after activation; the noise follows the module the model now uses.
+        """
+        locator = self._locator() if self._locator is not None else None
+        getter = getattr(locator, "get_input_embeddings", None)
+        if not callable(getter):
+            return
+        try:
+            current = getter()
+        except (NotImplementedError, AttributeError):
+            return
+        if not isinstance(current, nn.Module) or any(m is current for _, m in self.targets):
+            return
+        location = find_input_embedding(locator)
+        check_embedding_module(location.module, location.path)
+        self._detach_embeddings()
+        self._attach(location.tied, location.owners)
+        self._warn_once(
+            "moved",
+            f"NEFTune: the model's input embedding was replaced after activation; the noise now goes on "
+            f"{location.path or type(location.module).__name__} ({type(location.module).__name__})",
+        )
+
+    # -- noise stream -------------------------------------------------------------------
+    def _seed_base(self) -> int:
+        # distributed without a seed: differ per rank, follow torch's seed
+        return self.config.seed if self.config.seed is not None else torch.initial_seed()
+
     def generator(self, device: torch.device) -> torch.Generator | None:
         """The private generator for ``device`` (None = torch's default RNG)."""
         rank = _distributed_rank()
-        seed = self.config.seed
-        if seed is None and rank == 0:
+        if self.config.seed is None and rank == 0:
             return None
         gen = self._generators.get(device)
         if gen is None:
-            if seed is None:  # distributed without a seed: differ per rank, follow torch's seed
-                seed = torch.initial_seed()
             gen = torch.Generator(device=device)
-            gen.manual_seed((seed + rank * _RANK_STRIDE) % (2**63))
+            gen.manual_seed(stream_seed(self._seed_base(), rank, self._stream_step))
             self._generators[device] = gen
         return gen
 
+    def _schedule_failure(self, exc: BaseException) -> str:
+        return (
+            f"NEFTune: schedule {schedule_name(self.schedule)} failed at step {self.step} of "
+            f"{self.total_steps} ({type(exc).__name__}: {exc}); total_steps 0 means 'unknown': make the "
+            "schedule handle it, or call handle.set_progress(step, total_steps) before training"
+        )
+
+    def _update_alpha(self) -> None:
+        """Recompute the effective alpha (outside any forward pass) and check it fits the dtype."""
+        alpha = self.base_alpha
+        if self.schedule is not None:
+            alpha *= check_alpha(self.schedule(self.step, self.total_steps), "schedule multiplier")
+        for _, module in self.targets:
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+                check_overflow(alpha, weight.shape[1], weight.dtype, self.config.distribution)
+        self._alpha = alpha
+        self._alpha_tensor.fill_(alpha)
+
+    # -- hooks ----------------------------------------------------------------------------
     def _param_names(self, module: nn.Module) -> list[str]:
         names = self._signatures.get(type(module))
         if names is None:
@@ -261,24 +514,62 @@ class NEFTuneHandle:
             self._signatures[type(module)] = names
         return names
 
-    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if self._depth == 0:
+    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        compiling = torch.compiler.is_compiling()
+        outermost = self._depth == 0
+        if outermost:
             self._context = {}
+            if not compiling and self._locator is not None:
+                self._follow_embedding()
         self._depth += 1
-        positional = dict(zip(self._param_names(module), args)) if args else {}
-        for key, names in _BATCH_KEYS.items():
+        names = self._param_names(module) if args else []
+        positional = dict(zip(names, args))
+        for key, keys in _BATCH_KEYS.items():
             if key in self._context:
                 continue
-            for name in names:
+            for name in keys:
                 value = kwargs.get(name, positional.get(name))
                 if isinstance(value, torch.Tensor):
                     self._context[key] = value
                     break
+        if not outermost or compiling or not (module.training and torch.is_grad_enabled()):
+            return None
+        embeds = kwargs.get("inputs_embeds", positional.get("inputs_embeds"))
+        if not isinstance(embeds, torch.Tensor):
+            return None
+        pending = getattr(embeds, _PENDING, None)
+        if pending is None or pending[0] is not self:
+            if kwargs.get("input_ids", positional.get("input_ids")) is None:
+                self._warn_once(
+                    "inputs_embeds",
+                    "NEFTune: the model got inputs_embeds that did not come from its input embedding "
+                    "module in training mode, so they carry no noise; pass input_ids, or make the "
+                    "embeddings with model.get_input_embeddings()(input_ids) while NEFTune is active",
+                )
+            return None
+        rescaled = self._rescale_pending(embeds, pending)
+        if rescaled is None:
+            return None
+        if "inputs_embeds" in kwargs:
+            return args, {**kwargs, "inputs_embeds": rescaled}
+        index = names.index("inputs_embeds")
+        return (*args[:index], rescaled, *args[index + 1 :]), kwargs
 
     def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         self._depth = max(0, self._depth - 1)
         if self._depth == 0:
             self._context = {}
+
+    def _rescale_pending(self, embeds: torch.Tensor, pending: tuple) -> torch.Tensor | None:
+        """Embeddings noised outside the model's forward (row length), rescaled per sequence now."""
+        _, noise, row_scale, alpha = pending
+        batch = self._batch_tensors("main", embeds)
+        if not batch:
+            return None
+        scales = token_scales(embeds, alpha, **batch).to(embeds.dtype)
+        with torch.no_grad():
+            correction = noise * (scales / row_scale - 1.0).unsqueeze(-1)
+        return embeds + correction
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -307,58 +598,97 @@ class NEFTuneHandle:
                 )
         return kept
 
-    def _embedding_hook(self, role: str, module: nn.Module, args: tuple, output: Any) -> Any:
+    def _check_single_source(self, watched: tuple[nn.Module, ...]) -> None:
+        """Refuse to run beside transformers' own NEFTune hook (it marks the module it hooks)."""
+        for module in watched:
+            alpha = getattr(module, "neftune_noise_alpha", None)
+            if alpha is not None:
+                raise ValueError(
+                    f"transformers' own NEFTune hook (neftune_noise_alpha={alpha}) was added to "
+                    f"{type(module).__name__} while neftune is active: the noise would be added twice. "
+                    "Unset neftune_noise_alpha in the trainer arguments (neftune's per-sequence noise "
+                    "replaces it), or neftune.deactivate(model) to use transformers' hook instead"
+                )
+
+    def _embedding_hook(
+        self, role: str, watched: tuple[nn.Module, ...], module: nn.Module, args: tuple, output: Any
+    ) -> Any:
         if not (module.training and torch.is_grad_enabled()):
             return None
-        if (
-            not isinstance(output, torch.Tensor)
-            or not output.is_floating_point()
-            or output.dim() not in (2, 3)
-        ):
-            described = (
-                f"a {output.dtype} tensor of shape {tuple(output.shape)}"
-                if isinstance(output, torch.Tensor)
-                else type(output).__name__
-            )
+        self._check_single_source(watched)
+        check_embedding_output(module, output)
+        if self._alpha_error is not None:
+            raise RuntimeError(self._alpha_error)
+        compiling = torch.compiler.is_compiling()
+        if not compiling:
+            if self._alpha == 0.0:
+                return None
+            if torch._C._current_graph_task_id() != -1 and self.generator(output.device) is not None:
+                self._warn_once(
+                    "recompute",
+                    "NEFTune: the input embedding was recomputed during backward (activation "
+                    "checkpointing around the embedding) with a private noise generator (seed=... or "
+                    "multi-process), so the recomputed noise differs from the forward's. Checkpoint "
+                    "the decoder layers only (transformers' gradient_checkpointing does), or use "
+                    "seed=None on a single process (torch.utils.checkpoint restores torch's RNG).",
+                )
+        outside = self._depth == 0
+        if outside and not compiling and self.config.scaling == "per_sequence":
             self._warn_once(
-                "output",
-                f"NEFTune: the embedding returned {described}, not floating-point (batch, seq, dim) or "
-                "(seq, dim) embeddings; no noise is added. Pass embedding= to activate() to pick the module.",
+                "outside",
+                "NEFTune: the input embedding was called outside the model's forward, so the attention "
+                "mask is not known there: the noise is scaled by the row length. Passing the result to "
+                "the model as inputs_embeds together with attention_mask rescales it per sequence.",
             )
-            return None
         batch = self._batch_tensors(role, output)
-        alpha = self.alpha
-        if alpha == 0.0:
-            return None
-        backend = resolve_backend(self.config.backend, output, scaling=self.config.scaling)
+        alpha: float | torch.Tensor = self._alpha_tensor if compiling else self._alpha
+        if compiling and self.config.backend == "auto":
+            backend = "torch"  # inductor fuses the torch path itself
+        else:
+            backend = resolve_backend(self.config.backend, output, scaling=self.config.scaling)
         self.last_backend = backend
-        if backend == "triton":
+        if backend == "triton" and not outside:
             return self._fused_noise(module, output, alpha, batch)
         self.last_inplace = False
-        gen = self.generator(output.device)
-        if self.config.scaling == "batch":
-            if self.config.distribution == "uniform":
-                noise = batch_scaled_noise_like(output, alpha, gen)
-            else:
-                length, dim = output.shape[-2], output.shape[-1]
-                noise = sample_eps(
-                    output.shape,
-                    self.config.distribution,
-                    dtype=output.dtype,
-                    device=output.device,
-                    generator=gen,
-                ) * (alpha / math.sqrt(length * dim))
-        else:
-            noise = make_noise(output, alpha, distribution=self.config.distribution, generator=gen, **batch)
-        self.noised_calls += 1
+        noise = self._torch_noise(output, self._alpha if self.config.scaling == "batch" else alpha, batch)
+        self._calls.add_(1)
         if self.record_stats:
             with torch.no_grad():
                 self._last_stats = (noise.float().norm(), output.detach().float().norm())
             self.record_stats = False
-        return output + noise
+        noised = output + noise
+        if outside and not compiling and self.config.scaling == "per_sequence" and not batch:
+            row_scale = self._alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+            setattr(noised, _PENDING, (self, noise, row_scale, self._alpha))
+        return noised
+
+    def _torch_noise(
+        self, output: torch.Tensor, alpha: float | torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The noise tensor by torch ops (no autograd graph)."""
+        gen = self.generator(output.device)
+        distribution = self.config.distribution
+        with torch.no_grad():
+            if self.config.scaling == "batch":
+                if distribution == "uniform":
+                    return batch_scaled_noise_like(output, alpha, gen)
+                length, dim = output.shape[-2], output.shape[-1]
+                eps = sample_eps(
+                    output.shape, distribution, dtype=output.dtype, device=output.device, generator=gen
+                )
+                return eps * (alpha / math.sqrt(length * dim))
+            scales = token_scales(output, alpha, **batch)
+            eps = sample_eps(
+                output.shape, distribution, dtype=output.dtype, device=output.device, generator=gen
+            )
+            return eps.mul_(scales.to(output.dtype).unsqueeze(-1))
 
     def _fused_noise(
-        self, module: nn.Module, output: torch.Tensor, alpha: float, batch: dict[str, torch.Tensor]
+        self,
+        module: nn.Module,
+        output: torch.Tensor,
+        alpha: float | torch.Tensor,
+        batch: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """Per-sequence noise by the fused kernel, written in place when that is safe."""
         inplace = not self.record_stats and self._may_write_in_place(module, output)
@@ -372,7 +702,7 @@ class NEFTuneHandle:
             **batch,
         )
         self.last_inplace = inplace
-        self.noised_calls += 1
+        self._calls.add_(1)
         if self.record_stats:  # out of place on these steps, so the noise can be measured
             with torch.no_grad():
                 clean = output.detach().float()
@@ -402,6 +732,32 @@ class NEFTuneHandle:
         return False
 
 
+def check_embedding_module(module: nn.Module, path: str) -> None:
+    """Refuse modules whose output is not per-token embeddings (``nn.EmbeddingBag`` pools them)."""
+    if isinstance(module, nn.EmbeddingBag):
+        raise TypeError(
+            f"{path or type(module).__name__} is an nn.EmbeddingBag: it returns one pooled vector per bag, "
+            "not (batch, sequence, dim) token embeddings, so NEFTune's per-token noise does not apply; "
+            "pass embedding= the module that returns the token embeddings"
+        )
+
+
+def check_embedding_output(module: nn.Module, output: Any) -> None:
+    """Refuse an embedding output that is not floating-point ``(batch, seq, dim)`` or ``(seq, dim)``."""
+    if isinstance(output, torch.Tensor) and output.is_floating_point() and output.dim() in (2, 3):
+        return
+    described = (
+        f"a {output.dtype} tensor of shape {tuple(output.shape)}"
+        if isinstance(output, torch.Tensor)
+        else type(output).__name__
+    )
+    raise TypeError(
+        f"NEFTune: {type(module).__name__} returned {described}, not floating-point (batch, seq, dim) "
+        "token embeddings, so no noise can be added; pass embedding= to neftune.activate() to pick "
+        "the module that returns the token embeddings"
+    )
+
+
 def activate(
     model: nn.Module,
     alpha: float = 5.0,
@@ -412,48 +768,59 @@ def activate(
     schedule: str | Schedule | None = None,
     embedding: nn.Module | None = None,
     backend: str = "auto",
+    created_by: str | None = None,
 ) -> NEFTuneHandle:
     """Turn NEFTune on for ``model``; returns a handle (pass it, or the model, to :func:`deactivate`).
 
     ``alpha``: noise magnitude (paper: 5, 10, 15); ``distribution``: "uniform" | "gaussian" |
     "symmetric"; ``scaling``: "per_sequence" (each sequence's true length, no noise on
     padding) or "batch" (transformers' padded-length formula, bit-identical draws);
-    ``seed``: private reproducible generator (each distributed rank offset differently);
+    ``seed``: private reproducible generator (each distributed rank offset differently, each
+    optimizer step its own stream, see :meth:`NEFTuneHandle.set_progress`);
     ``schedule``: name or callable ``(step, total_steps) -> multiplier``; ``embedding``:
     the module to noise, when it cannot be found automatically; ``backend``: "auto" (the
     fused Triton kernel for CUDA embeddings when triton is installed, else torch), "torch"
     (the reference) or "triton" (forced; raises where it cannot run). The fused kernel
     writes into the embedding output in place when autograd and the other hooks allow.
     Noise is added only while the embedding is in training mode and autograd is enabled.
+    ``created_by``: a tag for integrations; an active handle with the same tag on the same
+    embedding is a leftover of a run that raised, and is replaced instead of refused.
     """
     config = NEFTuneConfig(alpha, distribution, scaling, seed, schedule, backend)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    locator = None
     if embedding is None:
         location = find_input_embedding(model)
         targets, owners = location.tied, location.owners
+        locator = location.locator
     else:
         if not isinstance(embedding, nn.Module):
             raise TypeError(f"embedding must be a torch.nn.Module, got {type(embedding).__name__}")
         owners = (unwrap_model(model),)
         targets = ((next((n for n, m in model.named_modules() if m is embedding), "<given>"), embedding),)
     for path, module in targets:
-        if module in _ACTIVE:
+        check_embedding_module(module, path)
+        existing = get_handle(module)
+        if existing is not None and created_by is not None and existing.created_by == created_by:
+            existing.remove()  # left active by a run of the same integration that raised
+            existing = None
+        if existing is not None:
             raise ValueError(
                 f"NEFTune is already active on {path or type(module).__name__}; call neftune.deactivate() "
                 "first (two activations would add the noise twice)"
             )
-        if getattr(module, "neftune_noise_alpha", None) is not None and module._forward_hooks:
-            raise ValueError(
-                "transformers' own NEFTune hook is active on this embedding (neftune_noise_alpha="
-                f"{module.neftune_noise_alpha}); unset neftune_noise_alpha in the trainer arguments, "
-                "or the noise would be added twice"
-            )
+        for sub in module.modules():
+            if getattr(sub, "neftune_noise_alpha", None) is not None:
+                raise ValueError(
+                    "transformers' own NEFTune hook is active on this embedding (neftune_noise_alpha="
+                    f"{sub.neftune_noise_alpha}); unset neftune_noise_alpha in the trainer arguments, "
+                    "or the noise would be added twice"
+                )
     for module in (*(m for _, m in targets), *owners):
         _drop_inert_hooks(module)
-    handle = NEFTuneHandle(model, targets, owners, config)
-    for _, module in targets:
-        _ACTIVE[module] = handle
+    handle = NEFTuneHandle(model, targets, owners, config, locator=locator, created_by=created_by)
+    _refresh_compiled([*(m for _, m in targets), *owners], "activated")
     return handle
 
 
@@ -465,13 +832,15 @@ def get_handle(model_or_embedding: nn.Module | NEFTuneHandle) -> NEFTuneHandle |
         raise TypeError(
             f"expected a torch.nn.Module or a NEFTune handle, got {type(model_or_embedding).__name__}"
         )
-    if model_or_embedding in _ACTIVE:
-        return _ACTIVE[model_or_embedding]
-    try:
-        embedding = find_input_embedding(model_or_embedding).module
-    except ValueError:
-        return None
-    return _ACTIVE.get(embedding)
+    ref = _ACTIVE.get(model_or_embedding)
+    if ref is None:
+        try:
+            embedding = find_input_embedding(model_or_embedding).module
+        except ValueError:
+            return None
+        ref = _ACTIVE.get(embedding)
+    handle = ref() if ref is not None else None
+    return handle if handle is not None and handle.active else None
 
 
 def is_active(model: nn.Module) -> bool:
@@ -534,7 +903,7 @@ class NEFTuneEmbedding(nn.Embedding):
         self.alpha = config.alpha
         self.distribution = config.distribution
         self.backend = config.backend
-        self.seed = seed
+        self.seed = config.seed
         self._generator: torch.Generator | None = None
         self.train(embedding.training)
 
@@ -556,7 +925,7 @@ class NEFTuneEmbedding(nn.Embedding):
         gen_device = torch.device("cpu") if fused else out.device  # fused: seeds from a CPU generator
         if self.seed is not None and (self._generator is None or self._generator.device != gen_device):
             self._generator = torch.Generator(device=gen_device)
-            self._generator.manual_seed(self.seed + _distributed_rank() * _RANK_STRIDE)
+            self._generator.manual_seed(stream_seed(self.seed, _distributed_rank(), 0))
         if fused:
             return fused_noisy(
                 out,

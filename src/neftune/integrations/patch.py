@@ -28,7 +28,11 @@ def _trainer_module() -> Any:
 
 
 def unpatch_transformers() -> bool:
-    """Restore transformers' functions. Returns whether a patch was undone."""
+    """Restore transformers' functions and remove the noise a ``train()`` that raised left active.
+
+    Returns whether a patch was undone.
+    """
+    compat.remove_opened()
     if not _saved:
         return False
     module = _trainer_module()

@@ -21,6 +21,9 @@ logger = logging.getLogger("neftune")
 
 __all__ = ["NEFTuneCallback", "add_neftune", "attach"]
 
+#: Tag of the handles the callback creates (see ``neftune.activate``'s ``created_by``).
+CREATED_BY = "NEFTuneCallback"
+
 
 class NEFTuneCallback(TrainerCallback):
     """Per-sequence NEFTune for the duration of ``trainer.train()``.
@@ -70,6 +73,7 @@ class NEFTuneCallback(TrainerCallback):
                 "NEFTuneCallback.on_train_begin got no model; is it used with a transformers Trainer?"
             )
         self.remove()  # a previous train() that raised without attach()
+        # created_by: a handle left active by another NEFTuneCallback whose train() raised is replaced.
         self.handle = activate(
             model,
             self.alpha,
@@ -78,6 +82,7 @@ class NEFTuneCallback(TrainerCallback):
             seed=self.seed,
             schedule=self.schedule,
             backend=self.backend,
+            created_by=CREATED_BY,
         )
         self.handle.set_progress(state.global_step, state.max_steps)
         logger.info("NEFTune activated: %r", self.handle)
