@@ -300,6 +300,13 @@ def train(
             rich_help_panel=DATA,
         ),
     ] = _T.data_seed,
+    field_map: Annotated[
+        str | None,
+        typer.Option(
+            help="Fields under other names, NAME=COLUMN pairs: e.g. instruction=question,output=answer.",
+            rich_help_panel=DATA,
+        ),
+    ] = _T.field_map,
     max_length: Annotated[
         int, typer.Option(help="Max tokens per example (prompt + response).", rich_help_panel=DATA)
     ] = _T.max_length,
@@ -322,7 +329,7 @@ def train(
     schedule: Annotated[
         str | None,
         typer.Option(
-            help="constant | linear | cosine | warmup | warmup:<fraction> [default: constant]",
+            help="constant | linear | cosine | warmup | warmup:<fraction> \\[default: constant]",
             rich_help_panel=NOISE,
         ),
     ] = _T.schedule,
@@ -348,7 +355,7 @@ def train(
         typer.Option(
             "--lr",
             "--learning-rate",
-            help="Learning rate [default: 5e-5 full, 2e-4 LoRA].",
+            help="Learning rate \\[default: 5e-5 full, 2e-4 LoRA].",
             rich_help_panel=TRAINING,
         ),
     ] = _T.lr,
@@ -364,7 +371,7 @@ def train(
         typer.Option(
             "--batch-size",
             "--per-device-train-batch-size",
-            help="Sequences per device step.",
+            help="Sequences per device step (TRL: --per-device-train-batch-size).",
             rich_help_panel=TRAINING,
         ),
     ] = _T.batch_size,
@@ -373,7 +380,7 @@ def train(
         typer.Option(
             "--grad-accum",
             "--gradient-accumulation-steps",
-            help="Gradient accumulation steps.",
+            help="Gradient accumulation steps (TRL: --gradient-accumulation-steps).",
             rich_help_panel=TRAINING,
         ),
     ] = _T.grad_accum,
@@ -384,7 +391,7 @@ def train(
         bool | None,
         typer.Option(
             "--bf16/--fp32",
-            help="bfloat16 training [default: on for a CUDA GPU with bf16].",
+            help="bfloat16 training \\[default: on for a CUDA GPU with bf16].",
             rich_help_panel=TRAINING,
         ),
     ] = _T.bf16,
@@ -398,7 +405,7 @@ def train(
     lora_alpha: Annotated[
         int | None,
         typer.Option(
-            help="LoRA scaling alpha [default: 2 x --lora-r]. Not the noise: that is --alpha.",
+            help="LoRA scaling alpha \\[default: 2 x --lora-r]. Not the noise: that is --alpha.",
             rich_help_panel=LORA,
         ),
     ] = _T.lora_alpha,
@@ -519,13 +526,20 @@ def eval_(
     data: Annotated[
         str | None,
         typer.Option(
-            help="Evaluation data [default: what MODEL was trained on]. " + _DATA_HELP, rich_help_panel=DATA
+            help="Evaluation data \\[default: what MODEL was trained on]. " + _DATA_HELP, rich_help_panel=DATA
         ),
     ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
-            help="Seed of the held-out split of user data files [default: the run's --data-seed].",
+            help="Seed of the held-out split of user data files \\[default: the run's --data-seed].",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    field_map: Annotated[
+        str | None,
+        typer.Option(
+            help="Fields under other names, e.g. instruction=question,output=answer \\[default: the run's].",
             rich_help_panel=DATA,
         ),
     ] = None,
@@ -549,7 +563,7 @@ def eval_(
         typer.Option(
             "--out",
             "--output-dir",
-            help="Folder for eval.json [default: MODEL/eval for a run on its own data, MODEL/eval-<data> on "
+            help="Folder for eval.json \\[default: MODEL/eval for a run on its own data, MODEL/eval-<data> on "
             "other data, runs/eval/<model>/<data> for other models].",
             rich_help_panel=OUTPUT,
         ),
@@ -580,6 +594,7 @@ def eval_(
         n_generate=n_generate,
         n_train_loss=n_train_loss,
         seed=seed,
+        field_map=field_map,
         trust_remote_code=trust_remote_code,
     )
     try:
@@ -614,6 +629,68 @@ def eval_(
         n for n in ("eval.json", "generations.json", "alpaca_eval.json") if (folder / n).exists()
     )
     console.print(f"Written to {folder}: {written}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def export(
+    model: Annotated[
+        str, typer.Option(help="Run folder from `neftune train` (full or LoRA).", rich_help_panel=MODEL)
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "--output-dir", help="New folder for the standalone model.", rich_help_panel=OUTPUT
+        ),
+    ],
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge/--no-merge",
+            help="Merge a LoRA adapter into its base model (needed for a standalone model).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = True,
+    trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP, rich_help_panel=MODEL)] = False,
+) -> None:
+    """Write a run as a plain transformers folder (safetensors + tokenizer), a LoRA adapter merged in.
+
+    The result loads anywhere with AutoModelForCausalLM.from_pretrained(OUT), without neftune or PEFT.
+    """
+    import shlex
+
+    from .outdirs import creation_problem, entries
+
+    path = Path(model)
+    if not path.is_dir():
+        _fail(f"--model {model}: no such run folder")
+    is_adapter = (path / "adapter_config.json").exists()
+    if is_adapter and not merge:
+        _fail(
+            f"{model} holds a LoRA adapter: it is already usable as is (PeftModel.from_pretrained); "
+            "export it with --merge for a standalone model"
+        )
+    problem = creation_problem(out)
+    if problem or entries(out):
+        _fail(f"--out {out}: {problem or 'is not empty'}; export writes only into a new or empty folder")
+    from .evaluation import load_for_eval
+
+    _quiet_libraries()
+    try:
+        with console.status("loading" + (" and merging the adapter" if is_adapter else "")):
+            loaded, tokenizer = load_for_eval(model, trust_remote_code=trust_remote_code)
+            loaded.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}", code=1)
+    kind = "base model with the LoRA adapter merged in" if is_adapter else "full model"
+    console.print(
+        f"[green]Exported[/] {kind} to {out}. Load it with: "
+        f"AutoModelForCausalLM.from_pretrained({shlex.quote(str(out))!r})",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 # --------------------------------------------------------------------------- experiments
@@ -677,7 +754,7 @@ class _ExperimentBars:
 _EXPERIMENT_ENTRIES = ("experiment.json", "results.json", "arms", "report", CONFIG_NAME, "neftune.log")
 
 
-def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path]) -> None:
+def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path], cfg, kind: str) -> None:
     """Refuse a folder with other content; with ``overwrite``, remove only a previous experiment's entries."""
     from .outdirs import creation_problem, entries, remove_entries
 
@@ -701,12 +778,19 @@ def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path]) 
         kept = remove_entries(out, set(_EXPERIMENT_ENTRIES) & present, protect)
         if kept:
             console.print(f"Kept (they hold your data): {', '.join(kept)}", highlight=False)
+        if entries(out):
+            # The user's own files stay; mark the folder as a new experiment (experiments.run's own
+            # record) so that run_experiment, which refuses a non-empty unmarked folder, takes it.
+            from .experiments.run import _check_experiment
+
+            _check_experiment(out, cfg, kind)
 
 
 def _grid_values(kind: str, options: dict, cfg, out: Path) -> dict:
     """Every option of this experiment as resolved (preset filled in): what its config.yaml holds."""
     t = cfg.train
-    values = {k: v for k, v in options.items() if k not in ("config", "overwrite") and v is not None}
+    skip = ("kind", "config", "overwrite", "distributions", "schedules")  # the last two: set below
+    values = {k: v for k, v in options.items() if k not in skip and v is not None}
     values.update(model=t.model, data=t.data, alphas=list(cfg.alphas), seeds=list(cfg.seeds))
     if kind == "sweep":
         values["distributions"] = list(cfg.distributions)
@@ -754,6 +838,7 @@ def _run_grid(
     report: bool,
     config: Path | None = None,
 ) -> None:
+    options = dict(locals())
     import shlex
     from dataclasses import replace
 
@@ -765,7 +850,6 @@ def _run_grid(
     from .experiments.run import run_experiment
     from .training import TrainingInterrupted
 
-    options = dict(locals())
     try:
         cfg = from_preset(preset)
         if alphas is not None:
@@ -807,7 +891,7 @@ def _run_grid(
     except _user_errors() as exc:
         _fail(str(exc))
     protect = [Path(p) for p in (cfg.train.data, cfg.train.model) if Path(p).exists()]
-    _prepare_experiment_folder(out, overwrite, protect)
+    _prepare_experiment_folder(out, overwrite, protect, cfg, kind)
     n_arms = len(cfg.arms())
     console.print(
         f"neftune {kind}: {n_arms} arms ({len(cfg.settings())} settings x {len(cfg.seeds)} seeds) "
@@ -907,15 +991,15 @@ def _presets_help() -> str:
 # Options shared by `compare` and `sweep`, defined once so that their --help cannot drift apart.
 _Preset = Annotated[str, typer.Option(help=_presets_help(), rich_help_panel=GRID)]
 _GridModel = Annotated[
-    str | None, typer.Option(help=_MODEL_HELP + " [default: smollm2-135m]", rich_help_panel=MODEL)
+    str | None, typer.Option(help=_MODEL_HELP + " \\[default: smollm2-135m]", rich_help_panel=MODEL)
 ]
 _GridData = Annotated[
-    str | None, typer.Option(help=_DATA_HELP + " [default: from --preset]", rich_help_panel=DATA)
+    str | None, typer.Option(help=_DATA_HELP + " \\[default: from --preset]", rich_help_panel=DATA)
 ]
 _Seeds = Annotated[
     str | None,
     typer.Option(
-        help="Number of seeds (3 = 0,1,2) or a list like 0,4,7 [default: from --preset].",
+        help="Number of seeds (3 = 0,1,2) or a list like 0,4,7 \\[default: from --preset].",
         rich_help_panel=GRID,
     ),
 ]
@@ -930,7 +1014,9 @@ _GridOut = Annotated[
 ]
 _Lora = Annotated[
     bool | None,
-    typer.Option("--lora/--full", help="LoRA adapters or all weights [default: full].", rich_help_panel=LORA),
+    typer.Option(
+        "--lora/--full", help="LoRA adapters or all weights \\[default: full].", rich_help_panel=LORA
+    ),
 ]
 _Epochs = Annotated[
     float | None,
@@ -942,14 +1028,14 @@ _Epochs = Annotated[
     ),
 ]
 _MaxSteps = Annotated[
-    int | None, typer.Option(help="Optimizer steps per arm [default: preset].", rich_help_panel=TRAINING)
+    int | None, typer.Option(help="Optimizer steps per arm \\[default: preset].", rich_help_panel=TRAINING)
 ]
 _Lr = Annotated[
     float | None,
     typer.Option(
         "--lr",
         "--learning-rate",
-        help="Learning rate [default: 5e-5 full, 2e-4 LoRA].",
+        help="Learning rate \\[default: 5e-5 full, 2e-4 LoRA].",
         rich_help_panel=TRAINING,
     ),
 ]
@@ -958,26 +1044,26 @@ _BatchSize = Annotated[
     typer.Option(
         "--batch-size",
         "--per-device-train-batch-size",
-        help="Sequences per step [default: preset, else 8].",
+        help="Sequences per step (TRL: --per-device-train-batch-size) \\[default: preset, else 8].",
         rich_help_panel=TRAINING,
     ),
 ]
 _MaxLength = Annotated[
-    int | None, typer.Option(help="Max tokens per example [default: 512].", rich_help_panel=DATA)
+    int | None, typer.Option(help="Max tokens per example \\[default: 512].", rich_help_panel=DATA)
 ]
 _NGenerate = Annotated[
-    int | None, typer.Option(help="Generations per eval split [default: preset].", rich_help_panel=EVAL)
+    int | None, typer.Option(help="Generations per eval split \\[default: preset].", rich_help_panel=EVAL)
 ]
 _MaxNewTokens = Annotated[
-    int | None, typer.Option(help="Tokens per generation [default: preset].", rich_help_panel=EVAL)
+    int | None, typer.Option(help="Tokens per generation \\[default: preset].", rich_help_panel=EVAL)
 ]
 _RepetitionPenalty = Annotated[
-    float | None, typer.Option(help="Greedy decoding penalty [default: 1.0].", rich_help_panel=EVAL)
+    float | None, typer.Option(help="Greedy decoding penalty \\[default: 1.0].", rich_help_panel=EVAL)
 ]
 _CurveEvery = Annotated[
     int | None,
     typer.Option(
-        help="Steps between noise-off curve points (0: none) [default: preset].", rich_help_panel=EVAL
+        help="Steps between noise-off curve points (0: none) \\[default: preset].", rich_help_panel=EVAL
     ),
 ]
 _Overwrite = Annotated[
@@ -1000,7 +1086,7 @@ def compare(
     alphas: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated alphas; 0 (the baseline) is required [default: from --preset].",
+            help="Comma-separated alphas; 0 (the baseline) is required \\[default: from --preset].",
             rich_help_panel=GRID,
         ),
     ] = None,
@@ -1146,7 +1232,7 @@ def viz(
     alpha: Annotated[float, typer.Option(help="Noise magnitude alpha.")] = 5.0,
     length: Annotated[
         int | None,
-        typer.Option(help="Sequence length L the noise is scaled for [default: median of --data]."),
+        typer.Option(help="Sequence length L the noise is scaled for \\[default: median of --data]."),
     ] = None,
     distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
     data: Annotated[

@@ -44,6 +44,7 @@ class EvalConfig:
     n_generate: int = 60  # per split; 0 skips generation
     n_train_loss: int = 100
     seed: int | None = None  # default: the run's data_seed, else 0
+    field_map: str | None = None  # default: the run's, when evaluating on the run's data
     trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
 
 
@@ -53,6 +54,14 @@ def eval_data_spec(cfg: EvalConfig) -> tuple[str, int]:
     data = cfg.data if cfg.data is not None else saved.get("data", "builtin:quick")
     seed = cfg.seed if cfg.seed is not None else int(saved.get("data_seed", 0))
     return data, seed
+
+
+def eval_field_map(cfg: EvalConfig) -> str | None:
+    """``--field-map``, else the run's own when evaluating it on the data it was trained on."""
+    if cfg.field_map is not None:
+        return cfg.field_map
+    saved = (read_json_object(Path(cfg.model) / RUN_FILE) or {}).get("config") or {}
+    return saved.get("field_map") if eval_data_spec(cfg)[0] == saved.get("data") else None
 
 
 def _slug(text: str) -> str:
@@ -268,7 +277,9 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
     """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``."""
     check_eval_config(cfg)
     data, split_seed = eval_data_spec(cfg)
-    bundle = resolve_data(data, seed=split_seed)  # bad data fails before the model is loaded
+    bundle = resolve_data(
+        data, seed=split_seed, field_map=eval_field_map(cfg)
+    )  # fails before the model loads
     model, tok = load_for_eval(cfg.model, trust_remote_code=cfg.trust_remote_code)
     metrics: dict[str, Any] = {"model": cfg.model, "data": data}
     train_subset = bundle.train[: cfg.n_train_loss]

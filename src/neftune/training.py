@@ -25,6 +25,7 @@ from typing import Any
 from .configfile import CONFIG_NAME, write_config
 from .data import DataError, Record
 from .data.bundle import resolve_data
+from .data.formats import parse_field_map
 from .io import read_json_object, write_json_atomic
 from .kernels.backend import check_backend
 from .models import chat_token_ids, resolve_model
@@ -106,6 +107,7 @@ class TrainConfig:
     lora_alpha: int | None = None  # LoRA scaling (not the noise alpha); default 2 * lora_r
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"  # or comma-separated module names, e.g. q_proj,v_proj
+    field_map: str | None = None  # data fields under other names, e.g. "instruction=question,output=answer"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -135,6 +137,7 @@ class TrainConfig:
             raise RunError(f"lora_alpha must be > 0, got {self.lora_alpha}")
         if not [m for m in self.lora_target_modules.split(",") if m.strip()]:
             raise RunError("lora_target_modules is empty; give all-linear or module names like q_proj,v_proj")
+        parse_field_map(self.field_map)
         _check_scheduler(self.lr_scheduler_type)
         _check_report_to(self.report_to)
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
@@ -510,7 +513,7 @@ def train(
         raise RunError(
             f"--out {out} is inside the model folder {cfg.model} being trained; choose another --out"
         )
-    bundle = resolve_data(cfg.data, seed=cfg.data_seed)
+    bundle = resolve_data(cfg.data, seed=cfg.data_seed, field_map=cfg.field_map)
     if not bundle.train:
         raise DataError(f"{cfg.data}: no training records")
     steps = planned_steps(len(bundle.train), cfg)
@@ -660,7 +663,8 @@ def train(
     }
     if (ckpt_dir / "runs").is_dir():  # TensorBoard's event files: keep them when checkpoints go
         shutil.move(ckpt_dir / "runs", out / "tensorboard")
-    record["files"] = sorted(entries(out) - set(preexisting) | {RUN_FILE})
+    # neftune.log: the command line writes it when the run returns.
+    record["files"] = sorted(entries(out) - set(preexisting) | {RUN_FILE, "neftune.log"})
     write_json_atomic(out / RUN_FILE, {**record, "status": "complete", "metrics": metrics})
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics
