@@ -263,3 +263,19 @@ def test_export_merges_a_lora_run_into_a_standalone_model(tmp_path):
     assert not torch.allclose(got, before, atol=1e-4), "the adapter's training changed the model"
     code, text = cli("export", "--model", run, "--out", out)
     assert code == 2 and "is not empty" in text
+
+
+def test_not_informative_reasons():
+    from neftune.experiments.informative import not_informative_reasons
+
+    def arm(length, acc, loss, status="complete"):
+        return {
+            "status": status,
+            "eval": {"length_chars": length, "accuracy/x": acc},
+            "train": {"train_loss": loss},
+        }
+
+    assert not_informative_reasons({"arms": [arm(12.0, 0.3, 1.2), arm(10.0, 0.0, 1.1)]}) == []
+    reasons = not_informative_reasons({"arms": [arm(0.0, 0.0, float("nan")), arm(0.0, 0.0, None)]})
+    assert [r.split()[0] for r in reasons] == ["every", "accuracy", "no"]
+    assert not_informative_reasons({"arms": [arm(0.0, 0.0, None, status="pending")]}) == []

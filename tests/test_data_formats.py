@@ -189,8 +189,8 @@ def test_missing_local_path(tmp_path: Path) -> None:
         ),
         ('{"messages": [{"role": "system", "content": "s"}]}', r"line 2: field 'messages' has only a system"),
         (
-            '{"prompt": "x", "completion": "y"}',
-            r"line 2: unrecognised record \(fields: 'prompt', 'completion'\)",
+            '{"question": "x", "answer": "y"}',
+            r"line 2: unrecognised record \(fields: 'question', 'answer'\)",
         ),
         ("[1, 2]", r"line 2: expected a JSON object, got list"),
     ],
@@ -441,8 +441,11 @@ def test_csv_tsv_and_parquet(tmp_path: Path) -> None:
         assert [r.response for r in records] == ["5", "Hi"], name
 
     (tmp_path / "bad.csv").write_text("instruction,answer\nAdd,5\n")
-    with pytest.raises(DataError, match=r"bad.csv row 1: unrecognised record .*--field-map"):
+    with pytest.raises(DataError, match=r"bad.csv row 1: field 'output' is missing"):
         load_records(tmp_path / "bad.csv")
+    (tmp_path / "other.csv").write_text("question,answer\nAdd,5\n")
+    with pytest.raises(DataError, match=r"other.csv row 1: unrecognised record .*--field-map"):
+        load_records(tmp_path / "other.csv")
 
 
 def test_field_map(tmp_path: Path) -> None:

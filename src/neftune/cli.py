@@ -958,11 +958,21 @@ def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
 def _print_headline(results: dict) -> None:
     """The statistics' plain-words verdicts (and, for sweeps, the recommendation) on stdout."""
     from .experiments.findings import headline_sentences, recommend, status_sentence
+    from .experiments.informative import not_informative_reasons
     from .experiments.stats import summarize
 
     summary = summarize(results)
-    lines = [status_sentence(summary), *headline_sentences(summary)]
-    if results.get("kind") == "sweep" and summary.primary_metric:
+    reasons = not_informative_reasons(results)
+    if reasons:
+        lines = [
+            status_sentence(summary),
+            "Not informative, no verdict: "
+            + "; ".join(reasons)
+            + ". Train longer or on more data, then rerun.",
+        ]
+    else:
+        lines = [status_sentence(summary), *headline_sentences(summary)]
+    if results.get("kind") == "sweep" and summary.primary_metric and not reasons:
         lines.append("Recommendation: " + recommend(summary).reason)
     out = Console()
     for line in lines:
