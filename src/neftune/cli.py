@@ -239,6 +239,7 @@ class _LibraryLog:
         self.memory = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
         self.memory.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.saved: list = []
+        self.filters: list = []
 
     def __enter__(self) -> _LibraryLog:
         import logging
@@ -251,6 +252,7 @@ class _LibraryLog:
         transformers.utils.logging.disable_default_handler()
         datasets.disable_progress_bars()
         datasets.utils.logging.disable_propagation()
+        self.filters = warnings.filters[:]
         logging.captureWarnings(True)
         warnings.simplefilter("default")
         for name in self.LOGGERS:
@@ -264,8 +266,10 @@ class _LibraryLog:
 
     def __exit__(self, *exc) -> None:
         import logging
+        import warnings
 
         logging.captureWarnings(False)
+        warnings.filters[:] = self.filters
         for logger, level, propagate in self.saved:
             logger.removeHandler(self.memory)
             logger.setLevel(level)
