@@ -117,6 +117,9 @@ def test_failed_preflight_keeps_the_previous_run(tmp_path):
     code, text = cli("train", *FAST, "--out", out, "--overwrite", "--data", tmp_path / "missing.jsonl")
     assert code == 2 and "no such file or folder" in text
     assert (out / "model.safetensors").read_bytes() == b"weights"
+    code, text = cli("train", *FAST[2:], "--model", out, "--out", out, "--overwrite")
+    assert code == 2 and "is the folder of the model being trained" in text, text
+    assert (out / "model.safetensors").read_bytes() == b"weights"
 
 
 def test_compare_overwrite_removes_only_the_experiment(tmp_path):

@@ -30,7 +30,7 @@ from .io import read_json_object, write_json_atomic
 from .kernels.backend import check_backend
 from .models import chat_token_ids, resolve_model
 from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
-from .outdirs import creation_problem, entries, is_within, remove_entries
+from .outdirs import creation_problem, entries, remove_entries
 from .schedules import resolve_schedule
 
 RUN_FILE = "neftune_run.json"
@@ -509,9 +509,10 @@ def train(
     out = check_out_dir(cfg.out, overwrite=overwrite, resume=resume)
     if resume:
         check_resume_config(out, cfg)
-    if Path(cfg.model).expanduser().is_dir() and is_within(out, Path(cfg.model).expanduser()):
+    model_dir = Path(cfg.model).expanduser()
+    if model_dir.is_dir() and out.resolve() == model_dir.resolve():
         raise RunError(
-            f"--out {out} is inside the model folder {cfg.model} being trained; choose another --out"
+            f"--out {out} is the folder of the model being trained (--model); choose another --out"
         )
     bundle = resolve_data(cfg.data, seed=cfg.data_seed, field_map=cfg.field_map)
     if not bundle.train:
