@@ -298,3 +298,14 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint(tmp_path, monkeypatch)
     code, text = cli("train", "--config", out / "config.yaml", "--resume")
     assert code == 0 and "Resuming from step 2" in text, text
     assert json.loads((out / RUN_FILE).read_text())["metrics"]["global_step"] == 6
+
+
+def test_eval_says_when_every_answer_is_empty(tmp_path, monkeypatch):
+    import neftune.evaluation
+
+    monkeypatch.setattr(neftune.evaluation, "generate", lambda model, tok, records, **kw: [""] * len(records))
+    code, text = cli(
+        "eval", "--model", "tiny", "--n-generate", "2", "--n-train-loss", "2", "--out", tmp_path / "e"
+    )
+    assert code == 0, text
+    assert "Note: every generated answer was empty" in text, text

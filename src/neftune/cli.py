@@ -629,6 +629,13 @@ def eval_(
             if isinstance(value, float):
                 table.add_row(key, f"{value:.4f}")
         Console().print(table)
+    if metrics.get("length_chars") == 0:
+        console.print(
+            "[yellow]Note:[/] every generated answer was empty: the length, repetition, ROUGE-L and accuracy "
+            "figures say nothing about this model (train longer, or check the chat template).",
+            soft_wrap=True,
+            highlight=False,
+        )
     written = ", ".join(
         n for n in ("eval.json", "generations.json", "alpaca_eval.json") if (folder / n).exists()
     )
