@@ -309,3 +309,40 @@ def test_eval_says_when_every_answer_is_empty(tmp_path, monkeypatch):
     )
     assert code == 0, text
     assert "Note: every generated answer was empty" in text, text
+
+
+def test_ctrl_c_in_compare_prints_the_resume_command(tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    out = tmp_path / "exp"
+    args = [
+        "compare",
+        "--model",
+        "tiny",
+        "--alphas",
+        "0",
+        "--seeds",
+        "1",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+    ]
+    args += ["--max-length", "256", "--n-generate", "1", "--max-new-tokens", "2", "--curve-every", "0"]
+    args += ["--no-report", "--out", out]
+
+    def interrupted(self, *a, **kw):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "training_step", interrupted)
+        code, text = cli(*args)
+    assert code == 130, text
+    resume = f"neftune compare --config {out / 'config.yaml'}"
+    assert "Interrupted (arm a0-uniform-constant-s0 at step 0/1, no checkpoint yet)" in text, text
+    assert f"finished arms are kept in {out}. Resume: {resume}" in text
+    assert run_status(out / "arms" / "a0-uniform-constant-s0") == "interrupted"
+
+    code, text = cli(*resume.split()[1:])
+    assert code == 0, text
+    assert json.loads((out / "results.json").read_text())["status"] == "complete"
