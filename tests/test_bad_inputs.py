@@ -436,7 +436,7 @@ def test_cli_train_rejects_run_folders(tmp_path):
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
     code, out = cli("train", *FAST, "--out", str(busy))
-    assert code == 2 and "exists and is not empty" in out, out
+    assert code == 2 and "is not empty and holds no neftune run" in out, out
     assert (busy / "notes.txt").read_text() == "mine"
 
     for name, content in {

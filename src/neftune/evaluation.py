@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .configfile import CONFIG_NAME, load_config_file, write_config
 from .data import Record, records_to_examples
 from .data.bundle import resolve_data
 from .io import read_json_object, write_json_atomic
 from .metrics import accuracy, alpacaeval_records, length_stats, mean_rouge_l, repetition_rate
 from .models import chat_token_ids
-from .training import RUN_FILE, run_status
+from .training import RESUMABLE, RUN_FILE, run_status
+
+#: What an evaluation writes into its folder (``eval.json`` marks the folder as an evaluation).
+EVAL_FILES = ("eval.json", "generations.json", "alpaca_eval.json", CONFIG_NAME)
 
 
 @dataclass
@@ -32,13 +37,14 @@ class EvalConfig:
 
     model: str
     data: str | None = None  # default: the run's data, else builtin:quick
-    out: str | None = None  # default: <model>/eval
+    out: str | None = None  # default: see eval_out_dir
     max_new_tokens: int = 64
     repetition_penalty: float = 1.0
     batch_size: int = 8
     n_generate: int = 60  # per split; 0 skips generation
     n_train_loss: int = 100
     seed: int | None = None  # default: the run's data_seed, else 0
+    field_map: str | None = None  # default: the run's, when evaluating on the run's data
     trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
 
 
@@ -48,6 +54,73 @@ def eval_data_spec(cfg: EvalConfig) -> tuple[str, int]:
     data = cfg.data if cfg.data is not None else saved.get("data", "builtin:quick")
     seed = cfg.seed if cfg.seed is not None else int(saved.get("data_seed", 0))
     return data, seed
+
+
+def eval_field_map(cfg: EvalConfig) -> str | None:
+    """``--field-map``, else the run's own when evaluating it on the data it was trained on."""
+    if cfg.field_map is not None:
+        return cfg.field_map
+    saved = (read_json_object(Path(cfg.model) / RUN_FILE) or {}).get("config") or {}
+    return saved.get("field_map") if eval_data_spec(cfg)[0] == saved.get("data") else None
+
+
+def _slug(text: str) -> str:
+    path = Path(text)
+    name = path.stem if path.suffix else (path.name or text)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "data"
+
+
+def eval_out_dir(cfg: EvalConfig) -> Path:
+    """Where ``eval.json`` goes: ``--out``; else ``MODEL/eval`` for a run folder evaluated on its own
+    data, ``MODEL/eval-<data>`` on other data, and ``runs/eval/<model>/<data>`` for other models."""
+    if cfg.out:
+        return Path(cfg.out)
+    data, seed = eval_data_spec(cfg)
+    run = read_json_object(Path(cfg.model) / RUN_FILE)
+    if run is not None:
+        saved = run.get("config") or {}
+        if (data, seed) == (saved.get("data", "builtin:quick"), int(saved.get("data_seed", 0))):
+            return Path(cfg.model) / "eval"
+        return (
+            Path(cfg.model) / f"eval-{_slug(data)}"
+            if seed == 0
+            else Path(cfg.model) / f"eval-{_slug(data)}-seed{seed}"
+        )
+    return Path("runs") / "eval" / _slug(cfg.model) / (_slug(data) + (f"-seed{seed}" if seed else ""))
+
+
+def check_eval_out(cfg: EvalConfig, *, overwrite: bool = False) -> tuple[Path, str | None]:
+    """Raise ``ValueError`` if the eval folder holds something this evaluation must not replace.
+
+    Returns the folder and, when it holds an earlier evaluation that will be replaced, a note
+    saying so. An earlier evaluation of another model, data or split seed is replaced only with
+    ``overwrite``; files of the same names that no evaluation wrote, never.
+    """
+    out = eval_out_dir(cfg)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose a folder for eval.json")
+    present = [n for n in EVAL_FILES if (out / n).exists()]
+    if not present:
+        return out, None
+    earlier = read_json_object(out / "eval.json")
+    if earlier is None or "model" not in earlier or "data" not in earlier:
+        raise ValueError(
+            f"{out} holds {', '.join(present)} that no neftune evaluation wrote; nothing was replaced: "
+            "choose another --out"
+        )
+    try:
+        saved = load_config_file(out / CONFIG_NAME) if (out / CONFIG_NAME).exists() else {}
+    except ValueError:
+        saved = {}
+    data, seed = eval_data_spec(cfg)
+    then = (str(earlier["model"]), str(earlier["data"]), saved.get("seed", seed))
+    now = (cfg.model, data, seed)
+    if then != now and not overwrite:
+        raise ValueError(
+            f"{out} holds an evaluation of model {then[0]!r} on {then[1]!r} (split seed {then[2]}); this one is "
+            f"of {now[0]!r} on {now[1]!r} (seed {now[2]}). Choose another --out, or pass --overwrite to replace it"
+        )
+    return out, f"replacing the earlier evaluation in {out}"
 
 
 def _load_adapter(path: Path, trust_remote_code: bool = False):
@@ -93,7 +166,7 @@ def load_for_eval(spec: str, *, trust_remote_code: bool = False):
     folder = bool(spec.strip()) and path.is_dir()
     if folder:
         status = run_status(path)
-        if status == "running":
+        if status in RESUMABLE:
             raise ModelError(
                 f"{path} holds an unfinished run (neftune_run.json: running); finish it first with "
                 f"`neftune train --resume --out {path}` and the same options"
@@ -204,7 +277,9 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
     """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``."""
     check_eval_config(cfg)
     data, split_seed = eval_data_spec(cfg)
-    bundle = resolve_data(data, seed=split_seed)  # bad data fails before the model is loaded
+    bundle = resolve_data(
+        data, seed=split_seed, field_map=eval_field_map(cfg)
+    )  # fails before the model loads
     model, tok = load_for_eval(cfg.model, trust_remote_code=cfg.trust_remote_code)
     metrics: dict[str, Any] = {"model": cfg.model, "data": data}
     train_subset = bundle.train[: cfg.n_train_loss]
@@ -260,9 +335,15 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
             {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
             for r, o in zip(train_gen, train_outs)
         ]
-    out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
+    out = eval_out_dir(cfg)
+    for name in ("generations.json", "alpaca_eval.json"):  # an earlier evaluation's, not this one's
+        if not generations and (out / name).exists():
+            (out / name).unlink()
     if generations:
         write_json_atomic(out / "generations.json", generations)
         write_json_atomic(out / "alpaca_eval.json", export)
+    write_config(
+        out / CONFIG_NAME, {**asdict(cfg), "data": data, "seed": split_seed, "out": str(out)}, command="eval"
+    )
     write_json_atomic(out / "eval.json", metrics)
     return metrics

@@ -1,13 +1,16 @@
 """Fine-tuning runs: TRL ``SFTTrainer`` plus neftune's callback, loss on responses only.
 
 Reads top to bottom: config -> data -> model -> trainer -> train (noise on) -> save.
-A run folder holds the model (or LoRA adapter), the tokenizer, ``neftune_run.json``
-(resolved config + metrics, written atomically and last: its ``status`` says whether the
-run finished) and ``train_log.json``. Checkpoints live in ``checkpoints/`` for ``--resume``.
+A run folder holds the model (or LoRA adapter), the tokenizer, ``config.yaml`` (the resolved
+options: ``neftune train --config`` reruns it), ``neftune_run.json`` (config + metrics, written
+atomically and last: its ``status`` says whether the run finished) and ``train_log.json``.
+Checkpoints live in ``checkpoints/`` for ``--resume``. ``neftune_run.json`` lists the entries the
+run wrote, and ``--overwrite`` removes those and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pickle
@@ -19,19 +22,56 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .configfile import CONFIG_NAME, write_config
 from .data import DataError, Record
 from .data.bundle import resolve_data
+from .data.formats import parse_field_map
 from .io import read_json_object, write_json_atomic
 from .kernels.backend import check_backend
 from .models import chat_token_ids, resolve_model
 from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
+from .outdirs import creation_problem, entries, remove_entries
 from .schedules import resolve_schedule
 
 RUN_FILE = "neftune_run.json"
+#: Statuses of a run that did not finish and that ``--resume`` continues.
+RESUMABLE = ("running", "interrupted", "failed")
+STATUSES = ("complete", *RESUMABLE)
+#: Names a run of neftune < 0.2 wrote (its run file lists nothing): what ``--overwrite`` may remove.
+_LEGACY_RUN_NAMES = (
+    RUN_FILE, CONFIG_NAME, "train_log.json", "neftune.log", "checkpoints", "eval", "config.json",
+    "generation_config.json", "model.safetensors", "model.safetensors.index.json", "adapter_config.json",
+    "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "chat_template.jinja", "vocab.json", "merges.txt", "added_tokens.json",
+)  # fmt: skip
 
 
 class RunError(ValueError):
     """A run cannot start (bad option, folder in use); the message says what to change."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the run is marked ``interrupted``; says what a ``--resume`` starts from.
+
+    ``step``: the optimizer steps done; ``checkpoint_step``: the newest complete checkpoint
+    (None: none yet, a resume starts over).
+    """
+
+    def __init__(self, out: Path, step: int, total: int | None, checkpoint_step: int | None) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.out, self.step, self.total, self.checkpoint_step = out, step, total, checkpoint_step
+
+
+class RunIOError(RuntimeError):
+    """An ``OSError`` while the run wrote its files (disk full, permissions); the run is ``failed``.
+
+    ``checkpoint_step``: the newest complete checkpoint, left intact for ``--resume``.
+    """
+
+    def __init__(self, out: Path, error: OSError, checkpoint_step: int | None) -> None:
+        where = f" ({error.filename})" if error.filename else ""
+        super().__init__(f"cannot write the run in {out}: {error.strerror or error}{where}")
+        self.out, self.error, self.checkpoint_step = out, error, checkpoint_step
 
 
 @dataclass
@@ -61,6 +101,13 @@ class TrainConfig:
     bf16: bool | None = None  # default: on for CUDA with bf16 support
     noise_backend: str = "auto"  # "auto" (fused Triton kernel on CUDA when available) | "torch" | "triton"
     trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
+    warmup_ratio: float = 0.03  # fraction of the steps with a linear learning-rate warm-up
+    lr_scheduler_type: str = "cosine"  # a transformers SchedulerType value
+    report_to: str = "none"  # logging backends, comma-separated: tensorboard, wandb, ... (when installed)
+    lora_alpha: int | None = None  # LoRA scaling (not the noise alpha); default 2 * lora_r
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"  # or comma-separated module names, e.g. q_proj,v_proj
+    field_map: str | None = None  # data fields under other names, e.g. "instruction=question,output=answer"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -80,6 +127,19 @@ class TrainConfig:
             raise RunError(f"epochs must be a finite number, got {self.epochs}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise RunError("give epochs > 0 or max_steps > 0")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise RunError(f"max_steps must be >= 1, or -1 to train by epochs; got {self.max_steps}")
+        if not (0 <= self.warmup_ratio < 1):
+            raise RunError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (0 <= self.lora_dropout < 1):
+            raise RunError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise RunError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not [m for m in self.lora_target_modules.split(",") if m.strip()]:
+            raise RunError("lora_target_modules is empty; give all-linear or module names like q_proj,v_proj")
+        parse_field_map(self.field_map)
+        _check_scheduler(self.lr_scheduler_type)
+        _check_report_to(self.report_to)
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise RunError(f"lr must be a finite number > 0, got {self.lr}")
         for name in ("seed", "data_seed"):
@@ -89,43 +149,132 @@ class TrainConfig:
             resolve_model(self.model)  # raises ModelError: model is empty
 
 
+def _check_scheduler(name: str) -> None:
+    from transformers.trainer_utils import SchedulerType
+
+    choices = [s.value for s in SchedulerType]
+    if name not in choices:
+        raise RunError(f"unknown lr_scheduler_type {name!r}; choose one of {', '.join(choices)}")
+
+
+def _check_report_to(value: str) -> None:
+    """``none``, ``all`` or backends transformers knows and that are installed here."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if names in ([], ["none"], ["all"]):
+        return
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    available = set(get_available_reporting_integrations())
+    for name in names:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise RunError(
+                f"unknown report_to {name!r}; choose none or some of {', '.join(sorted(INTEGRATION_TO_CALLBACK))}"
+            )
+        if name not in available:
+            raise RunError(
+                f"report_to {name!r}: the {name} package is not installed here (pip install {name}); "
+                f"installed: {', '.join(sorted(available)) or 'none'}"
+            )
+
+
 def run_status(out: str | Path) -> str | None:
-    """'complete', 'running', 'corrupt' (unreadable ``neftune_run.json``), or None (no run there)."""
+    """'complete', 'running', 'interrupted', 'failed', 'corrupt' (unreadable ``neftune_run.json``),
+    or None (no run there)."""
     path = Path(out) / RUN_FILE
     if not path.exists():
         return None
     status = (read_json_object(path) or {}).get("status")
-    return status if status in ("complete", "running") else "corrupt"
+    return status if status in STATUSES else "corrupt"
 
 
-def prepare_out_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Path:
-    """Check that ``out`` may hold this run (see the messages) and create it."""
+def run_entries(out: Path) -> set[str]:
+    """The entries of ``out`` that neftune wrote: what ``--overwrite`` may remove.
+
+    The run file lists them (``files`` once finished; ``preexisting``, what was there before,
+    while running); evaluation folders (``eval*/`` holding ``eval.json``) are ours too. A run file
+    that lists nothing (older neftune, or damaged) counts only the names neftune writes.
+    """
+    record = read_json_object(out / RUN_FILE) or {}
+    present = entries(out)
+    if isinstance(record.get("files"), list):
+        owned = {str(n) for n in record["files"]}
+    elif isinstance(record.get("preexisting"), list):
+        owned = present - {str(n) for n in record["preexisting"]}
+    else:
+        owned = set(_LEGACY_RUN_NAMES)
+    owned |= {n for n in present if n.startswith("eval") and (out / n / "eval.json").is_file()}
+    return (owned | {RUN_FILE}) & present
+
+
+def check_out_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Path:
+    """Raise :class:`RunError` unless ``out`` may hold this run; creates and deletes nothing.
+
+    Accepted: a new or empty folder; a previous run with ``--overwrite``; an unfinished run with
+    ``--resume``. A folder with other content is refused whatever the flags: neftune writes into
+    (and deletes from) only folders it created.
+    """
     out = Path(out)
     if overwrite and resume:
         raise RunError("--overwrite and --resume contradict each other: choose one")
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a folder; choose a folder")
+    problem = creation_problem(out)
+    if problem:
+        raise RunError(f"cannot create --out {out}: {problem}")
     status = run_status(out)
+    if status is None:
+        if out.exists() and any(out.iterdir()):
+            did = (
+                "--overwrite replaces only a previous neftune run, so nothing was deleted; "
+                if overwrite
+                else ""
+            )
+            raise RunError(
+                f"--out {out} is not empty and holds no neftune run ({RUN_FILE}); {did}neftune writes only "
+                f"into a new or empty folder: choose another --out (e.g. {out / 'run'})"
+            )
+        return out
     if status == "complete" and not overwrite:
         raise RunError(f"{out} already holds a finished run; pass --overwrite to replace it, or choose --out")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    elif status == "corrupt":
+    if status == "corrupt" and not overwrite:
         raise RunError(
-            f"{out / RUN_FILE} is unreadable (not a run record); pass --overwrite to start over, or choose --out"
+            f"{out / RUN_FILE} is unreadable (not a run record); pass --overwrite to start over "
+            "(removes only the files a neftune run writes), or choose --out"
         )
-    elif status == "running" and not resume:
+    if status in RESUMABLE and not (resume or overwrite):
         raise RunError(
             f"{out} holds an interrupted run; pass --resume to continue it, --overwrite to start over, "
             "or choose --out"
         )
-    elif status is None and out.exists() and any(out.iterdir()) and not resume:
-        raise RunError(f"{out} exists and is not empty; pass --overwrite to replace it, or choose --out")
+    return out
+
+
+def prepare_out_dir(
+    out: str | Path, *, overwrite: bool, resume: bool, protect: tuple[Path, ...] = ()
+) -> tuple[Path, list[str]]:
+    """:func:`check_out_dir`, then remove the previous run's entries (``overwrite``) and create ``out``.
+
+    Call it after every other pre-flight check, so a refused run creates and deletes nothing.
+    ``protect``: paths never deleted (the data, the model). Returns the folder and the names that
+    were there before this run (kept: the user's own files).
+    """
+    out = check_out_dir(out, overwrite=overwrite, resume=resume)
+    record = read_json_object(out / RUN_FILE) or {}
+    if overwrite and run_status(out) is not None:
+        remove_entries(out, run_entries(out), protect)
+        record = {}
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"cannot create --out {out}: {exc.strerror or exc}") from None
-    return out
+    before = record.get("preexisting")
+    preexisting = [str(n) for n in before] if isinstance(before, list) else sorted(entries(out) - {RUN_FILE})
+    if resume and not isinstance(before, list) and record:
+        preexisting = sorted(entries(out) - run_entries(out))
+    return out, preexisting
 
 
 def _comparable(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +286,7 @@ def _comparable(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
 def check_resume_config(out: Path, cfg: TrainConfig) -> None:
     """Refuse to resume an interrupted run with different settings (the result would mix two runs)."""
-    if run_status(out) != "running":
+    if run_status(out) not in RESUMABLE:
         return
     saved = (read_json_object(out / RUN_FILE) or {}).get("config")
     if not isinstance(saved, dict):
@@ -260,6 +409,72 @@ def logged_mean_loss(log_history: list[dict[str, Any]]) -> float | None:
     return total / steps if steps else None
 
 
+def planned_steps(n_records: int, cfg: TrainConfig) -> int:
+    """Optimizer steps the Trainer will run on one device (its own formula): ``max_steps`` or epochs."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_epoch = max(1, math.ceil(n_records / cfg.batch_size) // cfg.grad_accum)
+    return max(1, math.ceil(cfg.epochs * per_epoch))
+
+
+def plan_warnings(n_records: int, cfg: TrainConfig, steps: int) -> list[str]:
+    """Settings that run but probably not as meant (printed before training starts)."""
+    notes = []
+    per_step = cfg.batch_size * cfg.grad_accum
+    if per_step > n_records:
+        notes.append(
+            f"a step takes {per_step} sequences (batch {cfg.batch_size} x accumulation {cfg.grad_accum}) but "
+            f"there are only {n_records} training records: each step sees all of them"
+        )
+    if cfg.save_steps > steps:
+        notes.append(
+            f"save_steps {cfg.save_steps} > {steps} steps: no checkpoint before the end, "
+            "so an interrupted run restarts from step 0"
+        )
+    return notes
+
+
+def _log_callback(report: Callable[[str, dict[str, Any]], None]) -> Any:
+    """A ``TrainerCallback`` passing each logged loss (and the noise alpha) to ``report("log", ...)``."""
+    from transformers import TrainerCallback
+
+    class LossLog(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
+                report(
+                    "log",
+                    {"step": state.global_step, "loss": logs["loss"], "alpha": logs.get("neftune/alpha")},
+                )
+
+    return LossLog()
+
+
+def _adapter_base_name(cfg: TrainConfig) -> str:
+    """What a LoRA adapter's ``base_model_name_or_path`` should say: loadable beyond this cache."""
+    from .models import PRESETS
+
+    if cfg.model in PRESETS or cfg.model == "default":
+        return cfg.model  # neftune resolves presets on any machine (`neftune eval`, `neftune export`)
+    path = Path(cfg.model).expanduser()
+    return str(path.resolve()) if path.is_dir() else cfg.model  # a hub id stays a hub id
+
+
+def _fix_adapter_config(out: Path, cfg: TrainConfig) -> None:
+    path = out / "adapter_config.json"
+    adapter = read_json_object(path)
+    if adapter is not None:
+        adapter["base_model_name_or_path"] = _adapter_base_name(cfg)
+        write_json_atomic(path, adapter)
+
+
+def train_config_values(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as ``config.yaml`` stores it: every option under its command-line name."""
+    values = asdict(cfg)
+    if not values.get("extra"):
+        values.pop("extra", None)
+    return values
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -267,12 +482,21 @@ def train(
     resume: bool = False,
     callbacks: list[Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    report: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one fine-tuning job; returns the metrics stored in ``neftune_run.json``.
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects for the trainer.
     ``progress``: called as ``progress(step, total_steps)`` after every optimizer step; when
     given, the trainer's own progress bar and log printing are turned off.
+    ``report``: called as ``report("start", info)`` once the data and model are loaded (record
+    counts, steps, device, the step a resume starts from, warnings) and ``report("log", {step,
+    loss, alpha})`` at every logged step.
+
+    Nothing is created or deleted before every check passed (options, folder, data, model,
+    prompt lengths). Ctrl-C raises :class:`TrainingInterrupted` (run marked ``interrupted``); an
+    ``OSError`` while writing raises :class:`RunIOError` (run marked ``failed``); either way the
+    last complete checkpoint stays for ``resume=True``.
     """
     import torch
     from datasets import Dataset
@@ -282,12 +506,18 @@ def train(
     from .models import load_model_and_tokenizer
 
     cfg.validate()
-    out = prepare_out_dir(cfg.out, overwrite=overwrite, resume=resume)
+    out = check_out_dir(cfg.out, overwrite=overwrite, resume=resume)
     if resume:
         check_resume_config(out, cfg)
-    bundle = resolve_data(cfg.data, seed=cfg.data_seed)
+    model_dir = Path(cfg.model).expanduser()
+    if model_dir.is_dir() and out.resolve() == model_dir.resolve():
+        raise RunError(
+            f"--out {out} is the folder of the model being trained (--model); choose another --out"
+        )
+    bundle = resolve_data(cfg.data, seed=cfg.data_seed, field_map=cfg.field_map)
     if not bundle.train:
         raise DataError(f"{cfg.data}: no training records")
+    steps = planned_steps(len(bundle.train), cfg)
 
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
@@ -298,77 +528,127 @@ def train(
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
+        targets = [m.strip() for m in cfg.lora_target_modules.split(",") if m.strip()]
         model = get_peft_model(
             model,
             LoraConfig(
-                r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules="all-linear", task_type="CAUSAL_LM"
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha if cfg.lora_alpha is not None else 2 * cfg.lora_r,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=targets[0] if targets == ["all-linear"] else targets,
+                task_type="CAUSAL_LM",
             ),
         )
 
-    write_json_atomic(out / RUN_FILE, {"status": "running", "config": asdict(cfg)})
-    lr = cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora else 5e-5)
+    protect = tuple(Path(p).expanduser() for p in (cfg.data, cfg.model) if Path(p).expanduser().exists())
+    out, preexisting = prepare_out_dir(out, overwrite=overwrite, resume=resume, protect=protect)
     ckpt_dir = out / "checkpoints"
-    args = SFTConfig(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=lr,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        # TRL does not truncate padding-free batches; prompts were checked against max_length above.
-        max_length=None if cfg.padding_free else cfg.max_length,
-        padding_free=cfg.padding_free,
-        completion_only_loss=True,
-        logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
-        save_total_limit=1,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        bf16=bf16,
-        use_cpu=not cuda,
-        report_to="none",
-        lr_scheduler_type="cosine",
-        warmup_steps=0.03,
-        dataset_num_proc=None,
-        disable_tqdm=progress is not None,
-        activation_checkpointing=False,  # small models: speed over memory
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(_to_prompt_completion(bundle.train)),
-        processing_class=tokenizer,
-        callbacks=[*(callbacks or []), *([_step_progress_callback(progress)] if progress else [])],
-    )
-    if progress is not None:
-        from transformers.trainer_callback import PrinterCallback
+    record: dict[str, Any] = {"status": "running", "config": asdict(cfg), "preexisting": preexisting}
+    write_config(out / CONFIG_NAME, train_config_values(cfg), command="train")
+    write_json_atomic(out / RUN_FILE, record)
 
-        trainer.remove_callback(PrinterCallback)
-    attach(
-        trainer,
-        cfg.alpha,
-        distribution=cfg.distribution,
-        scaling=cfg.scaling,
-        schedule=cfg.schedule,
-        seed=cfg.seed,
-        backend=cfg.noise_backend,
-    )
-    checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None
-    resumed_from = 0
-    if checkpoint is not None:
-        check_checkpoint_files(checkpoint)
-        resumed_from = _checkpoint_step(checkpoint) or 0
-    start = time.perf_counter()
+    def mark(status: str, **info: Any) -> None:
+        with contextlib.suppress(OSError):  # a full disk: the run stays "running", which resumes too
+            write_json_atomic(out / RUN_FILE, {**record, "status": status, **info})
+
+    def newest_checkpoint_step() -> int | None:
+        found = last_complete_checkpoint(ckpt_dir)
+        return _checkpoint_step(found) if found else None
+
+    trainer = None
     try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except pickle.UnpicklingError:  # torch.load(weights_only=True) refused a file of the checkpoint
-        raise RunError(refused_pickle_message(checkpoint)) from None
-    seconds = time.perf_counter() - start
+        lr = cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora else 5e-5)
+        args = SFTConfig(
+            output_dir=str(ckpt_dir),
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            learning_rate=lr,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            # TRL does not truncate padding-free batches; prompts were checked against max_length above.
+            max_length=None if cfg.padding_free else cfg.max_length,
+            padding_free=cfg.padding_free,
+            completion_only_loss=True,
+            # Short runs still log their loss a few times.
+            logging_steps=min(cfg.logging_steps, max(1, steps // 4)),
+            save_steps=cfg.save_steps,
+            save_total_limit=1,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            bf16=bf16,
+            use_cpu=not cuda,
+            report_to=cfg.report_to,
+            lr_scheduler_type=cfg.lr_scheduler_type,
+            warmup_steps=cfg.warmup_ratio,  # transformers >= 5: a float < 1 is a fraction of the steps
+            dataset_num_proc=None,
+            disable_tqdm=progress is not None,
+            activation_checkpointing=False,  # small models: speed over memory
+        )
+        extra_callbacks = [_step_progress_callback(progress)] if progress else []
+        extra_callbacks += [_log_callback(report)] if report else []
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(_to_prompt_completion(bundle.train)),
+            processing_class=tokenizer,
+            callbacks=[*(callbacks or []), *extra_callbacks],
+        )
+        if progress is not None:
+            from transformers.trainer_callback import PrinterCallback
 
-    model = trainer.model
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    write_json_atomic(out / "train_log.json", trainer.state.log_history)
+            trainer.remove_callback(PrinterCallback)
+        attach(
+            trainer,
+            cfg.alpha,
+            distribution=cfg.distribution,
+            scaling=cfg.scaling,
+            schedule=cfg.schedule,
+            seed=cfg.seed,
+            backend=cfg.noise_backend,
+        )
+        checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None
+        resumed_from = 0
+        if checkpoint is not None:
+            check_checkpoint_files(checkpoint)
+            resumed_from = _checkpoint_step(checkpoint) or 0
+        if report:
+            report(
+                "start",
+                {
+                    "records": len(bundle.train),
+                    "held_out": sum(len(v) for v in bundle.evals.values()),
+                    "steps": steps,
+                    "device": "cuda" if cuda else "cpu",
+                    "lr": lr,
+                    "resume": resume,
+                    "resume_step": resumed_from,
+                    "checkpoint": str(checkpoint) if checkpoint else None,
+                    "warnings": plan_warnings(len(bundle.train), cfg, steps),
+                },
+            )
+        start = time.perf_counter()
+        try:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except pickle.UnpicklingError:  # torch.load(weights_only=True) refused a file of the checkpoint
+            raise RunError(refused_pickle_message(checkpoint)) from None
+        seconds = time.perf_counter() - start
+
+        model = trainer.model
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        if cfg.lora:
+            _fix_adapter_config(out, cfg)
+        write_json_atomic(out / "train_log.json", trainer.state.log_history)
+    except KeyboardInterrupt:
+        step = trainer.state.global_step if trainer is not None else 0
+        total = trainer.state.max_steps if trainer is not None and trainer.state.max_steps else steps
+        saved = newest_checkpoint_step()
+        mark("interrupted", step=step, checkpoint_step=saved)
+        raise TrainingInterrupted(out, step, total, saved) from None
+    except OSError as exc:
+        saved = newest_checkpoint_step()
+        mark("failed", error=f"{type(exc).__name__}: {exc}", checkpoint_step=saved)
+        raise RunIOError(out, exc, saved) from None
     # After a resume the trainer's own figure covers only the steps of this call; the log covers all.
     logged = logged_mean_loss(trainer.state.log_history) if resumed_from else None
     train_loss = logged if logged is not None else result.training_loss
@@ -382,6 +662,10 @@ def train(
         "bf16": bf16,
         "device": "cuda" if cuda else "cpu",
     }
-    write_json_atomic(out / RUN_FILE, {"status": "complete", "config": asdict(cfg), "metrics": metrics})
+    if (ckpt_dir / "runs").is_dir():  # TensorBoard's event files: keep them when checkpoints go
+        shutil.move(ckpt_dir / "runs", out / "tensorboard")
+    # neftune.log: the command line writes it when the run returns.
+    record["files"] = sorted(entries(out) - set(preexisting) | {RUN_FILE, "neftune.log"})
+    write_json_atomic(out / RUN_FILE, {**record, "status": "complete", "metrics": metrics})
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics

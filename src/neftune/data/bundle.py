@@ -23,7 +23,7 @@ class DataBundle:
     builtin: bool
 
 
-def resolve_data(spec: str, *, seed: int = 0) -> DataBundle:
+def resolve_data(spec: str, *, seed: int = 0, field_map: str | None = None) -> DataBundle:
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(
             f"data must be 'builtin:<preset>', a file, a folder or a hub dataset id; got {spec!r}"
@@ -45,7 +45,7 @@ def resolve_data(spec: str, *, seed: int = 0) -> DataBundle:
             evals={k: examples_to_records(v) for k, v in splits.items() if k != "train"},
             builtin=True,
         )
-    records = load_records(spec)
+    records = load_records(spec, field_map=field_map)
     if len(records) < 2:
         raise DataError(
             f"{spec}: need at least 2 records (one to train on, one to evaluate), got {len(records)}"
