@@ -140,7 +140,7 @@ def test_compare_runs_resumes_and_refuses_mixed_options(tmp_path):
     assert results["status"] == "complete" and results["schema"] == "neftune.results/1"
     assert rec.started == ["a0-uniform-constant-s0", "a5-uniform-constant-s0"]
     assert results["baseline"] == {"alpha": 0.0, "distribution": "uniform", "schedule": None}
-    assert results["config"]["primary_metric"] == "accuracy/eval_heldout_templates"
+    assert results["config"]["primary_metric"] == "ifeval/prompt_strict"
     on_disk = json.loads((folder / RESULTS_FILE).read_text())
     assert on_disk["arms"] == results["arms"]
     for arm in results["arms"]:
