@@ -263,6 +263,7 @@ def _run_grid(
     distributions: str | None,
     schedules: str | None,
     out: Path,
+    scalings: str | None = None,
     lora: bool | None,
     epochs: float | None,
     max_steps: int | None,
@@ -293,6 +294,8 @@ def _run_grid(
             cfg.distributions = parse_names(distributions, "distributions")
         if schedules is not None:
             cfg.schedules = parse_names(schedules, "schedules")
+        if scalings is not None:
+            cfg.scalings = [str(x) for x in parse_names(scalings, "scalings")]
         train_overrides = {
             "model": model,
             "data": data,
@@ -367,6 +370,8 @@ def _grid_command(kind: str, preset: str, cfg, out: Path) -> str:
         args += ["--schedules", ",".join(s or "constant" for s in cfg.schedules)]
     else:
         args += ["--distribution", cfg.distributions[0]]
+    if cfg.scalings != ["per_sequence"]:
+        args += ["--scalings", ",".join(cfg.scalings)]
     args += ["--max-steps", str(t.max_steps)] if t.max_steps > 0 else ["--epochs", f"{t.epochs:g}"]
     args += ["--batch-size", str(t.batch_size), "--max-length", str(t.max_length)]
     args += ["--lora" if t.lora else "--full"] + (["--lr", f"{t.lr:g}"] if t.lr is not None else [])
@@ -444,6 +449,12 @@ def compare(
     ] = None,
     seeds: _Seeds = None,
     distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
+    scalings: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated noise scalings for the noisy arms: per_sequence, batch [default: per_sequence]."
+        ),
+    ] = None,
     out: _GridOut = Path("runs/compare"),
     lora: _Lora = None,
     epochs: _Epochs = None,

@@ -26,9 +26,11 @@ from typing import Any
 
 from .data import Record, check_answer, records_to_examples
 from .data.bundle import resolve_data
+from .data.instructions import IFEVAL_SPLIT_SUFFIX
 from .instructions.checkers import follows_all
 from .io import read_json_object, write_json_atomic
 from .metrics import (
+    PER_PROMPT_FILE,
     accuracy,
     alpacaeval_records,
     instruction_following,
@@ -213,10 +215,6 @@ def generate(
         if progress is not None:
             progress(len(chunk))
     return outputs
-
-
-PER_PROMPT_FILE = "per_prompt.json"
-IFEVAL_SPLIT_SUFFIX = {"ifeval_seen_types": "seen_types", "ifeval_heldout_types": "heldout_types"}
 
 
 def _instruction_metrics(

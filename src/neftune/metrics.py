@@ -15,6 +15,7 @@ from .data.tasks import Example, check_answer
 from .instructions.checkers import follows_all
 
 __all__ = [
+    "PER_PROMPT_FILE",
     "accuracy",
     "accuracy_by_family",
     "alpacaeval_records",
@@ -33,6 +34,9 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"\w+")
+
+#: Written by ``neftune eval`` next to ``eval.json``: each generation's length and score.
+PER_PROMPT_FILE = "per_prompt.json"
 
 
 def word_tokens(text: str) -> list[str]:

@@ -37,6 +37,7 @@ __all__ = [
     "HELDOUT_PHRASING",
     "IFEVAL_PRESETS",
     "IFEVAL_SPLITS",
+    "IFEVAL_SPLIT_SUFFIX",
     "PHRASINGS",
     "SEEN_KINDS",
     "InstructionConfig",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 IFEVAL_SPLITS = ("ifeval_seen_types", "ifeval_heldout_types")
+#: Metric-name suffix of each instruction split (``ifeval/prompt_strict/seen_types``).
+IFEVAL_SPLIT_SUFFIX = {"ifeval_seen_types": "seen_types", "ifeval_heldout_types": "heldout_types"}
 
 # --------------------------------------------------------------------------- taxonomy and wordings
 

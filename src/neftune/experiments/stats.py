@@ -146,6 +146,7 @@ def setting_labels(settings: Iterable[Setting]) -> dict[Setting, str]:
     noisy = [s for s in settings if not s.is_no_noise]
     show_dist = len({s.distribution for s in noisy}) > 1 or any(s.distribution != "uniform" for s in noisy)
     show_sched = any(s.schedule is not None for s in noisy)
+    show_scaling = any(s.scaling != "per_sequence" for s in noisy)
     labels = {}
     for s in settings:
         if s.is_no_noise:
@@ -156,6 +157,8 @@ def setting_labels(settings: Iterable[Setting]) -> dict[Setting, str]:
             parts.append(s.distribution)
         if show_sched and s.schedule is not None:
             parts.append(f"{s.schedule} schedule")
+        if show_scaling:
+            parts.append(f"{s.scaling.replace('_', '-')} scaling")
         labels[s] = ", ".join(parts)
     return labels
 
@@ -363,7 +366,7 @@ class Summary:
     def only_alpha_varies(self) -> bool:
         """True when all noisy settings share one distribution and schedule (a plain alpha compare)."""
         noisy = [i.setting for i in self.settings if not i.setting.is_no_noise]
-        return len({(s.distribution, s.schedule) for s in noisy}) <= 1
+        return len({(s.distribution, s.schedule, s.scaling) for s in noisy}) <= 1
 
     @property
     def setting_word(self) -> str:
