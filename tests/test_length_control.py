@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 
+from neftune.experiments.instruction_report import InstructionSection, verdict_sentences
 from neftune.experiments.length_control import adjusted_differences, arm_rows, length_control
 from neftune.experiments.setting import Setting
 
@@ -92,3 +94,26 @@ def test_only_shared_prompts_and_seeds_are_paired():
     noisy = {"accuracy/x": {("x", 0): (1.0, 30.0), ("x", 2): (1.0, 10.0)}}
     (lc,) = length_control([(BASE, 0, base), (NOISY, 0, noisy), (NOISY, 1, noisy)], BASE)
     assert lc.raw.seeds == (0,) and lc.raw.mean == 1.0 and lc.raw_verdict == "n/a (1 seed)"
+
+
+def test_verdict_in_plain_words():
+    labels = {BASE: "alpha 0 (no noise)", NOISY: "alpha 5"}
+
+    def sentence(gain):
+        arms = [(st, s, {"ifeval/prompt_strict": r["m"]}) for st, s, r in _arms(gain, binary=False)]
+        section = InstructionSection(tuple(length_control(arms, BASE)), {"ifeval": {}}, {})
+        (text,) = verdict_sentences(section, labels)
+        return text
+
+    pure_length = sentence(0.0)
+    assert re.match(r"alpha 5: answers (19\d|20\d) characters longer than the baseline's", pure_length)
+    assert "does not survive it on prompts with every instruction followed (strict)" in pure_length
+    assert "survives length control on" in sentence(0.15)
+    flat = [
+        (st, s, {"ifeval/prompt_strict": {k: (0.5, 100.0) for k in r["m"]}})
+        for st, s, r in _arms(0.0, binary=False)
+    ]
+    (text,) = verdict_sentences(
+        InstructionSection(tuple(length_control(flat, BASE)), {"ifeval": {}}, {}), labels
+    )
+    assert "no quality metric improved beyond seed noise" in text and "0 characters longer" in text

@@ -143,11 +143,11 @@ def _lc_row(lc: LengthControlled, labels: Mapping[Setting, str]) -> dict[str, st
     }
 
 
-def verdict_sentences(section: InstructionSection, summary: Summary) -> list[str]:
-    """Plain words: do the answers get longer, and does any quality gain survive length control?"""
+def verdict_sentences(section: InstructionSection, labels: Mapping[Setting, str]) -> list[str]:
+    """Plain words per noisy setting: how much longer the answers are, and whether any quality
+    gain (a raw difference distinguishable from seed noise) survives length control."""
     if not section.length_control:
         return []
-    labels = summary.labels
     out = []
     by_setting: dict[Setting, list[LengthControlled]] = {}
     for lc in section.length_control:
@@ -213,7 +213,7 @@ def section_html(section: InstructionSection, summary: Summary, figure: str | No
         return ""
     e = html.escape
     out = ["<h2>Length control</h2>"]
-    sentences = verdict_sentences(section, summary)
+    sentences = verdict_sentences(section, summary.labels)
     if sentences:
         out.append(
             '<div class="box headline"><ul>' + "".join(f"<li>{e(s)}</li>" for s in sentences) + "</ul></div>"
@@ -265,7 +265,7 @@ def section_markdown(
     if section.empty:
         return []
     lines = ["", "## Length control", ""]
-    lines += [f"- {s}" for s in verdict_sentences(section, summary)]
+    lines += [f"- {s}" for s in verdict_sentences(section, summary.labels)]
     if figure_file:
         lines += ["", f"![Answer lengths per setting]({figure_file})"]
     lines += ["", _SECTION_NOTE, ""]
@@ -306,7 +306,7 @@ def section_dict(section: InstructionSection, summary: Summary) -> dict[str, Any
         return {"seeds": list(d.seeds), "mean": d.mean, "lo": d.lo, "hi": d.hi, "p": d.p}
 
     return {
-        "verdict": verdict_sentences(section, summary),
+        "verdict": verdict_sentences(section, summary.labels),
         "length_control": [
             {
                 "metric": lc.metric,

@@ -640,7 +640,7 @@ def build_report(folder: str | Path) -> dict[str, Path]:
         written["answer_lengths"] = write_bytes_atomic(out / "answer_lengths.png", length_png)
     if not instruction.empty:
         doc["instruction_following"] = section_dict(instruction, summary)
-        doc["headline"] = [*(doc.get("headline") or []), *verdict_sentences(instruction, summary)]
+        doc["headline"] = [*(doc.get("headline") or []), *verdict_sentences(instruction, summary.labels)]
     extras = _extra_images(folder)
     extra_bytes = [(caption, path.read_bytes()) for caption, path in extras]
     extra_links = [(caption, f"../{path.relative_to(folder).as_posix()}") for caption, path in extras]
