@@ -49,6 +49,9 @@ def test_train_then_eval(tmp_path):
         "loss/train",
         "loss/eval_heldout_families",
         "accuracy/eval_heldout_templates",
+        "ifeval/prompt_strict",
+        "ifeval/instruction_loose/heldout_types",
+        "length_chars/ifeval",
         "rouge_l_train",
         "length_chars",
         "length_tokens",
@@ -58,6 +61,10 @@ def test_train_then_eval(tmp_path):
     assert metrics["loss/train"] > 0
     export = json.loads((out / "eval" / "alpaca_eval.json").read_text())
     assert len(export) == 6 and set(export[0]) == {"instruction", "output", "generator"}
+    per_prompt = json.loads((out / "eval" / "per_prompt.json").read_text())["splits"]
+    assert len(per_prompt["ifeval_seen_types"]) == 2 and len(per_prompt["eval_seen_templates"]) == 2
+    row = per_prompt["ifeval_heldout_types"][0]
+    assert len(row["strict"]) == len(row["kinds"]) == len(row["loose"]) and row["length_chars"] >= 0
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,29 @@ def test_sweep_end_to_end_then_report(tmp_path):
     assert code == 0 and "finished a" not in text
 
 
+def test_compare_scalings_then_length_control_in_the_report(tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", *TINY, "--alphas", "0,5", "--scalings", "per_sequence,batch", "--seeds", "1"]
+    code, text = cli(*args, "--out", out)
+    assert code == 0, text
+    assert "3 arms (3 settings x 1 seeds)" in text
+    results = json.loads((out / "results.json").read_text())
+    assert "--scalings per_sequence,batch" in results["command"]
+    batch = [a for a in results["arms"] if a["setting"].get("scaling") == "batch"]
+    assert [a["id"] for a in batch] == ["a5-uniform-constant-batch-s0"]
+    run = json.loads((out / batch[0]["dir"] / "neftune_run.json").read_text())
+    assert run["config"]["scaling"] == "batch" and run["config"]["padding_free"] is True
+    assert all("ifeval/prompt_strict/heldout_types" in a["eval"] for a in results["arms"])
+    html = (out / "report" / "report.html").read_text()
+    assert "alpha 5, batch scaling" in html and "alpha 5, per-sequence scaling" in html
+    assert "Length control" in html and "per constraint type" in html
+    assert (out / "report" / "answer_lengths.png").exists()
+    doc = json.loads((out / "report" / "summary.json").read_text())["instruction_following"]
+    compared = {(e["setting"].get("scaling", "per_sequence"), e["metric"]) for e in doc["length_control"]}
+    assert {("batch", "ifeval/prompt_strict"), ("per_sequence", "ifeval/prompt_loose")} <= compared
+    assert doc["verdict"] and doc["by_constraint_type"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -61,6 +84,7 @@ def test_sweep_end_to_end_then_report(tmp_path):
         (["--seeds", "0"], "seeds must be a count"),
         (["--preset", "huge"], "unknown preset"),
         (["--distribution", "laplace"], "unknown distributions"),
+        (["--scalings", "per_sequence,padded"], "unknown scalings"),
         (["--max-steps", "0", "--epochs", "0"], "give epochs > 0 or max_steps > 0"),
         (["--batch-size", "0"], "batch_size must be >= 1"),
         (["--curve-every", "-2"], "curve-every must be >= 0"),

@@ -82,6 +82,25 @@ def test_arm_ids_are_filesystem_safe():
     assert Arm(Setting(5.0, "uniform", None), 0).id == "a5-uniform-constant-s0"
 
 
+def test_scalings_run_every_noisy_setting_with_each_scaling():
+    cfg = ExperimentConfig(alphas=[0.0, 5.0, 10.0], seeds=[0], scalings=["per_sequence", "batch"])
+    settings = cfg.settings()
+    assert settings == [
+        Setting(0.0),
+        Setting(5.0, scaling="per_sequence"),
+        Setting(5.0, scaling="batch"),
+        Setting(10.0, scaling="per_sequence"),
+        Setting(10.0, scaling="batch"),
+    ]
+    ids = [a.id for a in cfg.arms()]
+    assert ids[1:3] == ["a5-uniform-constant-s0", "a5-uniform-constant-batch-s0"], "default ids unchanged"
+    batch = cfg.train_config(cfg.arms()[2], "x")
+    assert batch.scaling == "batch" and batch.padding_free, "padding-free batches: where the scalings differ"
+    # The dict form round-trips and leaves the default out (older results read the same).
+    assert Setting(5.0).to_dict() == {"alpha": 5.0, "distribution": "uniform", "schedule": None}
+    assert Setting.from_mapping(Setting(5.0, scaling="batch").to_dict()) == Setting(5.0, scaling="batch")
+
+
 def test_train_config_varies_only_the_arm_fields():
     cfg = tiny_experiment()
     tc = cfg.train_config(Arm(Setting(5.0, "gaussian", "cosine"), 4), "x")
@@ -114,6 +133,9 @@ def test_parsers():
         ({"eval": {"n_generate": -1}}, "n_generate must be >= 0, got -1"),
         ({"eval": {"repetition_penalty": 0.0}}, "repetition_penalty must be a finite number > 0"),
         ({"curve_every": -1}, "curve-every"),
+        ({"scalings": ["padded"]}, "unknown scalings"),
+        ({"scalings": ["batch", "batch"]}, "without duplicates"),
+        ({"scalings": []}, "without duplicates"),
     ],
 )
 def test_bad_experiment_options(change, message):
@@ -140,7 +162,7 @@ def test_compare_runs_resumes_and_refuses_mixed_options(tmp_path):
     assert results["status"] == "complete" and results["schema"] == "neftune.results/1"
     assert rec.started == ["a0-uniform-constant-s0", "a5-uniform-constant-s0"]
     assert results["baseline"] == {"alpha": 0.0, "distribution": "uniform", "schedule": None}
-    assert results["config"]["primary_metric"] == "accuracy/eval_heldout_templates"
+    assert results["config"]["primary_metric"] == "ifeval/prompt_strict"
     on_disk = json.loads((folder / RESULTS_FILE).read_text())
     assert on_disk["arms"] == results["arms"]
     for arm in results["arms"]:

@@ -835,6 +835,7 @@ def _run_grid(
     distributions: str | None,
     schedules: str | None,
     out: Path,
+    scalings: str | None = None,
     lora: bool | None,
     epochs: float | None,
     max_steps: int | None,
@@ -871,6 +872,8 @@ def _run_grid(
             cfg.distributions = parse_names(distributions, "distributions")
         if schedules is not None:
             cfg.schedules = parse_names(schedules, "schedules")
+        if scalings is not None:
+            cfg.scalings = [str(x) for x in parse_names(scalings, "scalings")]
         train_overrides = {
             "model": model,
             "data": data,
@@ -1115,6 +1118,14 @@ def compare(
     distribution: Annotated[
         str, typer.Option(help="uniform | gaussian | symmetric", rich_help_panel=NOISE)
     ] = "uniform",
+    scalings: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated noise scalings for the noisy arms: per_sequence, batch "
+            "\\[default: per_sequence].",
+            rich_help_panel=NOISE,
+        ),
+    ] = None,
     out: _GridOut = Path("runs/compare"),
     lora: _Lora = None,
     epochs: _Epochs = None,

@@ -4,10 +4,16 @@ Metrics (all on the same records every time for a given data spec and seed):
 - ``loss/<split>``: mean per-token cross-entropy on response tokens (held-out splits and a
   training subset: a large train/held-out gap is the overfitting NEFTune is meant to reduce);
 - ``accuracy/<split>``: checked answers of greedy generations (built-in tasks only);
+- ``ifeval/{prompt,instruction}_{strict,loose}``: verifiable instruction following (built-in data:
+  :mod:`neftune.data.instructions`, checkers in :mod:`neftune.instructions`), over both instruction
+  splits, and per split with the suffix ``/seen_types`` or ``/heldout_types``; ``length_chars/ifeval``
+  is the mean length of those answers;
 - ``length_chars``, ``length_tokens``, ``repetition_2gram``: of held-out generations;
 - ``rouge_l_train``: ROUGE-L of generations on training prompts against the training
   responses (the paper's Fig. 5: lower means less memorised).
 Generations are exported in AlpacaEval's JSON format (``instruction``, ``output``, ``generator``).
+``per_prompt.json`` keeps each generation's length and score (task answers checked, instruction
+constraints followed), which the report's length control and per-constraint tables read.
 """
 
 from __future__ import annotations
@@ -20,10 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from .configfile import CONFIG_NAME, load_config_file, write_config
-from .data import Record, records_to_examples
+from .data import Record, check_answer, records_to_examples
 from .data.bundle import resolve_data
+from .data.instructions import IFEVAL_SPLIT_SUFFIX
+from .instructions.checkers import follows_all
 from .io import read_json_object, write_json_atomic
-from .metrics import accuracy, alpacaeval_records, length_stats, mean_rouge_l, repetition_rate
+from .metrics import (
+    PER_PROMPT_FILE,
+    accuracy,
+    alpacaeval_records,
+    instruction_following,
+    length_stats,
+    mean_rouge_l,
+    repetition_rate,
+)
 from .models import chat_token_ids
 from .training import RESUMABLE, RUN_FILE, run_status
 
@@ -39,6 +55,7 @@ class EvalConfig:
     data: str | None = None  # default: the run's data, else builtin:quick
     out: str | None = None  # default: see eval_out_dir
     max_new_tokens: int = 64
+    ifeval_max_new_tokens: int = 96  # answers to open-ended instruction prompts are longer
     repetition_penalty: float = 1.0
     batch_size: int = 8
     n_generate: int = 60  # per split; 0 skips generation
@@ -185,7 +202,7 @@ def check_eval_config(cfg: EvalConfig) -> None:
     """Raise ``ValueError`` naming the first bad option of ``cfg``."""
     if cfg.n_generate < 0:
         raise ValueError(f"n_generate must be >= 0, got {cfg.n_generate}")
-    for name in ("max_new_tokens", "batch_size"):
+    for name in ("max_new_tokens", "ifeval_max_new_tokens", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.n_train_loss < 0:
@@ -273,6 +290,56 @@ def generate(
     return outputs
 
 
+def _instruction_metrics(
+    model: Any,
+    tok: Any,
+    splits: dict[str, list[Record]],
+    cfg: EvalConfig,
+    generations: dict[str, list[dict[str, str]]],
+    per_prompt: dict[str, list[dict[str, Any]]],
+    progress: Any,
+) -> dict[str, float]:
+    """``ifeval/*`` metrics of greedy answers to each instruction split (fills the two dicts)."""
+    out: dict[str, float] = {}
+    all_constraints: list[list[dict[str, Any]]] = []
+    all_outs: list[str] = []
+    for name, records in splits.items():
+        subset = records[: cfg.n_generate]
+        if not subset:
+            continue
+        outs = generate(
+            model,
+            tok,
+            subset,
+            max_new_tokens=cfg.ifeval_max_new_tokens,
+            repetition_penalty=cfg.repetition_penalty,
+            batch_size=cfg.batch_size,
+            progress=progress,
+        )
+        constraints = [r.meta["constraints"] for r in subset]
+        suffix = IFEVAL_SPLIT_SUFFIX.get(name, name)
+        for key, value in instruction_following(constraints, outs).items():
+            out[f"ifeval/{key}/{suffix}"] = value
+        all_constraints += constraints
+        all_outs += outs
+        generations[name] = [{"prompt": r.messages[-2]["content"], "output": o} for r, o in zip(subset, outs)]
+        per_prompt[name] = [
+            {
+                "length_chars": len(o),
+                "variant": r.meta.get("variant"),
+                "kinds": [c["kind"] for c in cs],
+                "strict": follows_all(cs, o),
+                "loose": follows_all(cs, o, loose=True),
+            }
+            for r, cs, o in zip(subset, constraints, outs)
+        ]
+    if all_outs:
+        for key, value in instruction_following(all_constraints, all_outs).items():
+            out[f"ifeval/{key}"] = value
+        out["length_chars/ifeval"] = sum(map(len, all_outs)) / len(all_outs)
+    return out
+
+
 def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
     """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``."""
     check_eval_config(cfg)
@@ -288,6 +355,7 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
         metrics[f"loss/{name}"] = response_loss(model, tok, records, cfg.batch_size)
 
     generations: dict[str, list[dict[str, str]]] = {}
+    per_prompt: dict[str, list[dict[str, Any]]] = {}
     if cfg.n_generate > 0:
         held_out_texts: list[str] = []
         export = []
@@ -315,7 +383,14 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
                 )
             )
             if bundle.builtin:
-                metrics[f"accuracy/{name}"] = accuracy(records_to_examples(subset), outs)
+                examples = records_to_examples(subset)
+                metrics[f"accuracy/{name}"] = accuracy(examples, outs)
+                per_prompt[name] = [
+                    {"length_chars": len(o), "correct": check_answer(e, o)} for e, o in zip(examples, outs)
+                ]
+        metrics.update(
+            _instruction_metrics(model, tok, bundle.ifeval, cfg, generations, per_prompt, progress)
+        )
         train_gen = bundle.train[: cfg.n_generate]
         train_outs = generate(
             model,
@@ -336,12 +411,13 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
             for r, o in zip(train_gen, train_outs)
         ]
     out = eval_out_dir(cfg)
-    for name in ("generations.json", "alpaca_eval.json"):  # an earlier evaluation's, not this one's
+    for name in ("generations.json", "alpaca_eval.json", PER_PROMPT_FILE):  # an earlier evaluation's
         if not generations and (out / name).exists():
             (out / name).unlink()
     if generations:
         write_json_atomic(out / "generations.json", generations)
         write_json_atomic(out / "alpaca_eval.json", export)
+        write_json_atomic(out / PER_PROMPT_FILE, {"schema": "neftune.per_prompt/1", "splits": per_prompt})
     write_config(
         out / CONFIG_NAME, {**asdict(cfg), "data": data, "seed": split_seed, "out": str(out)}, command="eval"
     )

@@ -8,16 +8,20 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .data.tasks import Example, check_answer
+from .instructions.checkers import follows_all
 
 __all__ = [
+    "PER_PROMPT_FILE",
     "accuracy",
     "accuracy_by_family",
     "alpacaeval_records",
     "exact_match",
+    "following_by_kind",
+    "instruction_following",
     "length_stats",
     "mean_and_ci",
     "mean_rouge_l",
@@ -30,6 +34,9 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"\w+")
+
+#: Written by ``neftune eval`` next to ``eval.json``: each generation's length and score.
+PER_PROMPT_FILE = "per_prompt.json"
 
 
 def word_tokens(text: str) -> list[str]:
@@ -118,6 +125,43 @@ def accuracy_by_family(examples: Sequence[Example], predictions: Sequence[str]) 
     for e, p in zip(examples, predictions):
         hits.setdefault(e.family, []).append(check_answer(e, p))
     return {f: sum(v) / len(v) for f, v in sorted(hits.items())}
+
+
+# --------------------------------------------------------------------------- instruction following
+
+
+def instruction_following(
+    constraints: Sequence[Sequence[Mapping[str, Any]]], responses: Sequence[str]
+) -> dict[str, float]:
+    """IFEval's four accuracies over aligned prompts (their constraint lists) and responses.
+
+    ``prompt_strict`` / ``prompt_loose``: fraction of prompts whose every constraint is followed;
+    ``instruction_strict`` / ``instruction_loose``: fraction of all constraints followed (so a
+    prompt with three constraints weighs three times as much). See :mod:`neftune.instructions`.
+    """
+    _same_length(constraints, responses, "constraint lists and responses")
+    out = {}
+    for mode in ("strict", "loose"):
+        hits = [follows_all(c, r, loose=mode == "loose") for c, r in zip(constraints, responses)]
+        n_instructions = sum(len(h) for h in hits)
+        out[f"prompt_{mode}"] = sum(all(h) for h in hits) / len(hits)
+        out[f"instruction_{mode}"] = sum(map(sum, hits)) / n_instructions if n_instructions else math.nan
+    return out
+
+
+def following_by_kind(
+    constraints: Sequence[Sequence[Mapping[str, Any]]], responses: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per constraint kind: ``{"n", "strict", "loose"}`` (fractions of that kind's constraints followed)."""
+    _same_length(constraints, responses, "constraint lists and responses")
+    acc: dict[str, list[int]] = {}
+    for cs, r in zip(constraints, responses):
+        for c, strict, loose in zip(cs, follows_all(cs, r), follows_all(cs, r, loose=True)):
+            n_strict_loose = acc.setdefault(c["kind"], [0, 0, 0])
+            n_strict_loose[0] += 1
+            n_strict_loose[1] += strict
+            n_strict_loose[2] += loose
+    return {k: {"n": n, "strict": a / n, "loose": b / n} for k, (n, a, b) in sorted(acc.items())}
 
 
 def _count_tokens(tokenizer: Any, text: str) -> int:

@@ -1,26 +1,31 @@
 """Resolve a ``--data`` spec into train / evaluation record lists.
 
 ``builtin:<preset>`` (``quick``, ``standard``, ``full``; optional ``@seed``) gives the generated
-tasks with their held-out-template and held-out-family splits; anything else goes to
+tasks with their held-out-template and held-out-family splits, plus the verifiable instruction data
+(:mod:`neftune.data.instructions`: its training records mixed into ``train``, its two eval splits in
+``ifeval``); anything else goes to
 :func:`neftune.data.load_records` and a seeded 10% (at most 200) is held out for evaluation.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .formats import DataError, Record, examples_to_records, load_records
+from .instructions import IFEVAL_PRESETS, build_instruction_splits
 from .tasks import PRESETS, build_splits
 
 
 @dataclass
 class DataBundle:
-    """``train``: records to fit; ``evals``: named held-out splits; ``builtin``: checkable answers."""
+    """``train``: records to fit; ``evals``: named held-out splits; ``builtin``: checkable answers;
+    ``ifeval``: named splits of verifiable-instruction prompts (scored by checkers, no references)."""
 
     train: list[Record]
     evals: dict[str, list[Record]]
     builtin: bool
+    ifeval: dict[str, list[Record]] = field(default_factory=dict)
 
 
 def resolve_data(spec: str, *, seed: int = 0, field_map: str | None = None) -> DataBundle:
@@ -40,10 +45,14 @@ def resolve_data(spec: str, *, seed: int = 0, field_map: str | None = None) -> D
             except ValueError:
                 raise DataError(f"data seed in {spec!r} must be an integer") from None
         splits = build_splits(cfg)
+        instructions = build_instruction_splits(replace(IFEVAL_PRESETS[preset], seed=cfg.seed))
+        train = examples_to_records(splits["train"]) + instructions.pop("train")
+        random.Random(f"neftune-builtin-mix:{cfg.seed}").shuffle(train)
         return DataBundle(
-            train=examples_to_records(splits["train"]),
+            train=train,
             evals={k: examples_to_records(v) for k, v in splits.items() if k != "train"},
             builtin=True,
+            ifeval=instructions,
         )
     records = load_records(spec, field_map=field_map)
     if len(records) < 2:

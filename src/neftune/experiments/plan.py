@@ -13,7 +13,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..noise import DISTRIBUTIONS, check_alpha, check_choice
+from ..kernels.backend import check_backend
+from ..noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
 from ..schedules import resolve_schedule
 from ..training import RunError, TrainConfig
 from .setting import Setting
@@ -33,7 +34,8 @@ class Arm:
         """Unique, filesystem-safe, e.g. ``a5-uniform-constant-s0``."""
         s = self.setting
         schedule = re.sub(r"[^A-Za-z0-9.]+", "", s.schedule or "constant")
-        return f"a{s.alpha:g}-{s.distribution}-{schedule}-s{self.seed}"
+        scaling = "" if s.scaling == "per_sequence" else f"-{s.scaling}"
+        return f"a{s.alpha:g}-{s.distribution}-{schedule}{scaling}-s{self.seed}"
 
 
 @dataclass
@@ -44,12 +46,15 @@ class ExperimentConfig:
     alpha / distribution / schedule / seed / out are ignored). ``eval``: options of
     :class:`~neftune.evaluation.EvalConfig` (``max_new_tokens``, ``n_generate``, ...).
     ``curve_every``: optimizer steps between noise-off curve points (0: no curves).
+    ``scalings``: noise scalings of the noisy settings ("per_sequence", "batch"); each noisy
+    setting runs once per scaling, at the same alphas and seeds (the baseline once).
     """
 
     alphas: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 15.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     distributions: list[str] = field(default_factory=lambda: ["uniform"])
     schedules: list[str | None] = field(default_factory=lambda: [None])
+    scalings: list[str] = field(default_factory=lambda: ["per_sequence"])
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: dict[str, Any] = field(default_factory=dict)
     curve_every: int = 10
@@ -68,6 +73,11 @@ class ExperimentConfig:
             raise RunError(f"seeds has duplicates: {self.seeds}")
         for d in self.distributions:
             check_choice(d, DISTRIBUTIONS, "distributions")
+        if not self.scalings or len(set(self.scalings)) != len(self.scalings):
+            raise RunError(f"scalings must be a list without duplicates, got {self.scalings}")
+        for sc in self.scalings:
+            check_choice(sc, SCALINGS, "scalings")
+            check_backend(self.train.noise_backend, scaling=sc)
         for s in self.schedules:
             resolve_schedule(s)
         if self.curve_every < 0 or self.curve_records < 1:
@@ -91,7 +101,10 @@ class ExperimentConfig:
                 continue
             for dist in self.distributions:
                 for schedule in self.schedules:
-                    out.append(Setting(alpha, dist, None if schedule == "constant" else schedule))
+                    for scaling in self.scalings:
+                        out.append(
+                            Setting(alpha, dist, None if schedule == "constant" else schedule, scaling)
+                        )
         return out
 
     def arms(self) -> list[Arm]:
@@ -105,6 +118,7 @@ class ExperimentConfig:
             alpha=s.alpha,
             distribution=s.distribution,
             schedule=s.schedule,
+            scaling=s.scaling,
             seed=arm.seed,
             out=out,
         )

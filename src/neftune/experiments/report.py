@@ -17,6 +17,15 @@ from typing import Any
 
 from ..io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .findings import fmt_estimate, fmt_p, summary_to_dict
+from .instruction_report import (
+    InstructionSection,
+    instruction_section,
+    length_figure,
+    section_dict,
+    section_html,
+    section_markdown,
+    verdict_sentences,
+)
 from .plots import figure_png, make_figures
 from .stats import (
     BASELINE,
@@ -54,6 +63,11 @@ _FIGURE_TEXT = {
         "Big markers: across-seed mean with its confidence interval; small dots: single seeds; dashed line "
         "and grey band: the baseline's mean and interval; *: difference from the baseline distinguishable "
         "from seed noise.",
+    ),
+    "answer_lengths": (
+        "Answer lengths per setting",
+        "Box plots of the answers' lengths in characters, all seeds pooled: box from the lower to the upper "
+        "quartile, line at the median, whiskers to 1.5 interquartile ranges, dots beyond.",
     ),
     "differences": (
         "Difference from the baseline, paired by seed",
@@ -354,9 +368,12 @@ def render_html(
     doc: Mapping[str, Any],
     figures: Mapping[str, bytes],
     extras: Sequence[tuple[str, bytes]] = (),
+    instruction: InstructionSection | None = None,
+    length_png: bytes | None = None,
 ) -> str:
     """The self-contained report page. ``doc`` is :func:`~.findings.summary_to_dict` of ``summary``;
-    ``figures`` maps figure names to PNG bytes; ``extras`` are (caption, PNG bytes) to append."""
+    ``figures`` maps figure names to PNG bytes; ``extras`` are (caption, PNG bytes) to append;
+    ``instruction`` / ``length_png``: the length-control section and its answer-length figure."""
     pct = summary.confidence_text
     env = results.get("environment") or {}
     config = results.get("config") or {}
@@ -394,6 +411,10 @@ def render_html(
             f"<td>{_e(sig['sentence'])}</td></tr>"
         )
     add("</table>")
+
+    if instruction is not None:
+        figure = _figure_html("answer_lengths", length_png) if length_png else None
+        add(section_html(instruction, summary, figure, pct))
 
     if "learning_curves" in figures or "heldout_curves" in figures:
         add("<h2>Learning curves</h2>")
@@ -505,6 +526,8 @@ def render_markdown(
     doc: Mapping[str, Any],
     figure_files: Sequence[str],
     extra_files: Sequence[tuple[str, str]] = (),
+    instruction: InstructionSection | None = None,
+    length_file: str | None = None,
 ) -> str:
     """``summary.md``: headline, recommendation, signatures, one table per metric, arms, commands.
 
@@ -526,6 +549,8 @@ def render_markdown(
         lines += ["", "## Recommendation", "", rec["reason"]]
     lines += ["", "## The paper's signatures", ""]
     lines += [f"- **{s['status']}** — {s['sentence']}" for s in doc.get("signatures") or []]
+    if instruction is not None:
+        lines += section_markdown(instruction, summary, length_file, pct)
     if figure_files:
         lines += ["", "## Plots", ""]
         for f in figure_files:
@@ -608,15 +633,32 @@ def build_report(folder: str | Path) -> dict[str, Path]:
     written: dict[str, Path] = {
         name: write_bytes_atomic(out / f"{name}.png", data) for name, data in pngs.items()
     }
+    instruction = instruction_section(folder, results, summary)
+    length_fig = length_figure(instruction, summary)
+    length_png = figure_png(length_fig) if length_fig is not None else None
+    if length_png is not None:
+        written["answer_lengths"] = write_bytes_atomic(out / "answer_lengths.png", length_png)
+    if not instruction.empty:
+        doc["instruction_following"] = section_dict(instruction, summary)
+        doc["headline"] = [*(doc.get("headline") or []), *verdict_sentences(instruction, summary.labels)]
     extras = _extra_images(folder)
     extra_bytes = [(caption, path.read_bytes()) for caption, path in extras]
     extra_links = [(caption, f"../{path.relative_to(folder).as_posix()}") for caption, path in extras]
     written["summary"] = write_json_atomic(out / "summary.json", doc)
     written["markdown"] = write_text_atomic(
         out / "summary.md",
-        render_markdown(results, summary, doc, [f"{name}.png" for name in pngs], extra_links),
+        render_markdown(
+            results,
+            summary,
+            doc,
+            [f"{name}.png" for name in pngs],
+            extra_links,
+            instruction,
+            "answer_lengths.png" if length_png else None,
+        ),
     )
     written["html"] = write_text_atomic(
-        out / "report.html", render_html(results, summary, doc, pngs, extra_bytes)
+        out / "report.html",
+        render_html(results, summary, doc, pngs, extra_bytes, instruction, length_png),
     )
     return written

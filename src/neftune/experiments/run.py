@@ -57,8 +57,8 @@ def _now() -> str:
 
 
 def primary_metric(bundle: DataBundle) -> str:
-    """Held-out accuracy on unseen instruction templates for built-in tasks, else held-out loss."""
-    return f"accuracy/{ACCURACY_CURVE_SPLIT}" if bundle.builtin else f"loss/{next(iter(bundle.evals))}"
+    """Verifiable instruction following for built-in data (prompt level, strict), else held-out loss."""
+    return "ifeval/prompt_strict" if bundle.ifeval else f"loss/{next(iter(bundle.evals))}"
 
 
 def _check_experiment(folder: Path, cfg: ExperimentConfig, kind: str) -> dict[str, Any]:
@@ -177,7 +177,7 @@ def run_arm(
             model=str(arm_dir), data=cfg.train.data, out=str(arm_dir / "eval"), seed=cfg.train.data_seed
         )
         eval_cfg = replace(eval_cfg, **cfg.eval)
-        splits = [bundle.train, *bundle.evals.values()]
+        splits = [bundle.train, *bundle.evals.values(), *bundle.ifeval.values()]
         progress.stage("evaluate", sum(min(eval_cfg.n_generate, len(r)) for r in splits))
         metrics = evaluate(eval_cfg, progress=progress.generated)
     run = read_json_object(arm_dir / RUN_FILE) or {}

@@ -16,12 +16,15 @@ class Setting:
     """One experimental setting; arms of the same setting with different seeds are replicates.
 
     Alpha 0 adds no noise, so every alpha-0 setting is normalised to
-    ``Setting(0.0, "uniform", None)`` (the schema's baseline form).
+    ``Setting(0.0, "uniform", None)`` (the schema's baseline form). ``scaling`` is how the noise
+    is scaled ("per_sequence", neftune's default, or "batch", transformers' padded/packed length);
+    it is written into the dict only when it is not the default, so older results read the same.
     """
 
     alpha: float
     distribution: str = "uniform"
     schedule: str | None = None
+    scaling: str = "per_sequence"
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> Setting:
@@ -35,15 +38,25 @@ class Setting:
             return cls(0.0)
         schedule = d.get("schedule")
         return cls(
-            float(alpha), str(d.get("distribution") or "uniform"), None if schedule is None else str(schedule)
+            float(alpha),
+            str(d.get("distribution") or "uniform"),
+            None if schedule is None else str(schedule),
+            str(d.get("scaling") or "per_sequence"),
         )
 
     @property
     def is_no_noise(self) -> bool:
         return self.alpha == 0
 
-    def sort_key(self) -> tuple[float, str, str]:
-        return (self.alpha, self.distribution, self.schedule or "")
+    def sort_key(self) -> tuple[float, str, str, bool]:
+        return (self.alpha, self.distribution, self.schedule or "", self.scaling != "per_sequence")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "distribution": self.distribution, "schedule": self.schedule}
+        out: dict[str, Any] = {
+            "alpha": self.alpha,
+            "distribution": self.distribution,
+            "schedule": self.schedule,
+        }
+        if self.scaling != "per_sequence":
+            out["scaling"] = self.scaling
+        return out

@@ -74,7 +74,7 @@ def metric_direction(name: str) -> str:
         return "descriptive"
     if name.startswith("loss/") or name == "repetition_2gram":
         return "lower"
-    if name.startswith("accuracy/"):
+    if name.startswith(("accuracy/", "ifeval/")):
         return "higher"
     return "descriptive"
 
@@ -92,7 +92,11 @@ _FIXED_LABELS = {
     "length_chars": "answer length in characters",
     "length_tokens": "answer length in tokens",
     "repetition_2gram": "repeated bigrams in answers",
+    "length_chars/ifeval": "length of instruction-prompt answers in characters",
 }
+
+_IFEVAL_LEVELS = {"prompt": "prompts with every instruction followed", "instruction": "instructions followed"}
+_IFEVAL_SPLITS = {"seen_types": "seen instruction types", "heldout_types": "held-out instruction types"}
 
 
 def metric_label(name: str) -> str:
@@ -100,6 +104,13 @@ def metric_label(name: str) -> str:
     templates``, ``loss/eval`` -> ``held-out loss``; unknown keys are returned unchanged."""
     if name in _FIXED_LABELS:
         return _FIXED_LABELS[name]
+    if name.startswith("ifeval/"):
+        _, measure, *split = name.split("/")
+        level, _, mode = measure.partition("_")
+        if level in _IFEVAL_LEVELS and mode in ("strict", "loose") and len(split) <= 1:
+            where = f", {_IFEVAL_SPLITS.get(split[0], split[0])}" if split else ""
+            return f"{_IFEVAL_LEVELS[level]} ({mode}{where})"
+        return name
     kind, _, split = name.partition("/")
     if kind in ("loss", "accuracy") and split:
         if split == "eval":
@@ -111,10 +122,11 @@ def metric_label(name: str) -> str:
 def _metric_order(name: str, primary: str | None) -> tuple[int, str]:
     if name == primary:
         return (0, "")
-    for rank, prefix in enumerate(("accuracy/", "loss/eval", "loss/train", TRAIN_LOSS_NOISE_ON), 1):
+    prefixes = ("ifeval/", "accuracy/", "loss/eval", "loss/train", TRAIN_LOSS_NOISE_ON)
+    for rank, prefix in enumerate(prefixes, 1):
         if name.startswith(prefix):
             return (rank, name)
-    fixed = ["rouge_l_train", "length_tokens", "length_chars", "repetition_2gram"]
+    fixed = ["rouge_l_train", "length_tokens", "length_chars", "length_chars/ifeval", "repetition_2gram"]
     return (10 + fixed.index(name), name) if name in fixed else (20, name)
 
 
@@ -134,6 +146,7 @@ def setting_labels(settings: Iterable[Setting]) -> dict[Setting, str]:
     noisy = [s for s in settings if not s.is_no_noise]
     show_dist = len({s.distribution for s in noisy}) > 1 or any(s.distribution != "uniform" for s in noisy)
     show_sched = any(s.schedule is not None for s in noisy)
+    show_scaling = any(s.scaling != "per_sequence" for s in noisy)
     labels = {}
     for s in settings:
         if s.is_no_noise:
@@ -144,6 +157,8 @@ def setting_labels(settings: Iterable[Setting]) -> dict[Setting, str]:
             parts.append(s.distribution)
         if show_sched and s.schedule is not None:
             parts.append(f"{s.schedule} schedule")
+        if show_scaling:
+            parts.append(f"{s.scaling.replace('_', '-')} scaling")
         labels[s] = ", ".join(parts)
     return labels
 
@@ -351,7 +366,7 @@ class Summary:
     def only_alpha_varies(self) -> bool:
         """True when all noisy settings share one distribution and schedule (a plain alpha compare)."""
         noisy = [i.setting for i in self.settings if not i.setting.is_no_noise]
-        return len({(s.distribution, s.schedule) for s in noisy}) <= 1
+        return len({(s.distribution, s.schedule, s.scaling) for s in noisy}) <= 1
 
     @property
     def setting_word(self) -> str:

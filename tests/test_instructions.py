@@ -1,0 +1,231 @@
+"""Checkers of verifiable instructions (hand-written answers), the built-in instruction data and its splits."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from neftune.data.bundle import resolve_data
+from neftune.data.instructions import (
+    HELDOUT_KINDS,
+    HELDOUT_PAIRS,
+    IFEVAL_SPLITS,
+    PHRASINGS,
+    SEEN_KINDS,
+    InstructionConfig,
+    build_instruction_splits,
+    compatible,
+)
+from neftune.instructions import KINDS, count_sentences, count_words, follows, loose_variants
+from neftune.metrics import following_by_kind, instruction_following
+
+
+def C(kind, **args):
+    return {"kind": kind, "args": args}
+
+
+# (constraint, an answer that follows it, an answer that does not): written by hand.
+CASES = [
+    (C("word_count", relation="at most", n=5), "Tea is a calm drink.", "Tea is a calm and warming drink."),
+    (C("word_count", relation="at least", n=4), "Owls hunt at night.", "Owls hunt."),
+    (C("sentence_count", relation="at least", n=2), "Owls hunt. They fly!", "Owls hunt at night."),
+    (C("sentence_count", relation="at most", n=1), "Owls hunt at night.", "Owls hunt. They fly. Quietly."),
+    (C("paragraph_count", n=2), "Owls hunt.\n\n***\n\nThey fly.", "Owls hunt.\n\nThey fly."),
+    (C("bullet_count", n=2), "* Owls hunt.\n* They fly.", "* Owls hunt.\n* They fly.\n* Quietly."),
+    (C("highlights", n=2), "Owls *hunt* and *fly*.", "Owls *hunt* and fly."),
+    (C("include_keywords", keywords=["night", "owl"]), "An owl hunts at night.", "Owls hunt at night."),
+    (C("exclude_keyword", keyword="night"), "Owls hunt in the dark.", "Owls hunt at Night."),
+    (C("keyword_frequency", keyword="owl", relation="at least", n=2), "Owl, owl!", "One owl."),
+    (C("lowercase"), "owls hunt at night.", "Owls hunt at night."),
+    (C("uppercase"), "OWLS HUNT AT NIGHT.", "OWLS HUNT AT Night."),
+    (C("starts_with", phrase="Good question."), "Good question. Owls hunt.", "Owls hunt. Good question."),
+    (
+        C("ends_with", phrase="I hope this helps."),
+        "Owls hunt. I hope this helps.",
+        "I hope this helps. Owls.",
+    ),
+    (C("no_commas"), "Owls hunt and fly.", "Owls hunt, and fly."),
+    (C("title"), "<<Owls>>\n\nOwls hunt.", "<Owls>\n\nOwls hunt."),
+    (C("postscript", marker="P.S."), "Owls hunt.\n\nP.S. They fly.", "Owls hunt. They fly."),
+    (C("json_format"), '```json\n{"answer": "owls"}\n```', '{"answer": owls}'),
+    (
+        C("repeat_request", request="Describe owls."),
+        "Describe owls.\n\nOwls hunt.",
+        "Owls hunt. Describe owls.",
+    ),
+    (C("placeholders", n=2), "Meet [name] at [place].", "Meet [name] at the park."),
+    (C("letter_frequency", letter="k", relation="at least", n=2), "Kites knock.", "Kites fly."),
+    (C("capital_words", relation="at least", n=2), "OWLS are VERY quiet.", "OWLS are very quiet."),
+    (C("quotation"), '"Owls hunt at night."', 'Owls "hunt" at night.'),
+    (C("sections", marker="Section", n=2), "Section 1\nOwls.\nSection 2\nFly.", "Section 1\nOwls fly."),
+    (C("two_responses"), "Owls hunt.\n******\nOwls fly.", "Owls hunt.\n******\nOwls hunt."),
+]
+
+
+def test_every_kind_has_a_hand_written_case():
+    assert {c["kind"] for c, _, _ in CASES} == set(KINDS)
+
+
+@pytest.mark.parametrize(("constraint", "good", "bad"), CASES, ids=[c["kind"] for c, _, _ in CASES])
+def test_checker_strict(constraint, good, bad):
+    assert follows(constraint, good)
+    assert not follows(constraint, bad)
+
+
+@pytest.mark.parametrize(("constraint", "good", "bad"), CASES, ids=[c["kind"] for c, _, _ in CASES])
+def test_loose_accepts_what_strict_accepts(constraint, good, bad):
+    assert follows(constraint, good, loose=True)
+
+
+LOOSE_ONLY = [
+    # A chatty first line breaks the strict check; loose drops it.
+    (C("starts_with", phrase="Good question."), "Sure! Here it is:\nGood question. Owls hunt."),
+    (C("lowercase"), "Here You Go:\nowls hunt at night."),
+    (C("json_format"), 'Here is the JSON:\n{"answer": "owls"}'),
+    # A trailing sign-off breaks the strict check; loose drops the last line.
+    (C("ends_with", phrase="I hope this helps."), "Owls hunt. I hope this helps.\nBye!"),
+    (C("quotation"), '"Owls hunt at night."\n(That is my answer.)'),
+    # Markdown emphasis inside the phrase: loose removes the asterisks.
+    (C("starts_with", phrase="Good question."), "**Good question.** Owls hunt."),
+]
+
+
+@pytest.mark.parametrize(("constraint", "answer"), LOOSE_ONLY, ids=range(len(LOOSE_ONLY)))
+def test_loose_only(constraint, answer):
+    assert not follows(constraint, answer)
+    assert follows(constraint, answer, loose=True)
+
+
+@pytest.mark.parametrize(("constraint", "good", "bad"), CASES, ids=[c["kind"] for c, _, _ in CASES])
+def test_empty_answer_follows_nothing(constraint, good, bad):
+    assert not follows(constraint, "") and not follows(constraint, "  \n", loose=True)
+
+
+def test_loose_variants_and_counts():
+    assert loose_variants("a\n*b*\nc") == [
+        "a\n*b*\nc",
+        "*b*\nc",
+        "a\n*b*",
+        "*b*",
+        "a\nb\nc",
+        "b\nc",
+        "a\nb",
+        "b",
+    ]
+    assert count_words("Don't stop: 3 owls.") == 4
+    assert count_sentences("One. Two! Three? ... ") == 3
+    assert count_sentences("No end mark") == 1 and count_sentences("") == 0
+
+
+def test_unknown_kind_and_relation():
+    with pytest.raises(ValueError, match="unknown constraint kind 'nope'"):
+        follows(C("nope"), "x")
+    with pytest.raises(ValueError, match="relation must be"):
+        follows(C("word_count", relation="about", n=3), "x")
+
+
+def test_instruction_following_metrics():
+    constraints = [[C("lowercase"), C("no_commas")], [C("uppercase")], [C("no_commas")]]
+    responses = ["a, b", "LOUD", "Sure:\nfine"]
+    m = instruction_following(constraints, responses)
+    # prompt 1: 1 of 2 followed; prompt 2: 1 of 1; prompt 3: 1 of 1.
+    assert m["prompt_strict"] == pytest.approx(2 / 3) and m["instruction_strict"] == pytest.approx(3 / 4)
+    by_kind = following_by_kind(constraints, responses)
+    assert by_kind["no_commas"] == {"n": 2, "strict": 0.5, "loose": 0.5}
+    assert by_kind["lowercase"]["strict"] == 1.0 and by_kind["uppercase"]["n"] == 1
+    with pytest.raises(ValueError, match="differ in length"):
+        instruction_following(constraints, responses[:2])
+
+
+# --------------------------------------------------------------------------- the data and its splits
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return build_instruction_splits(InstructionConfig(n_train=300, n_eval=90, seed=0))
+
+
+def test_taxonomy():
+    assert set(PHRASINGS) == set(KINDS) and set(SEEN_KINDS) | set(HELDOUT_KINDS) == set(KINDS)
+    assert not set(SEEN_KINDS) & set(HELDOUT_KINDS) and len(HELDOUT_KINDS) >= 5
+    for a, b in (tuple(p) for p in HELDOUT_PAIRS):
+        assert a in SEEN_KINDS and b in SEEN_KINDS and compatible(a, b)
+    assert len(HELDOUT_PAIRS) >= 10
+
+
+def test_splits_are_deterministic_and_disjoint(splits):
+    again = build_instruction_splits(InstructionConfig(n_train=300, n_eval=90, seed=0))
+    assert [r.messages for r in again["train"]] == [r.messages for r in splits["train"]]
+    other = build_instruction_splits(InstructionConfig(n_train=300, n_eval=90, seed=1))
+    assert [r.messages for r in other["train"]] != [r.messages for r in splits["train"]]
+    prompts = [r.messages[0]["content"] for s in splits.values() for r in s]
+    assert len(prompts) == len(set(prompts)) == 300 + 2 * 90
+
+
+def test_training_never_shows_heldout_types_phrasings_or_pairs(splits):
+    heldout = [PHRASINGS[k][-1] for k in SEEN_KINDS] + [p for k in HELDOUT_KINDS for p in PHRASINGS[k]]
+    # A wording as a pattern: its fixed text in order, anything where a {field} goes.
+    patterns = [re.compile(".+?".join(re.escape(part) for part in re.split(r"\{\w+\}", p))) for p in heldout]
+    for rec in splits["train"]:
+        kinds = [c["kind"] for c in rec.meta["constraints"]]
+        assert 1 <= len(kinds) <= 3 and len(set(kinds)) == len(kinds)
+        assert not set(kinds) & set(HELDOUT_KINDS)
+        for c in rec.meta["constraints"]:
+            assert c["phrasing"] != len(PHRASINGS[c["kind"]]) - 1
+        assert all(frozenset((a, b)) not in HELDOUT_PAIRS for a in kinds for b in kinds if a != b)
+        prompt = rec.messages[0]["content"]
+        assert not any(p.search(prompt) for p in patterns), prompt
+    # ...and the patterns do find held-out wordings where they are.
+    for rec in splits["ifeval_seen_types"] + splits["ifeval_heldout_types"]:
+        if rec.meta["variant"] != "new_prompts" and rec.meta["variant"] != "heldout_combinations":
+            assert any(p.search(rec.messages[0]["content"]) for p in patterns)
+
+
+def test_training_responses_follow_their_constraints(splits):
+    for rec in splits["train"]:
+        response = rec.messages[1]["content"]
+        assert response.strip()
+        for c in rec.meta["constraints"]:
+            assert follows(c, response), (c, response)
+    kinds = {c["kind"] for rec in splits["train"] for c in rec.meta["constraints"]}
+    assert kinds == set(SEEN_KINDS), "every seen kind is trained on"
+
+
+def test_eval_splits_measure_what_they_claim(splits):
+    seen, heldout = splits["ifeval_seen_types"], splits["ifeval_heldout_types"]
+    variants = {r.meta["variant"] for r in seen}
+    assert variants == {"new_prompts", "heldout_phrasings", "heldout_combinations"}
+    for rec in seen:
+        kinds = [c["kind"] for c in rec.meta["constraints"]]
+        assert set(kinds) <= set(SEEN_KINDS)
+        pairs = {frozenset((a, b)) for a in kinds for b in kinds if a != b}
+        last = [c["phrasing"] == len(PHRASINGS[c["kind"]]) - 1 for c in rec.meta["constraints"]]
+        if rec.meta["variant"] == "heldout_phrasings":
+            assert all(last)
+        else:
+            assert not any(last)
+        assert bool(pairs & HELDOUT_PAIRS) == (rec.meta["variant"] == "heldout_combinations")
+        assert rec.messages[1]["content"] == ""
+    for rec in heldout:
+        assert {c["kind"] for c in rec.meta["constraints"]} & set(HELDOUT_KINDS)
+
+    assert {c["kind"] for r in heldout for c in r.meta["constraints"]} >= set(HELDOUT_KINDS)
+
+
+def test_constraints_render_into_the_prompt(splits):
+    for rec in splits["ifeval_seen_types"][:30] + splits["train"][:30]:
+        prompt = rec.messages[0]["content"]
+        assert prompt.startswith(rec.meta["request"])
+        for c in rec.meta["constraints"]:
+            assert c["text"] in prompt and "{" not in c["text"]
+    json.dumps([r.meta for r in splits["train"]])  # meta is JSON-shaped (it is saved with runs)
+
+
+def test_builtin_presets_carry_the_instruction_data():
+    bundle = resolve_data("builtin:quick")
+    assert tuple(bundle.ifeval) == IFEVAL_SPLITS and all(bundle.ifeval.values())
+    n_instr = sum(bool(r.meta.get("ifeval")) for r in bundle.train)
+    assert 0 < n_instr < len(bundle.train), "instruction records are mixed into the task records"
+    assert resolve_data("builtin:quick@1").train != bundle.train
