@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -203,11 +204,15 @@ class _ExperimentBars:
         self.overall = bar.add_task("arms", total=total, eta="ETA after the first arm")
         self.run = bar.add_task("", total=None, eta="")
         self.arm = ""
+        self.first_start = 0.0
 
     def _eta(self) -> str:
         if not self.durations:
             return "ETA after the first arm"
-        left = (self.total - self.done) * sum(self.durations) / len(self.durations)
+        # Wall time per finished arm since the first one started: right whether arms run one
+        # after the other or several at once (--executor ray).
+        per_arm = (time.monotonic() - self.first_start) / len(self.durations)
+        left = (self.total - self.done) * per_arm
         return f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
 
     def _new_run_bar(self, description: str, total: int | None) -> None:
@@ -215,6 +220,7 @@ class _ExperimentBars:
         self.run = self.bar.add_task(description, total=total, eta="")
 
     def arm_started(self, index: int, total: int, arm) -> None:
+        self.first_start = self.first_start or time.monotonic()
         self.arm = arm.id
         self._new_run_bar(f"{arm.id}: start", None)
 
@@ -227,6 +233,9 @@ class _ExperimentBars:
         self.durations.append(seconds)
         self.bar.update(self.overall, advance=1, eta=self._eta())
         console.print(f"finished {arm.id} in {seconds:.0f} s")
+
+    def arm_retried(self, index: int, total: int, arm, attempt: int, where: str) -> None:
+        console.print(f"[yellow]retrying[/] {arm.id} (attempt {attempt}, {where}): its previous worker died")
 
     def stage(self, name: str, total: int | None = None) -> None:
         self._new_run_bar(f"{self.arm}: {name}", total)
@@ -275,15 +284,28 @@ def _run_grid(
     curve_every: int | None,
     overwrite: bool,
     report: bool,
+    executor: str = "local",
+    ray_address: str | None = None,
+    cpus_per_arm: float = 1.0,
+    gpus_per_arm: float | None = None,
+    max_retries: int = 2,
 ) -> None:
     from dataclasses import replace
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .experiments.executors import make_executor
     from .experiments.plan import from_preset, parse_floats, parse_names, parse_seeds
     from .experiments.run import run_experiment
 
     try:
+        runner = make_executor(
+            executor,
+            address=ray_address,
+            cpus_per_arm=cpus_per_arm,
+            gpus_per_arm=gpus_per_arm,
+            max_retries=max_retries,
+        )
         cfg = from_preset(preset)
         if alphas is not None:
             cfg.alphas = parse_floats(alphas, "alphas")
@@ -334,7 +356,14 @@ def _run_grid(
         with Progress(*columns, console=console) as bar:
             bars = _ExperimentBars(bar, n_arms)
             results = run_experiment(
-                cfg, out, kind=kind, command=command, overwrite=overwrite, progress=bars, report=report
+                cfg,
+                out,
+                kind=kind,
+                command=command,
+                overwrite=overwrite,
+                progress=bars,
+                report=report,
+                executor=runner,
             )
     except _user_errors() as exc:
         _fail(str(exc))
@@ -432,6 +461,18 @@ _RepetitionPenalty = Annotated[float | None, typer.Option(help="Greedy decoding 
 _CurveEvery = Annotated[int | None, typer.Option(help="Steps between noise-off curve points (0: none).")]
 _Overwrite = Annotated[bool, typer.Option(help="Delete the folder's previous experiment first.")]
 _Report = Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")]
+_Executor = Annotated[
+    str, typer.Option(help="local (one arm after the other, here) | ray (arms as concurrent Ray tasks).")
+]
+_RayAddress = Annotated[
+    str | None, typer.Option(help="Ray cluster to use with --executor ray [default: start a local Ray].")
+]
+_CpusPerArm = Annotated[float, typer.Option(help="CPUs each Ray task (arm) asks for.")]
+_GpusPerArm = Annotated[
+    float | None,
+    typer.Option(help="GPUs each Ray task asks for [default: 1 if the cluster has GPUs, else 0]."),
+]
+_MaxRetries = Annotated[int, typer.Option(help="Retries of an arm whose Ray worker dies.")]
 
 
 @app.command()
@@ -457,6 +498,11 @@ def compare(
     curve_every: _CurveEvery = None,
     overwrite: _Overwrite = False,
     report: _Report = True,
+    executor: _Executor = "local",
+    ray_address: _RayAddress = None,
+    cpus_per_arm: _CpusPerArm = 1.0,
+    gpus_per_arm: _GpusPerArm = None,
+    max_retries: _MaxRetries = 2,
 ) -> None:
     """Train and evaluate every (alpha, seed) arm, everything else identical; report what differs beyond seed noise."""
     options = dict(locals())
@@ -489,6 +535,11 @@ def sweep(
     curve_every: _CurveEvery = None,
     overwrite: _Overwrite = False,
     report: _Report = True,
+    executor: _Executor = "local",
+    ray_address: _RayAddress = None,
+    cpus_per_arm: _CpusPerArm = 1.0,
+    gpus_per_arm: _GpusPerArm = None,
+    max_retries: _MaxRetries = 2,
 ) -> None:
     """Grid over alpha x distribution x schedule (x seeds); recommends a setting and says why."""
     _run_grid("sweep", **locals())
