@@ -91,7 +91,7 @@ def train(
     trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP)] = False,
 ) -> None:
     """Fine-tune MODEL on DATA with NEFTune (TRL SFTTrainer, loss on responses only)."""
-    from .training import TrainConfig
+    from .training import TrainConfig, is_main_process
     from .training import train as run_train
 
     cfg = TrainConfig(
@@ -122,6 +122,8 @@ def train(
         metrics = run_train(cfg, overwrite=overwrite, resume=resume)
     except _user_errors() as exc:
         _fail(str(exc))
+    if not is_main_process():  # under torchrun / accelerate launch: rank 0 reports for all
+        return
     console.print(
         f"[green]Done:[/] {out}  train loss {metrics['train_loss']:.4f}, "
         f"{metrics['global_step']} steps in {metrics['train_seconds']:.0f} s"

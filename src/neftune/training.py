@@ -4,12 +4,16 @@ Reads top to bottom: config -> data -> model -> trainer -> train (noise on) -> s
 A run folder holds the model (or LoRA adapter), the tokenizer, ``neftune_run.json``
 (resolved config + metrics, written atomically and last: its ``status`` says whether the
 run finished) and ``train_log.json``. Checkpoints live in ``checkpoints/`` for ``--resume``.
+
+Under ``torchrun`` / ``accelerate launch`` every rank runs :func:`train`; rank 0 alone checks and
+writes the run folder, the others wait for its verdict, and the reported loss is the mean over ranks.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import re
 import shutil
@@ -260,6 +264,53 @@ def logged_mean_loss(log_history: list[dict[str, Any]]) -> float | None:
     return total / steps if steps else None
 
 
+def world() -> tuple[int, int]:
+    """(rank, number of processes) as set by ``torchrun`` / ``accelerate launch`` / ``deepspeed``."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True in a single-process run and on rank 0 of a multi-process one."""
+    return world()[0] == 0
+
+
+def _distributed_state(cuda: bool) -> Any:
+    """accelerate's process state (it starts the process group: gloo on CPU), or None for one process."""
+    if world()[1] <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=not cuda)
+
+
+def _on_main(state: Any, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 only; every rank returns its result or raises its error (no rank hangs)."""
+    if state is None:
+        return fn()
+    from accelerate.utils import broadcast_object_list
+
+    outcome: list[Any] = [None, None]
+    if state.is_main_process:
+        try:
+            outcome = [fn(), None]
+        except Exception as exc:
+            outcome = [None, exc]
+    broadcast_object_list(outcome, from_process=0)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
+
+
+def _mean_over_ranks(trainer: Any, value: float) -> float:
+    """``value`` averaged over the ranks (the Trainer's own figure leaves unlogged steps per rank)."""
+    import torch
+
+    if world()[1] <= 1:
+        return value
+    tensor = torch.tensor(float(value), dtype=torch.float64, device=trainer.accelerator.device)
+    return float(trainer.accelerator.reduce(tensor, reduction="mean").item())
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -282,14 +333,21 @@ def train(
     from .models import load_model_and_tokenizer
 
     cfg.validate()
-    out = prepare_out_dir(cfg.out, overwrite=overwrite, resume=resume)
-    if resume:
-        check_resume_config(out, cfg)
+    cuda = torch.cuda.is_available()
+    state = _distributed_state(cuda)  # None in a single-process run
+
+    def prepare() -> Path:
+        out = prepare_out_dir(cfg.out, overwrite=overwrite, resume=resume)
+        if resume:
+            check_resume_config(out, cfg)
+        return out
+
+    out = _on_main(state, prepare)
+    main = state is None or state.is_main_process
     bundle = resolve_data(cfg.data, seed=cfg.data_seed)
     if not bundle.train:
         raise DataError(f"{cfg.data}: no training records")
 
-    cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
     model, tokenizer = load_model_and_tokenizer(
         cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32, trust_remote_code=cfg.trust_remote_code
@@ -305,7 +363,8 @@ def train(
             ),
         )
 
-    write_json_atomic(out / RUN_FILE, {"status": "running", "config": asdict(cfg)})
+    if main:
+        write_json_atomic(out / RUN_FILE, {"status": "running", "config": asdict(cfg)})
     lr = cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora else 5e-5)
     ckpt_dir = out / "checkpoints"
     args = SFTConfig(
@@ -353,11 +412,15 @@ def train(
         seed=cfg.seed,
         backend=cfg.noise_backend,
     )
-    checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None
-    resumed_from = 0
-    if checkpoint is not None:
-        check_checkpoint_files(checkpoint)
-        resumed_from = _checkpoint_step(checkpoint) or 0
+
+    def find_checkpoint() -> Path | None:
+        checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None
+        if checkpoint is not None:
+            check_checkpoint_files(checkpoint)
+        return checkpoint
+
+    checkpoint = _on_main(state, find_checkpoint)  # rank 0 deletes half-written ones
+    resumed_from = (_checkpoint_step(checkpoint) or 0) if checkpoint is not None else 0
     start = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -365,13 +428,17 @@ def train(
         raise RunError(refused_pickle_message(checkpoint)) from None
     seconds = time.perf_counter() - start
 
-    model = trainer.model
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    write_json_atomic(out / "train_log.json", trainer.state.log_history)
+    if state is None:
+        model = trainer.model
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    else:  # every rank takes part (FSDP / DeepSpeed gather the weights); rank 0 writes
+        trainer.save_model(str(out))
+        if main:
+            (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in RUN_FILE
     # After a resume the trainer's own figure covers only the steps of this call; the log covers all.
     logged = logged_mean_loss(trainer.state.log_history) if resumed_from else None
-    train_loss = logged if logged is not None else result.training_loss
+    train_loss = _mean_over_ranks(trainer, logged if logged is not None else result.training_loss)
     metrics = {
         "train_loss": train_loss,
         "resumed_from_step": resumed_from,
@@ -381,7 +448,12 @@ def train(
         "learning_rate": lr,
         "bf16": bf16,
         "device": "cuda" if cuda else "cpu",
+        "world_size": world()[1],
     }
-    write_json_atomic(out / RUN_FILE, {"status": "complete", "config": asdict(cfg), "metrics": metrics})
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if main:
+        write_json_atomic(out / "train_log.json", trainer.state.log_history)
+        write_json_atomic(out / RUN_FILE, {"status": "complete", "config": asdict(cfg), "metrics": metrics})
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if state is not None:
+        state.wait_for_everyone()  # no rank reports done before the run files are written
     return metrics
