@@ -428,14 +428,23 @@ def train(
         raise RunError(refused_pickle_message(checkpoint)) from None
     seconds = time.perf_counter() - start
 
-    if state is None:
+    if state is None and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         model = trainer.model
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
-    else:  # every rank takes part (FSDP / DeepSpeed gather the weights); rank 0 writes
+    else:  # every rank takes part (FSDP / DeepSpeed gather the weights); the main process writes
         trainer.save_model(str(out))
-        if main:
+
+        def check_saved() -> None:
             (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in RUN_FILE
+            if not any((out / name).exists() for name in SAFE_WEIGHTS):
+                raise RunError(
+                    f"the trainer saved no safetensors weights in {out} (FSDP with a sharded state dict, or "
+                    "DeepSpeed ZeRO-3 without stage3_gather_16bit_weights_on_model_save); set "
+                    "fsdp_state_dict_type FULL_STATE_DICT or that DeepSpeed option, then rerun with --resume"
+                )
+
+        _on_main(state, check_saved)
     # After a resume the trainer's own figure covers only the steps of this call; the log covers all.
     logged = logged_mean_loss(trainer.state.log_history) if resumed_from else None
     train_loss = _mean_over_ranks(trainer, logged if logged is not None else result.training_loss)

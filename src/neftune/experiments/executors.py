@@ -145,6 +145,8 @@ class RayExecutor:
     def _run(self, ray: Any, work: ArmWork, *, local_cluster: bool) -> None:
         from ray.util.queue import Empty, Queue
 
+        from .run import ARM_FILE
+
         cpus, gpus = self._resources(ray, local_cluster)
         events = Queue(actor_options={"num_cpus": 0})
         task = ray.remote(max_calls=1)(_ray_arm)  # a fresh worker process per arm
@@ -197,7 +199,7 @@ class RayExecutor:
                             f"(--max-retries {self.max_retries}): {str(exc).splitlines()[0] if str(exc) else ''}"
                         )
                     else:
-                        if not (work.folder / "arms" / arm.id / "arm.json").exists():
+                        if not (work.folder / "arms" / arm.id / ARM_FILE).exists():
                             message = (
                                 f"finished on {record.get('host')}, but its arm.json is not visible here at "
                                 f"{work.folder}: --out must be a folder that every Ray node and this "
