@@ -9,7 +9,7 @@ evaluation) and the ratio of medians:
 - ``local-1thread``: the same with ``OMP_NUM_THREADS=1`` (what each Ray arm gets);
 - ``ray``: a local Ray started for the run, 1 CPU per arm, both arms at once.
 
-    python benchmarks/bench_ray_arms.py --reps 3 --out benchmarks/results/cpu-ray-arms.json
+    python benchmarks/bench_ray_arms.py --reps 2 --out benchmarks/results/cpu-ray-arms.json
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ VARIANTS = ("local", "local-1thread", "ray")
 def compare_command(out: Path, variant: str, max_steps: int) -> list[str]:
     args = [sys.executable, "-m", "neftune.cli", "compare", "--model", "tiny", "--alphas", "0,5"]
     args += ["--seeds", "1", "--max-steps", str(max_steps), "--batch-size", "4", "--max-length", "256"]
-    args += ["--n-generate", "8", "--max-new-tokens", "16", "--curve-every", "0", "--no-report"]
+    args += ["--n-generate", "4", "--max-new-tokens", "16", "--curve-every", "0", "--no-report"]
     args += ["--executor", "ray" if variant == "ray" else "local", "--out", str(out)]
     return args
 
@@ -60,8 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each variant (interleaved)")
-    parser.add_argument("--max-steps", type=int, default=40, help="optimizer steps per arm")
+    parser.add_argument("--reps", type=int, default=2, help="repetitions of each variant (interleaved)")
+    parser.add_argument("--max-steps", type=int, default=20, help="optimizer steps per arm")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
 

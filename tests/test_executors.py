@@ -258,3 +258,28 @@ def test_ctrl_c_stops_a_ray_compare_cleanly(tmp_path, tmp_path_factory):
     assert not alive, f"Ray processes left running: {[p.cmdline() for p in alive]}"
     assert json.loads((folder / RESULTS_FILE).read_text())["status"] == "running"
     fault_injection.check_folder(folder)  # every JSON parses; no arm counted complete without arm.json
+
+
+def test_eta_counts_arms_that_ran_at_the_same_time(monkeypatch):
+    """Two arms of 10 s finished together after 10 s of wall time: the 2 left need 10 s more, not 20."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from neftune import cli as climod
+    from neftune.experiments.plan import Arm
+    from neftune.experiments.setting import Setting
+
+    now = [100.0]
+    monkeypatch.setattr(climod.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(climod, "console", Console(file=io.StringIO()))
+    with Progress(console=Console(file=io.StringIO())) as bar:
+        bars = climod._ExperimentBars(bar, total=4)
+        arms = [Arm(Setting(a), 0) for a in (0.0, 5.0)]
+        for i, arm in enumerate(arms):
+            bars.arm_started(i, 4, arm)
+        now[0] += 10.0
+        for i, arm in enumerate(arms):
+            bars.arm_finished(i, 4, arm, 10.0)
+        assert bars._eta() == "ETA 0:00:10"
