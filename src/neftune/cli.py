@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -456,12 +457,20 @@ def train(
     """Fine-tune MODEL on DATA with NEFTune (TRL SFTTrainer, loss on responses only)."""
     from dataclasses import fields
 
-    from .training import RUN_FILE, RunIOError, TrainingInterrupted
+    from .training import RUN_FILE, RunIOError, TrainingInterrupted, is_main_process
     from .training import train as run_train
 
     given = dict(locals())
     cfg = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
     cfg.out = str(out)
+    if not is_main_process():  # under torchrun / accelerate launch: rank 0 prints and reports for all
+        try:
+            run_train(cfg, overwrite=overwrite, resume=resume)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except (RunIOError, *_user_errors()):
+            raise typer.Exit(2) from None  # rank 0 printed the error
+        return
     ui = _TrainConsole(cfg)
     try:
         with _LibraryLog(out, RUN_FILE):
@@ -719,11 +728,15 @@ class _ExperimentBars:
         self.overall = bar.add_task("arms", total=total, eta="ETA after the first arm")
         self.run = bar.add_task("", total=None, eta="")
         self.arm = ""
+        self.first_start = 0.0
 
     def _eta(self) -> str:
         if not self.durations:
             return "ETA after the first arm"
-        left = (self.total - self.done) * sum(self.durations) / len(self.durations)
+        # Wall time per finished arm since the first one started: right whether arms run one
+        # after the other or several at once (--executor ray).
+        per_arm = (time.monotonic() - self.first_start) / len(self.durations)
+        left = (self.total - self.done) * per_arm
         return f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
 
     def _new_run_bar(self, description: str, total: int | None) -> None:
@@ -737,6 +750,7 @@ class _ExperimentBars:
 
     def arm_started(self, index: int, total: int, arm) -> None:
         self._first()
+        self.first_start = self.first_start or time.monotonic()
         self.arm = arm.id
         self._new_run_bar(f"{arm.id}: start", None)
 
@@ -750,6 +764,9 @@ class _ExperimentBars:
         self.durations.append(seconds)
         self.bar.update(self.overall, advance=1, eta=self._eta())
         console.print(f"finished {arm.id} in {seconds:.0f} s")
+
+    def arm_retried(self, index: int, total: int, arm, attempt: int, where: str) -> None:
+        console.print(f"[yellow]retrying[/] {arm.id} (attempt {attempt}, {where}): its previous worker died")
 
     def stage(self, name: str, total: int | None = None) -> None:
         self._new_run_bar(f"{self.arm}: {name}", total)
@@ -800,7 +817,8 @@ def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path], 
 def _grid_values(kind: str, options: dict, cfg, out: Path) -> dict:
     """Every option of this experiment as resolved (preset filled in): what its config.yaml holds."""
     t = cfg.train
-    skip = ("kind", "config", "overwrite", "distributions", "schedules")  # the last two: set below
+    # Where the arms ran (--executor ...) is not part of the experiment: it may resume with another.
+    skip = ("kind", "config", "overwrite", "distributions", "schedules", *_EXECUTION_OPTIONS)
     values = {k: v for k, v in options.items() if k not in skip and v is not None}
     values.update(model=t.model, data=t.data, alphas=list(cfg.alphas), seeds=list(cfg.seeds))
     if kind == "sweep":
@@ -849,6 +867,11 @@ def _run_grid(
     overwrite: bool,
     report: bool,
     config: Path | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    cpus_per_arm: float = 1.0,
+    gpus_per_arm: float | None = None,
+    max_retries: int = 2,
 ) -> None:
     options = dict(locals())
     import shlex
@@ -858,11 +881,19 @@ def _run_grid(
 
     from .configfile import write_config
     from .data.bundle import resolve_data
+    from .experiments.executors import make_executor
     from .experiments.plan import from_preset, parse_floats, parse_names, parse_seeds
     from .experiments.run import run_experiment
     from .training import TrainingInterrupted
 
     try:
+        runner = make_executor(
+            executor,
+            address=ray_address,
+            cpus_per_arm=cpus_per_arm,
+            gpus_per_arm=gpus_per_arm,
+            max_retries=max_retries,
+        )
         cfg = from_preset(preset)
         if alphas is not None:
             cfg.alphas = parse_floats(alphas, "alphas")
@@ -929,7 +960,14 @@ def _run_grid(
                 bar, n_arms, on_first=lambda: write_config(out / CONFIG_NAME, values, command=kind)
             )
             results = run_experiment(
-                cfg, out, kind=kind, command=command, overwrite=False, progress=bars, report=report
+                cfg,
+                out,
+                kind=kind,
+                command=command,
+                overwrite=False,
+                progress=bars,
+                report=report,
+                executor=runner,
             )
     except KeyboardInterrupt as exc:
         where = ""
@@ -1100,6 +1138,35 @@ _Overwrite = Annotated[
 _Report = Annotated[
     bool, typer.Option(help="Build the HTML/Markdown report at the end.", rich_help_panel=OUTPUT)
 ]
+EXECUTION = "Execution (where the arms run)"
+_EXECUTION_OPTIONS = ("executor", "ray_address", "cpus_per_arm", "gpus_per_arm", "max_retries")
+_Executor = Annotated[
+    str,
+    typer.Option(
+        help="local (one arm after the other, here) | ray (arms as concurrent Ray tasks; pip install 'neftune[ray]').",
+        rich_help_panel=EXECUTION,
+    ),
+]
+_RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="Ray cluster to use with --executor ray \\[default: start a local Ray].",
+        rich_help_panel=EXECUTION,
+    ),
+]
+_CpusPerArm = Annotated[
+    float, typer.Option(help="CPUs each Ray task (arm) asks for.", rich_help_panel=EXECUTION)
+]
+_GpusPerArm = Annotated[
+    float | None,
+    typer.Option(
+        help="GPUs each Ray task asks for \\[default: 1 if the cluster has GPUs, else 0].",
+        rich_help_panel=EXECUTION,
+    ),
+]
+_MaxRetries = Annotated[
+    int, typer.Option(help="Retries of an arm whose Ray worker dies.", rich_help_panel=EXECUTION)
+]
 
 
 @app.command()
@@ -1140,6 +1207,11 @@ def compare(
     overwrite: _Overwrite = False,
     report: _Report = True,
     config: _Config = None,
+    executor: _Executor = "local",
+    ray_address: _RayAddress = None,
+    cpus_per_arm: _CpusPerArm = 1.0,
+    gpus_per_arm: _GpusPerArm = None,
+    max_retries: _MaxRetries = 2,
 ) -> None:
     """Train and evaluate every (alpha, seed) arm, everything else identical; report what differs beyond seed noise."""
     options = dict(locals())
@@ -1178,6 +1250,11 @@ def sweep(
     overwrite: _Overwrite = False,
     report: _Report = True,
     config: _Config = None,
+    executor: _Executor = "local",
+    ray_address: _RayAddress = None,
+    cpus_per_arm: _CpusPerArm = 1.0,
+    gpus_per_arm: _GpusPerArm = None,
+    max_retries: _MaxRetries = 2,
 ) -> None:
     """Grid over alpha x distribution x schedule (x seeds); recommends a setting and says why."""
     _run_grid("sweep", **locals())

@@ -6,6 +6,9 @@ options: ``neftune train --config`` reruns it), ``neftune_run.json`` (config + m
 atomically and last: its ``status`` says whether the run finished) and ``train_log.json``.
 Checkpoints live in ``checkpoints/`` for ``--resume``. ``neftune_run.json`` lists the entries the
 run wrote, and ``--overwrite`` removes those and nothing else.
+
+Under ``torchrun`` / ``accelerate launch`` every rank runs :func:`train`; rank 0 alone checks and
+writes the run folder, the others wait for its verdict, and the reported loss is the mean over ranks.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import pickle
 import re
 import shutil
@@ -475,6 +479,53 @@ def train_config_values(cfg: TrainConfig) -> dict[str, Any]:
     return values
 
 
+def world() -> tuple[int, int]:
+    """(rank, number of processes) as set by ``torchrun`` / ``accelerate launch`` / ``deepspeed``."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True in a single-process run and on rank 0 of a multi-process one."""
+    return world()[0] == 0
+
+
+def _distributed_state(cuda: bool) -> Any:
+    """accelerate's process state (it starts the process group: gloo on CPU), or None for one process."""
+    if world()[1] <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=not cuda)
+
+
+def _on_main(state: Any, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 only; every rank returns its result or raises its error (no rank hangs)."""
+    if state is None:
+        return fn()
+    from accelerate.utils import broadcast_object_list
+
+    outcome: list[Any] = [None, None]
+    if state.is_main_process:
+        try:
+            outcome = [fn(), None]
+        except Exception as exc:
+            outcome = [None, exc]
+    broadcast_object_list(outcome, from_process=0)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
+
+
+def _mean_over_ranks(trainer: Any, value: float) -> float:
+    """``value`` averaged over the ranks (the Trainer's own figure leaves unlogged steps per rank)."""
+    import torch
+
+    if world()[1] <= 1:
+        return value
+    tensor = torch.tensor(float(value), dtype=torch.float64, device=trainer.accelerator.device)
+    return float(trainer.accelerator.reduce(tensor, reduction="mean").item())
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -506,20 +557,27 @@ def train(
     from .models import load_model_and_tokenizer
 
     cfg.validate()
-    out = check_out_dir(cfg.out, overwrite=overwrite, resume=resume)
-    if resume:
-        check_resume_config(out, cfg)
-    model_dir = Path(cfg.model).expanduser()
-    if model_dir.is_dir() and out.resolve() == model_dir.resolve():
-        raise RunError(
-            f"--out {out} is the folder of the model being trained (--model); choose another --out"
-        )
+    cuda = torch.cuda.is_available()
+    state = _distributed_state(cuda)  # None in a single-process run
+    main = state is None or state.is_main_process
+
+    def check_out() -> Path:
+        out = check_out_dir(cfg.out, overwrite=overwrite, resume=resume)
+        if resume:
+            check_resume_config(out, cfg)
+        model_dir = Path(cfg.model).expanduser()
+        if model_dir.is_dir() and out.resolve() == model_dir.resolve():
+            raise RunError(
+                f"--out {out} is the folder of the model being trained (--model); choose another --out"
+            )
+        return out
+
+    out = _on_main(state, check_out)
     bundle = resolve_data(cfg.data, seed=cfg.data_seed, field_map=cfg.field_map)
     if not bundle.train:
         raise DataError(f"{cfg.data}: no training records")
     steps = planned_steps(len(bundle.train), cfg)
 
-    cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
     model, tokenizer = load_model_and_tokenizer(
         cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32, trust_remote_code=cfg.trust_remote_code
@@ -541,13 +599,18 @@ def train(
         )
 
     protect = tuple(Path(p).expanduser() for p in (cfg.data, cfg.model) if Path(p).expanduser().exists())
-    out, preexisting = prepare_out_dir(out, overwrite=overwrite, resume=resume, protect=protect)
+    out, preexisting = _on_main(
+        state, lambda: prepare_out_dir(out, overwrite=overwrite, resume=resume, protect=protect)
+    )
     ckpt_dir = out / "checkpoints"
     record: dict[str, Any] = {"status": "running", "config": asdict(cfg), "preexisting": preexisting}
-    write_config(out / CONFIG_NAME, train_config_values(cfg), command="train")
-    write_json_atomic(out / RUN_FILE, record)
+    if main:
+        write_config(out / CONFIG_NAME, train_config_values(cfg), command="train")
+        write_json_atomic(out / RUN_FILE, record)
 
     def mark(status: str, **info: Any) -> None:
+        if not main:
+            return
         with contextlib.suppress(OSError):  # a full disk: the run stays "running", which resumes too
             write_json_atomic(out / RUN_FILE, {**record, "status": status, **info})
 
@@ -606,11 +669,15 @@ def train(
             seed=cfg.seed,
             backend=cfg.noise_backend,
         )
-        checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None
-        resumed_from = 0
-        if checkpoint is not None:
-            check_checkpoint_files(checkpoint)
-            resumed_from = _checkpoint_step(checkpoint) or 0
+
+        def find_checkpoint() -> Path | None:
+            checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None
+            if checkpoint is not None:
+                check_checkpoint_files(checkpoint)
+            return checkpoint
+
+        checkpoint = _on_main(state, find_checkpoint)  # rank 0 deletes half-written ones
+        resumed_from = (_checkpoint_step(checkpoint) or 0) if checkpoint is not None else 0
         if report:
             report(
                 "start",
@@ -633,12 +700,26 @@ def train(
             raise RunError(refused_pickle_message(checkpoint)) from None
         seconds = time.perf_counter() - start
 
-        model = trainer.model
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        if cfg.lora:
-            _fix_adapter_config(out, cfg)
-        write_json_atomic(out / "train_log.json", trainer.state.log_history)
+        if state is None and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+            trainer.model.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+        else:  # every rank takes part (FSDP / DeepSpeed gather the weights); the main process writes
+            trainer.save_model(str(out))
+
+            def check_saved() -> None:
+                (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in RUN_FILE
+                if not any((out / name).exists() for name in SAFE_WEIGHTS):
+                    raise RunError(
+                        f"the trainer saved no safetensors weights in {out} (FSDP with a sharded state dict, "
+                        "or DeepSpeed ZeRO-3 without stage3_gather_16bit_weights_on_model_save); set "
+                        "fsdp_state_dict_type FULL_STATE_DICT or that DeepSpeed option, then rerun with --resume"
+                    )
+
+            _on_main(state, check_saved)
+        if main:
+            if cfg.lora:
+                _fix_adapter_config(out, cfg)
+            write_json_atomic(out / "train_log.json", trainer.state.log_history)
     except KeyboardInterrupt:
         step = trainer.state.global_step if trainer is not None else 0
         total = trainer.state.max_steps if trainer is not None and trainer.state.max_steps else steps
@@ -651,7 +732,7 @@ def train(
         raise RunIOError(out, exc, saved) from None
     # After a resume the trainer's own figure covers only the steps of this call; the log covers all.
     logged = logged_mean_loss(trainer.state.log_history) if resumed_from else None
-    train_loss = logged if logged is not None else result.training_loss
+    train_loss = _mean_over_ranks(trainer, logged if logged is not None else result.training_loss)
     metrics = {
         "train_loss": train_loss,
         "resumed_from_step": resumed_from,
@@ -661,11 +742,15 @@ def train(
         "learning_rate": lr,
         "bf16": bf16,
         "device": "cuda" if cuda else "cpu",
+        "world_size": world()[1],
     }
-    if (ckpt_dir / "runs").is_dir():  # TensorBoard's event files: keep them when checkpoints go
-        shutil.move(ckpt_dir / "runs", out / "tensorboard")
-    # neftune.log: the command line writes it when the run returns.
-    record["files"] = sorted(entries(out) - set(preexisting) | {RUN_FILE, "neftune.log"})
-    write_json_atomic(out / RUN_FILE, {**record, "status": "complete", "metrics": metrics})
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if main:
+        if (ckpt_dir / "runs").is_dir():  # TensorBoard's event files: keep them when checkpoints go
+            shutil.move(ckpt_dir / "runs", out / "tensorboard")
+        # neftune.log: the command line writes it when the run returns.
+        record["files"] = sorted(entries(out) - set(preexisting) | {RUN_FILE, "neftune.log"})
+        write_json_atomic(out / RUN_FILE, {**record, "status": "complete", "metrics": metrics})
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if state is not None:
+        state.wait_for_everyone()  # no rank reports done before the run files are written
     return metrics

@@ -11,6 +11,7 @@ An arm is finished exactly when its ``arm.json`` exists: it is written atomicall
 A re-run skips finished arms, resumes an interrupted training from its last checkpoint, redoes
 an evaluation that did not finish, and refuses to mix arms trained with different options.
 ``results.json`` is rebuilt from the arm folders after every arm, so it is never ahead of them.
+Where the arms run (here, one after the other, or as Ray tasks) is :mod:`.executors`' job.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..data.bundle import DataBundle, resolve_data
 from ..io import read_json_object, write_json_atomic
 from ..provenance import environment
 from ..training import RUN_FILE, RunError, run_status
+from .executors import ArmWork, Executor, LocalExecutor
 from .plan import Arm, ExperimentConfig
 from .stats import RESULTS_SCHEMA as SCHEMA
 
@@ -43,6 +45,7 @@ class Progress(Protocol):
     def arm_started(self, index: int, total: int, arm: Arm) -> None: ...
     def arm_skipped(self, index: int, total: int, arm: Arm) -> None: ...
     def arm_finished(self, index: int, total: int, arm: Arm, seconds: float) -> None: ...
+    def arm_retried(self, index: int, total: int, arm: Arm, attempt: int, where: str) -> None: ...
     def stage(self, name: str, total: int | None = None) -> None: ...
     def train_step(self, step: int, total: int) -> None: ...
     def generated(self, n: int) -> None: ...
@@ -160,7 +163,7 @@ def run_arm(
     from .curves import curves_from_log
 
     arm_dir = folder / "arms" / arm.id
-    start = time.perf_counter()
+    start, started = time.perf_counter(), _now()
     if run_status(arm_dir) != "complete":
         progress.stage("train")
         callbacks = [_curve_callback(cfg, bundle)] if cfg.curve_every > 0 else []
@@ -189,6 +192,7 @@ def run_arm(
         train=run.get("metrics", {}),
         eval={k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
         curves=curves_from_log(log),
+        started=started,
         finished=_now(),
         shared=cfg.shared(),
     )
@@ -257,17 +261,22 @@ def run_experiment(
     overwrite: bool = False,
     progress: Progress | None = None,
     report: bool = True,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Run every arm of ``cfg`` in ``folder`` (skipping finished ones); returns the results dict.
 
-    Stops at the first arm that raises, after recording it as failed in ``results.json``;
-    rerunning the same command resumes. With ``report``, builds ``folder/report/`` at the end.
+    ``executor``: :class:`~.executors.LocalExecutor` (default) stops at the first arm that
+    raises, after recording it as failed in ``results.json``; :class:`~.executors.RayExecutor`
+    runs the arms concurrently and raises :class:`~.executors.ArmsFailed` at the end if any
+    failed. Rerunning resumes, with either executor. With ``report``, builds ``folder/report/``
+    at the end (only when every arm finished).
     """
     import shutil
 
     progress = progress or NullProgress()
+    executor = executor or LocalExecutor()
     cfg.validate()
-    folder = Path(folder)
+    folder = Path(folder).absolute()  # Ray workers do not share this process's working directory
     if overwrite and folder.exists():
         shutil.rmtree(folder)
     if folder.exists() and not folder.is_dir():
@@ -301,18 +310,35 @@ def run_experiment(
 
     arms = cfg.arms()
     results = save()
+    pending = []
     for index, arm in enumerate(arms):
         if _finished_arm(folder, arm, shared) is not None:
             progress.arm_skipped(index, len(arms), arm)
-            continue
-        progress.arm_started(index, len(arms), arm)
-        try:
-            record = run_arm(cfg, arm, folder, bundle, progress)
-        except Exception as exc:
-            save({arm.id: f"{type(exc).__name__}: {exc}"})
-            raise
+        else:
+            pending.append((index, arm))
+    failed: dict[str, str] = {}
+
+    def done(index: int, arm: Arm, record: dict[str, Any]) -> None:
+        nonlocal results
         progress.arm_finished(index, len(arms), arm, record["seconds"])
-        results = save()
+        results = save(failed)
+
+    def fail(arm: Arm, message: str) -> None:
+        nonlocal results
+        failed[arm.id] = message
+        results = save(failed)
+
+    work = ArmWork(
+        cfg=cfg,
+        folder=folder,
+        total=len(arms),
+        pending=pending,
+        progress=progress,
+        run_here=lambda arm, p: run_arm(cfg, arm, folder, bundle, p),
+        done=done,
+        failed=fail,
+    )
+    executor.run(work)
     if report:
         from .report import build_report
 
