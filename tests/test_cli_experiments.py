@@ -59,7 +59,10 @@ def test_compare_scalings_then_length_control_in_the_report(tmp_path):
     assert code == 0, text
     assert "3 arms (3 settings x 1 seeds)" in text
     results = json.loads((out / "results.json").read_text())
-    assert "--scalings per_sequence,batch" in results["command"]
+    assert results["command"].startswith(f"neftune compare --config {out / 'config.yaml'}")
+    from neftune.configfile import load_config_file
+
+    assert load_config_file(out / "config.yaml")["scalings"] == "per_sequence,batch"  # the rerun keeps them
     batch = [a for a in results["arms"] if a["setting"].get("scaling") == "batch"]
     assert [a["id"] for a in batch] == ["a5-uniform-constant-batch-s0"]
     run = json.loads((out / batch[0]["dir"] / "neftune_run.json").read_text())

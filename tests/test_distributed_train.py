@@ -45,7 +45,7 @@ def test_two_ranks_one_summary_one_run_folder_loss_averaged_over_ranks(tmp_path,
         out = tmp_path / f"log{logging_steps}"
         code, output = torchrun_train(out, cache, "--logging-steps", logging_steps)
         assert code == 0, output[-4000:]
-        assert output.count("Done:") == 1 and output.count("Next: neftune eval") == 1, output[-4000:]
+        assert output.count("Done in") == 1 and output.count("Next: neftune eval") == 1, output[-4000:]
         run = json.loads((out / "neftune_run.json").read_text())
         assert run["status"] == "complete"
         assert run["metrics"]["world_size"] == 2 and run["metrics"]["global_step"] == 3
