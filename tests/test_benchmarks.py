@@ -145,3 +145,90 @@ def test_ours_variant_parsing():
         bench.parse_ours_variant("no_colon")
     with pytest.raises(SystemExit, match="no field"):
         bench.check_train_config_fields({"surely_not_a_field": 1})
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/gpu_suite.py: the one-call GPU run, in its DRY mode (tiny sizes, CPU, interpreter)
+# ---------------------------------------------------------------------------------------------
+SUITE_FILES = {
+    "suite.json",
+    "suite.log",
+    "gpu_tests.json",
+    "hook_probe.json",
+    "noise_op.json",
+    "step_overhead_135m.json",
+    "step_overhead_1b.json",
+    "train_throughput.json",
+}
+
+
+@pytest.mark.slow  # every step of the suite in a child process: ~1 minute on 2 busy cores
+@pytest.mark.usefixtures("neftune_cache")
+def test_gpu_suite_dry_runs_every_step_and_writes_its_files(tmp_path):
+    pytest.importorskip("trl")
+    suite = _load("gpu_suite")
+    out = tmp_path / "out"
+    assert suite.main(["--dry", "--out", str(out)]) == 0
+    # What the device tool brings back: at most 8 files, none deeper than the folder itself.
+    assert {p.name for p in out.iterdir()} == SUITE_FILES
+    summary = json.loads((out / "suite.json").read_text())
+    assert summary["finished"] and summary["dry"]
+    assert [s["name"] for s in summary["steps"]] == list(suite.STEPS)
+    assert all(s["status"] == "ok" for s in summary["steps"]), summary["steps"]
+    env = summary["env"]
+    assert env["trl_datasets_ok"] and env["FUSED_KERNEL_GPU_VERIFIED"] is False
+    assert env["modules"]["torch"]["version"] and env["modules"]["transformers"]["version"]
+    # The CUDA-only tests were collected and skipped for want of a device (none ran, none failed).
+    tests = json.loads((out / "gpu_tests.json").read_text())
+    assert tests["skipped"] > 0 and tests["failed"] == tests["errors"] == tests["passed"] == 0
+    assert set(tests["skips"]) == {"needs a CUDA device"}
+    probe = json.loads((out / "hook_probe.json").read_text())["results"]
+    for backend in ("torch", "triton"):
+        for kind in ("padded", "packed"):
+            entry = probe["backends"][backend][kind]
+            assert entry["noised"] and entry["backend"] == backend and entry["kernels_added"] > 0
+    assert probe["backends"]["triton"]["padded"]["inplace"] is True
+    assert {"padded", "packed"} == set(probe["token_scales"])
+    rows = json.loads((out / "noise_op.json").read_text())["results"][0]["rows"]
+    assert {r["method"] for r in rows} >= {"copy", "torch_reference", "triton", "triton_inplace"}
+    assert all("ms" in r for r in rows)
+    for m in ("135m", "1b"):
+        overhead = json.loads((out / f"step_overhead_{m}.json").read_text())
+        assert set(overhead["results"][0]["overhead"]) == {"hf_hook", "ours_torch", "ours_fused"}
+    tt = json.loads((out / "train_throughput.json").read_text())
+    assert tt["complete"] is True
+    runs = {r["variant"]: r for r in tt["runs"]}
+    assert set(runs) == {"trl_padding_free", "ours_padding_free+fused"}
+    assert runs["ours_padding_free+fused"]["train_config_overrides"] == {"noise_backend": "triton"}
+    assert all(r["real_tokens_per_s"] > 0 for r in runs.values())
+
+
+def test_gpu_suite_records_a_timed_out_step_and_goes_on(tmp_path, monkeypatch):
+    suite = _load("gpu_suite")
+    monkeypatch.setitem(suite.DRY_TIMEOUTS, "hook_probe", 0.5)  # killed at the 1 s floor
+    out = tmp_path / "out"
+    assert suite.main(["--dry", "--out", str(out), "--only", "hook_probe,noise_op"]) == 1
+    steps = {s["name"]: s for s in json.loads((out / "suite.json").read_text())["steps"]}
+    assert steps["hook_probe"]["status"] == "timed_out" and steps["hook_probe"]["returncode"] is None
+    assert json.loads((out / "hook_probe.json").read_text())["status"] == "timed_out"
+    assert steps["noise_op"]["status"] == "ok" and (out / "noise_op.json").exists()
+    assert steps["gpu_tests"]["status"] == "not selected"
+    assert "===== exit TIMEOUT" in (out / "suite.log").read_text()
+
+
+def test_gpu_suite_junit_summary(tmp_path):
+    suite = _load("gpu_suite")
+    xml = tmp_path / "j.xml"
+    xml.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_kernels" name="test_a"/>'
+        '<testcase classname="tests.test_kernels" name="test_b"><failure message="assert 1 == 2">tb</failure></testcase>'
+        '<testcase classname="tests.test_x" name="test_c"><skipped message="needs a CUDA device"/></testcase>'
+        '<testcase classname="tests.test_x" name="test_d"><error message="fixture broke"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    got = suite.junit_summary(xml)
+    assert (got["passed"], got["failed"], got["errors"], got["skipped"]) == (1, 1, 1, 1)
+    assert got["failures"][0] == {"test": "tests.test_kernels::test_b", "message": "assert 1 == 2"}
+    assert got["failures"][1]["message"] == "fixture broke"
+    assert got["skips"] == {"needs a CUDA device": 1}
