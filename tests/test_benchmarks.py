@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
+import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -232,3 +235,93 @@ def test_gpu_suite_junit_summary(tmp_path):
     assert got["failures"][0] == {"test": "tests.test_kernels::test_b", "message": "assert 1 == 2"}
     assert got["failures"][1]["message"] == "fixture broke"
     assert got["skips"] == {"needs a CUDA device": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/gpu_compare.py and _carry.py: the GPU comparison, sized, in parts, resumable
+# ---------------------------------------------------------------------------------------------
+def test_model_parts_round_trip_and_refusals(tmp_path):
+    carry = _load("_carry")
+    src = tmp_path / "model.whl"
+    src.write_bytes(bytes(range(256)) * 1000)
+    a, b = tmp_path / "a", tmp_path / "b"
+    manifest = carry.split_file(src, [a, b], [100_000, None])
+    assert [p["bytes"] for p in manifest["parts"]] == [100_000, 156_000]
+    joined = carry.join_parts([b, a], tmp_path / "joined")  # any order of folders
+    assert joined.read_bytes() == src.read_bytes()
+    (a / "model.whl.part1").unlink()  # e.g. the machine went back between the two calls
+    with pytest.raises(FileNotFoundError, match=r"part model\.whl\.part1"):
+        carry.join_parts([b, a], tmp_path / "j2")
+    (a / "model.whl.part1").write_bytes(b"\0" * 100_000)  # a damaged part
+    with pytest.raises(ValueError, match="sha256"):
+        carry.join_parts([a, b], tmp_path / "j3")
+    assert not (tmp_path / "j3" / "model.whl").exists()
+    with pytest.raises(ValueError, match="bytes over"):
+        carry.split_file(src, [tmp_path / "c"], [10])
+
+
+def test_travel_bytes_counts_the_tree_and_the_carried_paths():
+    carry = _load("_carry")
+    repo = BENCH.parent
+    sizes = carry.travel_bytes(repo, ["benchmarks", "no-such-folder"])
+    bench = sum(p.stat().st_size for p in (repo / "benchmarks").rglob("*") if p.is_file())
+    assert sizes["carry"] == {"benchmarks": bench, "no-such-folder": None}
+    assert sizes["total"] == sizes["tree"] + sizes["shared"] + bench
+    assert 0 < sizes["tree"] < carry.CARRY_LIMIT  # the checkout alone leaves room for what is carried
+
+
+def test_compare_sizing_fits_the_budget_and_prefers_steps():
+    cmp = _load("gpu_compare")
+    info = {"gen_splits": 4, "gen_batch": 8, "max_new_tokens": 64, "eval_records": 400}
+    cost = {"once_s": 60.0, "arm_s": 10.0, "step_s": 0.1, "gen_batch_token_s": 0.02}
+    plan = cmp.plan_sizes(12, info, 1000.0, cost)
+    # total = once + arms * (arm + steps * step + splits * ceil(gens / batch) * tokens * per-token)
+    per_arm = 10.0 + plan["max_steps"] * 0.1 + 4 * math.ceil(plan["n_generate"] / 8) * 64 * 0.02
+    assert plan["per_arm_s"] == pytest.approx(per_arm) and plan["total_s"] == pytest.approx(60 + 12 * per_arm)
+    assert plan["total_s"] <= cmp.SAFETY * 1000
+    # More budget never plans less; generations never exceed the held-out split.
+    bigger = cmp.plan_sizes(12, info, 5000.0, cost)
+    assert (bigger["max_steps"], bigger["n_generate"]) >= (plan["max_steps"], plan["n_generate"])
+    assert cmp.plan_sizes(12, {**info, "eval_records": 60}, 1e6, cost)["n_generate"] <= 60
+    # A budget nothing fits still gives the smallest plan (and says what it will take).
+    tiny = cmp.plan_sizes(12, info, 10.0, cost)
+    assert (tiny["max_steps"], tiny["n_generate"]) == (cmp.STEPS_LADDER[-1], cmp.GEN_LADDER[-1])
+
+
+@pytest.mark.slow  # three tiny compare arms in child processes: ~1-2 minutes on 2 busy cores
+@pytest.mark.usefixtures("neftune_cache")
+def test_gpu_compare_dry_run_stops_and_resumes_from_its_state(tmp_path):
+    pytest.importorskip("trl")
+    cmp = _load("gpu_compare")
+    grid = ["--dry", "--model", "tiny", "--alphas", "0,5", "--seeds", "1"]
+    first, second = tmp_path / "out1", tmp_path / "out2"
+    # Call 1 ends after one arm (as if out of time): its state holds that arm only.
+    rc = cmp.main([*grid, "--stop-after-arms", "1", "--out", str(first), "--workdir", str(tmp_path / "w1")])
+    assert rc == 1
+    s1 = json.loads((first / "gpu_compare.json").read_text())
+    assert s1["status"].startswith("partial") and s1["arms_done"] == 1
+    assert "--preset quick --model tiny --alphas 0,5 --seeds 1" in s1["compare_command"]
+    assert s1["plan"]["preset"]["gen_splits"] >= 2 and s1["plan"]["max_steps"] == 2
+    with tarfile.open(first / "compare_state.tar.gz") as tar:
+        names = tar.getnames()
+    assert "arms/a0-uniform-constant-s0/arm.json" in names and "experiment.json" in names
+    assert not any(n.endswith(".safetensors") or "checkpoints" in n for n in names)
+    # Call 2 on a fresh machine (new workdir), with the state carried back: finishes the grid.
+    state = tmp_path / "carried.tar.gz"
+    shutil.copy(first / "compare_state.tar.gz", state)
+    rc = cmp.main(
+        [*grid, "--resume-state", str(state), "--out", str(second), "--workdir", str(tmp_path / "w2")]
+    )
+    assert rc == 0
+    s2 = json.loads((second / "gpu_compare.json").read_text())
+    assert s2["status"] == "complete" and s2["resumed_arms"] == ["a0-uniform-constant-s0"]
+    assert s2["plan"]["arms_to_run"] == 1 and s2["arms_done"] == 2
+    # The resumed arm was not trained again: its record is the one call 1 wrote.
+    assert s2["arm_seconds"]["a0-uniform-constant-s0"] == s1["arm_seconds"]["a0-uniform-constant-s0"]
+    log = (second / "compare.log").read_text()
+    assert "finished a5-uniform-constant-s0" in log and "finished a0-uniform-constant-s0" not in log
+    with tarfile.open(second / "compare_state.tar.gz") as tar:
+        names = tar.getnames()
+    assert {"results.json", "report/summary.md"} <= set(names)
+    results = json.loads((tmp_path / "w2" / "compare" / "results.json").read_text())
+    assert len(results["arms"]) == 2
