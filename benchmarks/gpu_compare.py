@@ -124,9 +124,12 @@ from neftune.evaluation import EvalConfig, generate, load_for_eval, response_los
 from neftune.experiments.plan import from_preset
 from neftune.models import resolve_model
 from neftune.training import TrainConfig, train
-preset, model, steps, batch_size, new_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+preset, model, steps, batch_size, new_tokens, eval_batch = sys.argv[1:7]
+steps = int(steps)
 cfg = from_preset(preset)
 ev = {**EvalConfig(model="").__dict__, **cfg.eval}
+if eval_batch != "-":
+    ev["batch_size"] = int(eval_batch)
 b = resolve_data(cfg.train.data, seed=cfg.train.data_seed)
 batch = int(batch_size) if batch_size != "-" else cfg.train.batch_size
 info = {"splits": sorted(b.evals), "gen_splits": len(b.evals) + 1,
@@ -176,7 +179,7 @@ print(json.dumps(found))
 def probe(args, env: dict, log, timeout: float) -> dict:
     """Versions, the converted model, the preset's sizes and (``--calibrate``) measured costs."""
     argv = [sys.executable, "-c", _PROBE, args.preset, args.model, str(args.calibrate)]
-    argv += [str(args.batch_size or "-"), str(args.max_new_tokens or "-")]
+    argv += [str(args.batch_size or "-"), str(args.max_new_tokens or "-"), str(args.eval_batch_size or "-")]
     with tempfile.TemporaryFile(mode="w+") as buf:
         try:
             rc = subprocess.run(
@@ -297,6 +300,7 @@ def compare_argv(args, sizes: dict, folder: Path) -> list[str]:
         ("--max-new-tokens", args.max_new_tokens),
         ("--batch-size", args.batch_size),
         ("--curve-every", args.curve_every),
+        ("--eval-batch-size", args.eval_batch_size),
     ):
         if value is not None:
             argv += [flag, str(value)]
@@ -335,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="3")
     p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the preset's")
+    p.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=None,
+        help="prompts per generation batch (default 64: decoding a 135M model is host-bound, so a "
+        "batch of 64 costs about what a batch of 8 does; 4 with --dry)",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="override the planned steps per arm")
     p.add_argument("--n-generate", type=int, default=None, help="override the planned generations per split")
     p.add_argument("--curve-every", type=int, default=None)
@@ -359,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_size = args.batch_size or 2
         args.curve_every = 0 if args.curve_every is None else args.curve_every
         args.calibrate = 3 if args.calibrate is None else args.calibrate
+        args.eval_batch_size = args.eval_batch_size or 4
+    args.eval_batch_size = args.eval_batch_size or 64
     args.calibrate = 12 if args.calibrate is None else args.calibrate
     if 0 < args.calibrate < 3:
         p.error("--calibrate needs at least 3 steps (the first two are warm-up), or 0 to skip it")

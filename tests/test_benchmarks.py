@@ -302,6 +302,13 @@ def test_gpu_compare_dry_run_stops_and_resumes_from_its_state(tmp_path):
     assert s1["status"].startswith("partial") and s1["arms_done"] == 1
     assert "--preset quick --model tiny --alphas 0,5 --seeds 1" in s1["compare_command"]
     assert s1["plan"]["preset"]["gen_splits"] >= 2 and s1["plan"]["max_steps"] == 2
+    assert s1["plan"]["preset"]["gen_batch"] == 4 and "--eval-batch-size 4" in s1["compare_command"]
+    # The calibration measured the costs here and the plan used them.
+    cal = s1["calibration"]
+    assert cal["steps"] == 3 and cal["step_s"] > 0 and cal["decode_step_s"] > 0
+    assert s1["plan"]["cost"]["step_s"] == cal["step_s"]
+    shared = json.loads((tmp_path / "w1" / "compare" / "experiment.json").read_text())["shared"]
+    assert shared["eval"]["batch_size"] == 4 and shared["train"]["max_steps"] == 2
     with tarfile.open(first / "compare_state.tar.gz") as tar:
         names = tar.getnames()
     assert "arms/a0-uniform-constant-s0/arm.json" in names and "experiment.json" in names

@@ -275,6 +275,7 @@ def _run_grid(
     curve_every: int | None,
     overwrite: bool,
     report: bool,
+    eval_batch_size: int | None = None,
 ) -> None:
     from dataclasses import replace
 
@@ -310,6 +311,7 @@ def _run_grid(
         cfg.train = replace(cfg.train, **train_overrides)
         evals = {"n_generate": n_generate, "max_new_tokens": max_new_tokens}
         evals["repetition_penalty"] = repetition_penalty
+        evals["batch_size"] = eval_batch_size
         cfg.eval.update({k: v for k, v in evals.items() if v is not None})
         if curve_every is not None:
             cfg.curve_every = curve_every
@@ -430,6 +432,10 @@ _NGenerate = Annotated[int | None, typer.Option(help="Generations per eval split
 _MaxNewTokens = Annotated[int | None, typer.Option(help="Tokens per generation.")]
 _RepetitionPenalty = Annotated[float | None, typer.Option(help="Greedy decoding penalty.")]
 _CurveEvery = Annotated[int | None, typer.Option(help="Steps between noise-off curve points (0: none).")]
+_EvalBatchSize = Annotated[
+    int | None,
+    typer.Option(help="Prompts per generation / loss batch [default: 8]; larger is faster on a GPU."),
+]
 _Overwrite = Annotated[bool, typer.Option(help="Delete the folder's previous experiment first.")]
 _Report = Annotated[bool, typer.Option(help="Build the HTML/Markdown report at the end.")]
 
@@ -455,6 +461,7 @@ def compare(
     max_new_tokens: _MaxNewTokens = None,
     repetition_penalty: _RepetitionPenalty = None,
     curve_every: _CurveEvery = None,
+    eval_batch_size: _EvalBatchSize = None,
     overwrite: _Overwrite = False,
     report: _Report = True,
 ) -> None:
