@@ -365,7 +365,27 @@ def main(argv: list[str] | None = None) -> int:
         spec_path = workdir / "spec.json"
         write_json_atomic(spec_path, spec)
 
-        runs = []
+        runs: list[dict] = []
+
+        def write(complete: bool) -> None:
+            """The JSON so far: rewritten after every run, so a run killed later loses only itself."""
+            if args.out is None or not runs:
+                return
+            summary, ratios = summarize_runs(runs)
+            payload = {
+                "benchmark": "train_throughput",
+                "smoke": smoke,
+                "complete": complete,
+                "machine": info,
+                "settings": {k: v for k, v in spec.items() if k not in ("workdir", "data")}
+                | {"model_arg": args.model, "repeats": args.repeats, "in_process": args.in_process},
+                "data": data_stats,
+                "runs": runs,
+                "summary": summary,
+                "ratios": ratios,
+            }
+            write_json_atomic(args.out, payload)
+
         for r in range(args.repeats):
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for v in order:
@@ -378,23 +398,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{res['seconds_per_step'] * 1e3:>9.1f} ms/step  padding {res['padding_fraction']:.1%}  "
                     f"peak {mem}  grad ckpt {res['settings']['gradient_checkpointing']}"
                 )
+                write(complete=False)
 
-    summary, ratios = summarize_runs(runs)
-    for name, value in ratios.items():
-        print(f"  {name}: {value:.2f}x")
+        for name, value in summarize_runs(runs)[1].items():
+            print(f"  {name}: {value:.2f}x")
+        write(complete=True)
     if args.out is not None:
-        payload = {
-            "benchmark": "train_throughput",
-            "smoke": smoke,
-            "machine": info,
-            "settings": {k: v for k, v in spec.items() if k not in ("workdir", "data")}
-            | {"model_arg": args.model, "repeats": args.repeats, "in_process": args.in_process},
-            "data": data_stats,
-            "runs": runs,
-            "summary": summary,
-            "ratios": ratios,
-        }
-        write_json_atomic(args.out, payload)
         print(f"\nwrote {args.out}")
     return 0
 

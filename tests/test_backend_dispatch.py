@@ -72,7 +72,21 @@ def test_auto_on_cpu_is_torch_even_under_the_interpreter():
     assert resolve_backend("triton", x) == "triton"  # forced: the interpreter can run it
 
 
-def test_auto_on_cuda_picks_triton_when_it_can(monkeypatch):
+def test_auto_on_cuda_is_torch_until_the_kernel_passed_on_a_gpu(monkeypatch):
+    """Today auto never picks the fused kernel: it has not run compiled on a GPU yet."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert backend_mod.FUSED_KERNEL_GPU_VERIFIED is False
+    x = torch.zeros(2, 3, 8)
+    for t in (x, x.bfloat16(), x.half()):
+        assert resolve_backend("auto", _FakeCudaTensor(t)) == "torch"
+    assert resolve_backend("triton", _FakeCudaTensor(x)) == "triton"  # forcing it still works
+    # The defaults of activate / NEFTuneConfig / neftune train are "auto", so they get torch too.
+    assert resolve_backend(neftune.NEFTuneConfig(5.0).backend, _FakeCudaTensor(x)) == "torch"
+
+
+def test_auto_on_cuda_picks_triton_once_verified(monkeypatch):
+    """The decisions auto makes once FUSED_KERNEL_GPU_VERIFIED is set on GPU evidence."""
+    monkeypatch.setattr(backend_mod, "FUSED_KERNEL_GPU_VERIFIED", True)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     x = torch.zeros(2, 3, 8)
     assert resolve_backend("auto", _FakeCudaTensor(x)) == "triton"
@@ -420,11 +434,11 @@ def test_neftune_embedding_with_triton(dtype):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_auto_on_cuda_runs_the_fused_kernel_in_place(monkeypatch):
+def test_triton_on_cuda_runs_the_fused_kernel_in_place(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     ids, mask, lengths = padded_batch()
     model = tiny_llama(torch.bfloat16).cuda().train()
-    handle = neftune.activate(model, 5.0)
+    handle = neftune.activate(model, 5.0, backend="triton")
     recorder = NoiseRecorder(model.get_input_embeddings())
     _train_step(model, ids.cuda(), mask.cuda())
     assert handle.last_backend == "triton" and handle.last_inplace
@@ -434,3 +448,14 @@ def test_auto_on_cuda_runs_the_fused_kernel_in_place(monkeypatch):
     # with |x| <~ 0.1 (init sd 0.02) and |n| ~ 0.2 here that is < 1.3% of |n|, < 3% on squares.
     for i, n in enumerate(lengths):
         assert_sequence_norm(noise[i, :n], 5.0, "uniform", rel_slack=0.05)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_on_cuda_follows_the_verified_flag(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    ids, mask, _ = padded_batch()
+    model = tiny_llama(torch.bfloat16).cuda().train()
+    handle = neftune.activate(model, 5.0)
+    _train_step(model, ids.cuda(), mask.cuda())
+    assert handle.last_backend == ("triton" if backend_mod.FUSED_KERNEL_GPU_VERIFIED else "torch")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
+import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,187 @@ def test_ours_variant_parsing():
         bench.parse_ours_variant("no_colon")
     with pytest.raises(SystemExit, match="no field"):
         bench.check_train_config_fields({"surely_not_a_field": 1})
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/gpu_suite.py: the one-call GPU run, in its DRY mode (tiny sizes, CPU, interpreter)
+# ---------------------------------------------------------------------------------------------
+SUITE_FILES = {
+    "suite.json",
+    "suite.log",
+    "gpu_tests.json",
+    "hook_probe.json",
+    "noise_op.json",
+    "step_overhead_135m.json",
+    "step_overhead_1b.json",
+    "train_throughput.json",
+}
+
+
+@pytest.mark.slow  # every step of the suite in a child process: ~1 minute on 2 busy cores
+@pytest.mark.usefixtures("neftune_cache")
+def test_gpu_suite_dry_runs_every_step_and_writes_its_files(tmp_path):
+    pytest.importorskip("trl")
+    suite = _load("gpu_suite")
+    out = tmp_path / "out"
+    assert suite.main(["--dry", "--out", str(out)]) == 0
+    # What the device tool brings back: at most 8 files, none deeper than the folder itself.
+    assert {p.name for p in out.iterdir()} == SUITE_FILES
+    summary = json.loads((out / "suite.json").read_text())
+    assert summary["finished"] and summary["dry"]
+    assert [s["name"] for s in summary["steps"]] == list(suite.STEPS)
+    assert all(s["status"] == "ok" for s in summary["steps"]), summary["steps"]
+    env = summary["env"]
+    assert env["trl_datasets_ok"] and env["FUSED_KERNEL_GPU_VERIFIED"] is False
+    assert env["modules"]["torch"]["version"] and env["modules"]["transformers"]["version"]
+    # The CUDA-only tests were collected and skipped for want of a device (none ran, none failed).
+    tests = json.loads((out / "gpu_tests.json").read_text())
+    assert tests["skipped"] > 0 and tests["failed"] == tests["errors"] == tests["passed"] == 0
+    assert set(tests["skips"]) == {"needs a CUDA device"}
+    probe = json.loads((out / "hook_probe.json").read_text())["results"]
+    for backend in ("torch", "triton"):
+        for kind in ("padded", "packed"):
+            entry = probe["backends"][backend][kind]
+            assert entry["noised"] and entry["backend"] == backend and entry["kernels_added"] > 0
+    assert probe["backends"]["triton"]["padded"]["inplace"] is True
+    assert {"padded", "packed"} == set(probe["token_scales"])
+    rows = json.loads((out / "noise_op.json").read_text())["results"][0]["rows"]
+    assert {r["method"] for r in rows} >= {"copy", "torch_reference", "triton", "triton_inplace"}
+    assert all("ms" in r for r in rows)
+    for m in ("135m", "1b"):
+        overhead = json.loads((out / f"step_overhead_{m}.json").read_text())
+        assert set(overhead["results"][0]["overhead"]) == {"hf_hook", "ours_torch", "ours_fused"}
+    tt = json.loads((out / "train_throughput.json").read_text())
+    assert tt["complete"] is True
+    runs = {r["variant"]: r for r in tt["runs"]}
+    assert set(runs) == {"trl_padding_free", "ours_padding_free+fused"}
+    assert runs["ours_padding_free+fused"]["train_config_overrides"] == {"noise_backend": "triton"}
+    assert all(r["real_tokens_per_s"] > 0 for r in runs.values())
+
+
+def test_gpu_suite_records_a_timed_out_step_and_goes_on(tmp_path, monkeypatch):
+    suite = _load("gpu_suite")
+    monkeypatch.setitem(suite.DRY_TIMEOUTS, "hook_probe", 0.5)  # killed at the 1 s floor
+    out = tmp_path / "out"
+    assert suite.main(["--dry", "--out", str(out), "--only", "hook_probe,noise_op"]) == 1
+    steps = {s["name"]: s for s in json.loads((out / "suite.json").read_text())["steps"]}
+    assert steps["hook_probe"]["status"] == "timed_out" and steps["hook_probe"]["returncode"] is None
+    assert json.loads((out / "hook_probe.json").read_text())["status"] == "timed_out"
+    assert steps["noise_op"]["status"] == "ok" and (out / "noise_op.json").exists()
+    assert steps["gpu_tests"]["status"] == "not selected"
+    assert "===== exit TIMEOUT" in (out / "suite.log").read_text()
+
+
+def test_gpu_suite_junit_summary(tmp_path):
+    suite = _load("gpu_suite")
+    xml = tmp_path / "j.xml"
+    xml.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_kernels" name="test_a"/>'
+        '<testcase classname="tests.test_kernels" name="test_b"><failure message="assert 1 == 2">tb</failure></testcase>'
+        '<testcase classname="tests.test_x" name="test_c"><skipped message="needs a CUDA device"/></testcase>'
+        '<testcase classname="tests.test_x" name="test_d"><error message="fixture broke"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    got = suite.junit_summary(xml)
+    assert (got["passed"], got["failed"], got["errors"], got["skipped"]) == (1, 1, 1, 1)
+    assert got["failures"][0] == {"test": "tests.test_kernels::test_b", "message": "assert 1 == 2"}
+    assert got["failures"][1]["message"] == "fixture broke"
+    assert got["skips"] == {"needs a CUDA device": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/gpu_compare.py and _carry.py: the GPU comparison, sized, in parts, resumable
+# ---------------------------------------------------------------------------------------------
+def test_model_parts_round_trip_and_refusals(tmp_path):
+    carry = _load("_carry")
+    src = tmp_path / "model.whl"
+    src.write_bytes(bytes(range(256)) * 1000)
+    a, b = tmp_path / "a", tmp_path / "b"
+    manifest = carry.split_file(src, [a, b], [100_000, None])
+    assert [p["bytes"] for p in manifest["parts"]] == [100_000, 156_000]
+    joined = carry.join_parts([b, a], tmp_path / "joined")  # any order of folders
+    assert joined.read_bytes() == src.read_bytes()
+    (a / "model.whl.part1").unlink()  # e.g. the machine went back between the two calls
+    with pytest.raises(FileNotFoundError, match=r"part model\.whl\.part1"):
+        carry.join_parts([b, a], tmp_path / "j2")
+    (a / "model.whl.part1").write_bytes(b"\0" * 100_000)  # a damaged part
+    with pytest.raises(ValueError, match="sha256"):
+        carry.join_parts([a, b], tmp_path / "j3")
+    assert not (tmp_path / "j3" / "model.whl").exists()
+    with pytest.raises(ValueError, match="bytes over"):
+        carry.split_file(src, [tmp_path / "c"], [10])
+
+
+def test_travel_bytes_counts_the_tree_and_the_carried_paths():
+    carry = _load("_carry")
+    repo = BENCH.parent
+    sizes = carry.travel_bytes(repo, ["benchmarks", "no-such-folder"])
+    bench = sum(p.stat().st_size for p in (repo / "benchmarks").rglob("*") if p.is_file())
+    assert sizes["carry"] == {"benchmarks": bench, "no-such-folder": None}
+    assert sizes["total"] == sizes["tree"] + sizes["shared"] + bench
+    assert 0 < sizes["tree"] < carry.CARRY_LIMIT  # the checkout alone leaves room for what is carried
+
+
+def test_compare_sizing_fits_the_budget_and_prefers_steps():
+    cmp = _load("gpu_compare")
+    info = {"gen_splits": 4, "gen_batch": 8, "max_new_tokens": 64, "eval_records": 400}
+    cost = {"once_s": 60.0, "arm_s": 10.0, "step_s": 0.1, "gen_batch_token_s": 0.02}
+    plan = cmp.plan_sizes(12, info, 1000.0, cost)
+    # total = once + arms * (arm + steps * step + splits * ceil(gens / batch) * tokens * per-token)
+    per_arm = 10.0 + plan["max_steps"] * 0.1 + 4 * math.ceil(plan["n_generate"] / 8) * 64 * 0.02
+    assert plan["per_arm_s"] == pytest.approx(per_arm) and plan["total_s"] == pytest.approx(60 + 12 * per_arm)
+    assert plan["total_s"] <= cmp.SAFETY * 1000
+    # More budget never plans less; generations never exceed the held-out split.
+    bigger = cmp.plan_sizes(12, info, 5000.0, cost)
+    assert (bigger["max_steps"], bigger["n_generate"]) >= (plan["max_steps"], plan["n_generate"])
+    assert cmp.plan_sizes(12, {**info, "eval_records": 60}, 1e6, cost)["n_generate"] <= 60
+    # A budget nothing fits still gives the smallest plan (and says what it will take).
+    tiny = cmp.plan_sizes(12, info, 10.0, cost)
+    assert (tiny["max_steps"], tiny["n_generate"]) == (cmp.STEPS_LADDER[-1], cmp.GEN_LADDER[-1])
+
+
+@pytest.mark.slow  # three tiny compare arms in child processes: ~1-2 minutes on 2 busy cores
+@pytest.mark.usefixtures("neftune_cache")
+def test_gpu_compare_dry_run_stops_and_resumes_from_its_state(tmp_path):
+    pytest.importorskip("trl")
+    cmp = _load("gpu_compare")
+    grid = ["--dry", "--model", "tiny", "--alphas", "0,5", "--seeds", "1"]
+    first, second = tmp_path / "out1", tmp_path / "out2"
+    # Call 1 ends after one arm (as if out of time): its state holds that arm only.
+    rc = cmp.main([*grid, "--stop-after-arms", "1", "--out", str(first), "--workdir", str(tmp_path / "w1")])
+    assert rc == 1
+    s1 = json.loads((first / "gpu_compare.json").read_text())
+    assert s1["status"].startswith("partial") and s1["arms_done"] == 1
+    assert "--preset quick --model tiny --alphas 0,5 --seeds 1" in s1["compare_command"]
+    assert s1["plan"]["preset"]["gen_splits"] >= 2 and s1["plan"]["max_steps"] == 2
+    assert s1["plan"]["preset"]["gen_batch"] == 4 and "--eval-batch-size 4" in s1["compare_command"]
+    # The calibration measured the costs here and the plan used them.
+    cal = s1["calibration"]
+    assert cal["steps"] == 3 and cal["step_s"] > 0 and cal["decode_step_s"] > 0
+    assert s1["plan"]["cost"]["step_s"] == cal["step_s"]
+    shared = json.loads((tmp_path / "w1" / "compare" / "experiment.json").read_text())["shared"]
+    assert shared["eval"]["batch_size"] == 4 and shared["train"]["max_steps"] == 2
+    with tarfile.open(first / "compare_state.tar.gz") as tar:
+        names = tar.getnames()
+    assert "arms/a0-uniform-constant-s0/arm.json" in names and "experiment.json" in names
+    assert not any(n.endswith(".safetensors") or "checkpoints" in n for n in names)
+    # Call 2 on a fresh machine (new workdir), with the state carried back: finishes the grid.
+    state = tmp_path / "carried.tar.gz"
+    shutil.copy(first / "compare_state.tar.gz", state)
+    rc = cmp.main(
+        [*grid, "--resume-state", str(state), "--out", str(second), "--workdir", str(tmp_path / "w2")]
+    )
+    assert rc == 0
+    s2 = json.loads((second / "gpu_compare.json").read_text())
+    assert s2["status"] == "complete" and s2["resumed_arms"] == ["a0-uniform-constant-s0"]
+    assert s2["plan"]["arms_to_run"] == 1 and s2["arms_done"] == 2
+    # The resumed arm was not trained again: its record is the one call 1 wrote.
+    assert s2["arm_seconds"]["a0-uniform-constant-s0"] == s1["arm_seconds"]["a0-uniform-constant-s0"]
+    log = (second / "compare.log").read_text()
+    assert "finished a5-uniform-constant-s0" in log and "finished a0-uniform-constant-s0" not in log
+    with tarfile.open(second / "compare_state.tar.gz") as tar:
+        names = tar.getnames()
+    assert {"results.json", "report/summary.md"} <= set(names)
+    results = json.loads((tmp_path / "w2" / "compare" / "results.json").read_text())
+    assert len(results["arms"]) == 2

@@ -872,6 +872,7 @@ def _run_grid(
     cpus_per_arm: float = 1.0,
     gpus_per_arm: float | None = None,
     max_retries: int = 2,
+    eval_batch_size: int | None = None,
 ) -> None:
     options = dict(locals())
     import shlex
@@ -922,6 +923,7 @@ def _run_grid(
         cfg.train = replace(cfg.train, **train_overrides)
         evals = {"n_generate": n_generate, "max_new_tokens": max_new_tokens}
         evals["repetition_penalty"] = repetition_penalty
+        evals["batch_size"] = eval_batch_size
         cfg.eval.update({k: v for k, v in evals.items() if v is not None})
         if curve_every is not None:
             cfg.curve_every = curve_every
@@ -1167,6 +1169,13 @@ _GpusPerArm = Annotated[
 _MaxRetries = Annotated[
     int, typer.Option(help="Retries of an arm whose Ray worker dies.", rich_help_panel=EXECUTION)
 ]
+_EvalBatchSize = Annotated[
+    int | None,
+    typer.Option(
+        help="Prompts per generation / loss batch \\[default: 8]; larger is faster on a GPU.",
+        rich_help_panel=EVAL,
+    ),
+]
 
 
 @app.command()
@@ -1204,6 +1213,7 @@ def compare(
     max_new_tokens: _MaxNewTokens = None,
     repetition_penalty: _RepetitionPenalty = None,
     curve_every: _CurveEvery = None,
+    eval_batch_size: _EvalBatchSize = None,
     overwrite: _Overwrite = False,
     report: _Report = True,
     config: _Config = None,

@@ -1,8 +1,11 @@
 """Which implementation adds the noise: ``"torch"`` (the reference, runs anywhere) or ``"triton"``.
 
-``backend="auto"`` (the default everywhere) picks the fused Triton kernel when it can run at
-full speed (a CUDA tensor of a supported dtype, Triton importable, not in interpreter mode)
-and the torch reference otherwise. ``backend="triton"`` forces the kernel and raises
+``backend="auto"`` (the default everywhere) picks the torch reference today, on CUDA too: the
+fused Triton kernel has only run in Triton's CPU interpreter so far, never compiled on a GPU,
+so it is not the default until a GPU run has passed its tests and benchmarks (see
+:data:`FUSED_KERNEL_GPU_VERIFIED` and docs/performance.md). Once it has, ``"auto"`` picks the
+kernel when it can run at full speed (a CUDA tensor of a supported dtype, Triton importable,
+not in interpreter mode). ``backend="triton"`` forces the kernel and raises
 :class:`BackendUnavailableError` where it cannot run, saying why. Under ``TRITON_INTERPRET=1``
 a forced ``"triton"`` also runs on CPU tensors (Triton's interpreter: slow, for tests);
 ``"auto"`` never picks the interpreter.
@@ -24,6 +27,12 @@ BACKENDS = ("auto", "torch", "triton")
 
 _DTYPE_NAMES = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
 _SEED_HIGH = 2**63 - 1
+
+#: Whether ``backend="auto"`` may pick the fused kernel for CUDA tensors. False until the kernel
+#: has passed on a GPU (``pytest -m gpu`` and the noise-op benchmark of benchmarks/gpu_suite.py):
+#: it has only run in Triton's CPU interpreter, which neither compiles it nor rounds bf16 the
+#: way a GPU does. Set it to True only on that evidence; ``backend="triton"`` works either way.
+FUSED_KERNEL_GPU_VERIFIED = False
 
 
 class BackendUnavailableError(RuntimeError):
@@ -86,8 +95,9 @@ def _rows_view_exists(tensor: torch.Tensor) -> bool:
 def resolve_backend(backend: str, tensor: torch.Tensor, *, scaling: str = "per_sequence") -> str:
     """The backend that will run for ``tensor``: ``"torch"`` or ``"triton"``.
 
-    ``"auto"``: ``"triton"`` for a CUDA tensor of a supported dtype and layout when triton is
-    importable and the interpreter is off; ``"torch"`` otherwise, and always for
+    ``"auto"``: ``"torch"`` while :data:`FUSED_KERNEL_GPU_VERIFIED` is False (today); after
+    that, ``"triton"`` for a CUDA tensor of a supported dtype and layout when triton is
+    importable and the interpreter is off, ``"torch"`` otherwise. Always ``"torch"`` for
     ``scaling="batch"``. ``"triton"``: raises :class:`BackendUnavailableError` (naming the
     reason) where the kernel cannot run. ``backend`` must already be valid (:func:`check_backend`).
     """
@@ -99,7 +109,8 @@ def resolve_backend(backend: str, tensor: torch.Tensor, *, scaling: str = "per_s
         return "torch"
     if backend == "auto":
         fast = (
-            tensor.is_cuda
+            FUSED_KERNEL_GPU_VERIFIED
+            and tensor.is_cuda
             and tensor.dtype in SUPPORTED_DTYPES
             and _rows_view_exists(tensor)
             and triton_importable()
