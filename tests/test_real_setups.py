@@ -576,3 +576,59 @@ def test_analyze_reports_no_flips_at_alpha_0_with_duplicate_rows(tmp_path):
     zero = next(r for r in result["metrics"] if r["alpha"] == 0.0)
     assert zero["n_flips_l2"] == 0 and zero["n_flips_cos"] == 0
     assert math.isclose(zero["flip_rate_l2"], 0.0)
+
+
+# ----------------------------------------------------------------------------- one source, whatever the nesting
+def test_a_second_activation_around_or_inside_an_active_embedding_is_refused():
+    model = lora_on_embedding()
+    wrapper = model.get_input_embeddings()
+    inner = neftune.activate(model, ALPHA, embedding=wrapper.base_layer)  # the inner one, by hand
+    with pytest.raises(ValueError, match=r"already active on .*wraps or is inside it"):
+        neftune.activate(model, ALPHA)  # would hook the wrapper around it
+    neftune.deactivate(inner)
+    outer = neftune.activate(model, ALPHA)
+    with pytest.raises(ValueError, match="already active"):
+        neftune.activate(model, ALPHA, embedding=wrapper.base_layer)
+    neftune.deactivate(outer)
+
+
+def test_neftune_embedding_and_activate_are_not_combined():
+    model = tiny_llama()
+    model.model.embed_tokens = neftune.NEFTuneEmbedding(model.model.embed_tokens, alpha=ALPHA)
+    with pytest.raises(ValueError, match="holds a NEFTuneEmbedding"):
+        neftune.activate(model, ALPHA)
+    model.model.embed_tokens.set_alpha(0.0)
+    neftune.deactivate(neftune.activate(model, ALPHA))  # a silenced wrapper is fine
+
+
+def test_transformers_hook_on_a_neftune_embedding_is_refused():
+    from transformers.integrations.neftune import activate_neftune
+
+    model = tiny_llama()
+    model.model.embed_tokens = neftune.NEFTuneEmbedding(model.model.embed_tokens, alpha=ALPHA)
+    activate_neftune(model, 5.0)
+    ids, mask, _ = padded_batch()
+    model.train()
+    with pytest.raises(ValueError, match="added twice"):
+        model(input_ids=ids, attention_mask=mask)
+
+
+def test_inner_model_compiled_alone_gets_per_sequence_noise_once():
+    model = tiny_llama()
+    ids, mask, _ = padded_batch()
+    torch.compiler.reset()
+    model.model = torch.compile(model.model, backend="eager")
+    handle = neftune.activate(model, ALPHA)
+    assert handle.path == "model._orig_mod.embed_tokens"
+    model.eval()
+    with torch.no_grad():
+        clean = model.model._orig_mod.embed_tokens(ids)
+    recorder_out = []
+    hook = model.model._orig_mod.layers[0].register_forward_pre_hook(
+        lambda m, a, k: recorder_out.append((a[0] if a else k["hidden_states"]).detach()), with_kwargs=True
+    )
+    model.train()
+    model(input_ids=ids, attention_mask=mask)
+    hook.remove()
+    assert_once_per_sequence(recorder_out[0] - clean, mask)
+    neftune.deactivate(handle)

@@ -799,29 +799,53 @@ def activate(
             raise TypeError(f"embedding must be a torch.nn.Module, got {type(embedding).__name__}")
         owners = (unwrap_model(model),)
         targets = ((next((n for n, m in model.named_modules() if m is embedding), "<given>"), embedding),)
+    root = unwrap_model(model)
     for path, module in targets:
         check_embedding_module(module, path)
-        existing = get_handle(module)
-        if existing is not None and created_by is not None and existing.created_by == created_by:
-            existing.remove()  # left active by a run of the same integration that raised
-            existing = None
-        if existing is not None:
-            raise ValueError(
-                f"NEFTune is already active on {path or type(module).__name__}; call neftune.deactivate() "
-                "first (two activations would add the noise twice)"
-            )
-        for sub in module.modules():
-            if getattr(sub, "neftune_noise_alpha", None) is not None:
-                raise ValueError(
-                    "transformers' own NEFTune hook is active on this embedding (neftune_noise_alpha="
-                    f"{sub.neftune_noise_alpha}); unset neftune_noise_alpha in the trainer arguments, "
-                    "or the noise would be added twice"
-                )
+        _refuse_other_noise(root, path, module, created_by)
     for module in (*(m for _, m in targets), *owners):
         _drop_inert_hooks(module)
     handle = NEFTuneHandle(model, targets, owners, config, locator=locator, created_by=created_by)
     _refresh_compiled([*(m for _, m in targets), *owners], "activated")
     return handle
+
+
+def _refuse_other_noise(root: nn.Module, path: str, module: nn.Module, created_by: str | None) -> None:
+    """Refuse to noise ``module`` if something already noises it, a module inside it or one around it.
+
+    Sources: an active neftune handle (ours; one left by a run of the integration ``created_by``
+    that raised is removed instead), transformers' own hook (it marks the module it hooks with
+    ``neftune_noise_alpha``) and a :class:`NEFTuneEmbedding`, which noises its own output.
+    """
+    label = path or type(module).__name__
+    inside = {id(m) for m in module.modules()}
+    for other in {*root.modules(), *module.modules()}:
+        ref = _ACTIVE.get(other)
+        handle = ref() if ref is not None else None
+        if handle is None or not handle.active:
+            continue
+        if id(other) not in inside and all(m is not module for m in other.modules()):
+            continue  # active on an unrelated module (e.g. another model's embedding)
+        if created_by is not None and handle.created_by == created_by:
+            handle.remove()  # left active by a run of the same integration that raised
+            continue
+        where = "" if other is module else f" (on {type(other).__name__}, which wraps or is inside it)"
+        raise ValueError(
+            f"NEFTune is already active on {label}{where}; call neftune.deactivate() first "
+            "(two activations would add the noise twice)"
+        )
+    for sub in module.modules():
+        if getattr(sub, "neftune_noise_alpha", None) is not None:
+            raise ValueError(
+                "transformers' own NEFTune hook is active on this embedding (neftune_noise_alpha="
+                f"{sub.neftune_noise_alpha}); unset neftune_noise_alpha in the trainer arguments, "
+                "or the noise would be added twice"
+            )
+        if isinstance(sub, NEFTuneEmbedding) and sub.alpha > 0:
+            raise ValueError(
+                f"{label} is or holds a NEFTuneEmbedding (alpha={sub.alpha:g}), which adds the noise itself; "
+                "use either it or neftune.activate, not both (or set_alpha(0) on the wrapper)"
+            )
 
 
 def get_handle(model_or_embedding: nn.Module | NEFTuneHandle) -> NEFTuneHandle | None:
@@ -921,6 +945,11 @@ class NEFTuneEmbedding(nn.Embedding):
         out = super().forward(input)
         if not (self.training and torch.is_grad_enabled()) or self.alpha == 0.0:
             return out
+        if getattr(self, "neftune_noise_alpha", None) is not None:
+            raise ValueError(
+                "transformers' own NEFTune hook was added to a NEFTuneEmbedding, which adds the noise "
+                "itself: the noise would be added twice; unset neftune_noise_alpha in the trainer arguments"
+            )
         fused = resolve_backend(self.backend, out) == "triton"
         gen_device = torch.device("cpu") if fused else out.device  # fused: seeds from a CPU generator
         if self.seed is not None and (self._generator is None or self._generator.device != gen_device):
