@@ -341,7 +341,7 @@ def train(
     noise_backend: Annotated[
         str,
         typer.Option(
-            help="auto (fused Triton kernel on a CUDA GPU when available) | torch | triton",
+            help="auto (torch until the fused Triton kernel has passed on a GPU) | torch | triton (forced)",
             rich_help_panel=NOISE,
         ),
     ] = _T.noise_backend,

@@ -778,8 +778,8 @@ def activate(
     ``seed``: private reproducible generator (each distributed rank offset differently, each
     optimizer step its own stream, see :meth:`NEFTuneHandle.set_progress`);
     ``schedule``: name or callable ``(step, total_steps) -> multiplier``; ``embedding``:
-    the module to noise, when it cannot be found automatically; ``backend``: "auto" (the
-    fused Triton kernel for CUDA embeddings when triton is installed, else torch), "torch"
+    the module to noise, when it cannot be found automatically; ``backend``: "auto" (torch; the
+    fused Triton kernel on CUDA once it has passed on a GPU, see ``kernels.backend``), "torch"
     (the reference) or "triton" (forced; raises where it cannot run). The fused kernel
     writes into the embedding output in place when autograd and the other hooks allow.
     Noise is added only while the embedding is in training mode and autograd is enabled.

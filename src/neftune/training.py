@@ -103,7 +103,9 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 50
     bf16: bool | None = None  # default: on for CUDA with bf16 support
-    noise_backend: str = "auto"  # "auto" (fused Triton kernel on CUDA when available) | "torch" | "triton"
+    noise_backend: str = (
+        "auto"  # "auto" (torch until the fused kernel has passed on a GPU) | "torch" | "triton"
+    )
     trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
     warmup_ratio: float = 0.03  # fraction of the steps with a linear learning-rate warm-up
     lr_scheduler_type: str = "cosine"  # a transformers SchedulerType value
