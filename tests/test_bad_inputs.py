@@ -370,7 +370,10 @@ DATA_CASES = [
         "need at least 2 records",
         id="one-record",
     ),
-    pytest.param(lambda root: _write(root, "d.csv", "a,b\n1,2\n"), "unsupported file type '.csv'", id="csv"),
+    pytest.param(lambda root: _write(root, "d.xml", "<a/>\n"), "unsupported file type '.xml'", id="xml"),
+    pytest.param(
+        lambda root: _write(root, "d.csv", "a,b\n1,2\n"), "d.csv row 1: unrecognised record", id="csv"
+    ),
     pytest.param(
         lambda root: _write(root, "d.json", '{"rows": []}'),
         "expected a JSON list of records, got dict",

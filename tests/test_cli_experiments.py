@@ -40,6 +40,12 @@ def test_sweep_end_to_end_then_report(tmp_path):
     assert {a["setting"]["schedule"] for a in results["arms"]} == {None, "linear"}
     html = (out / "report" / "report.html").read_text()
     assert "recommended" in html.lower() and "linear schedule" in html
+    assert '<div class="box warn"><b>Not informative:</b> every generated answer was empty' in html
+    assert '<div class="box warn"><p class="pick">No setting recommended' in html, "not dressed as good news"
+    assert (
+        "> **Not informative:** every generated answer was empty"
+        in (out / "report" / "summary.md").read_text()
+    )
 
     # Rebuild from results.json alone.
     (out / "report" / "report.html").unlink()

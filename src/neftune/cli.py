@@ -143,6 +143,7 @@ class _TrainConsole:
         self.bar = None
         self.task = None
         self.losses: list[float] = []
+        self.status = console.status("checking the options, loading the data and the model...")
 
     def report(self, event: str, info: dict) -> None:
         if event == "start":
@@ -158,6 +159,7 @@ class _TrainConsole:
                 )
 
     def _header(self, info: dict) -> None:
+        self.status.stop()
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -207,6 +209,7 @@ class _TrainConsole:
             self.bar.update(self.task, completed=step, total=total or None)
 
     def close(self) -> None:
+        self.status.stop()
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
@@ -475,6 +478,7 @@ def train(
     try:
         with _LibraryLog(out, RUN_FILE):
             try:
+                ui.status.start()
                 metrics = run_train(
                     cfg, overwrite=overwrite, resume=resume, progress=ui.step, report=ui.report
                 )

@@ -26,6 +26,7 @@ from .instruction_report import (
     section_markdown,
     verdict_sentences,
 )
+from .informative import not_informative_reasons
 from .plots import figure_png, make_figures
 from .stats import (
     BASELINE,
@@ -386,6 +387,12 @@ def render_html(
     )
     if doc.get("status_note"):
         add(f'<div class="box warn"><b>{_e(doc["status_note"])}</b></div>')
+    uninformative = not_informative_reasons(results)
+    if uninformative:
+        add(
+            f'<div class="box warn"><b>Not informative:</b> {_e("; ".join(uninformative))}. '
+            "The figures below are no evidence either way.</div>"
+        )
     add('<div class="box headline"><ul>')
     for sentence in doc.get("headline") or []:
         add(f"<li>{_e(sentence)}</li>")
@@ -394,7 +401,8 @@ def render_html(
     if rec:
         label = summary.labels.get(Setting.from_mapping(rec["recommended"])) if rec["recommended"] else None
         pick = f"Recommended: {label}" if label else "No setting recommended over training without noise"
-        add(f'<div class="box rec"><p class="pick">{_e(pick)}</p><p>{_e(rec["reason"])}</p></div>')
+        style = "rec" if label else "warn"  # nothing recommended is no good news
+        add(f'<div class="box {style}"><p class="pick">{_e(pick)}</p><p>{_e(rec["reason"])}</p></div>')
 
     add("<h2>The paper's signatures</h2>")
     add(
@@ -542,6 +550,12 @@ def render_markdown(
     )
     if doc.get("status_note"):
         lines += ["", f"> **{doc['status_note']}**"]
+    uninformative = not_informative_reasons(results)
+    if uninformative:
+        lines += [
+            "",
+            f"> **Not informative:** {'; '.join(uninformative)}. The figures below are no evidence either way.",
+        ]
     lines += ["", "## Headline", ""]
     lines += [f"- {s}" for s in doc.get("headline") or []]
     rec = doc.get("recommendation")
