@@ -17,6 +17,7 @@ from typing import Any
 
 from ..io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .findings import fmt_estimate, fmt_p, summary_to_dict
+from .informative import not_informative_reasons
 from .instruction_report import (
     InstructionSection,
     instruction_section,
@@ -26,7 +27,6 @@ from .instruction_report import (
     section_markdown,
     verdict_sentences,
 )
-from .informative import not_informative_reasons
 from .plots import figure_png, make_figures
 from .stats import (
     BASELINE,
