@@ -172,6 +172,7 @@ def test_partial_results_with_failed_and_pending_arms(tmp_path, fixture_results)
     }
     # no accuracy was measured: the primary metric is absent and the report says so
     assert "No finished arm reported accuracy on held-out templates" in doc["recommendation"]["reason"]
+    assert '<div class="box warn"><p class="pick">No setting recommended' in html, "not dressed as good news"
 
 
 def test_sweep_on_user_data(tmp_path, fixture_results) -> None:

@@ -388,17 +388,18 @@ def render_html(
     if doc.get("status_note"):
         add(f'<div class="box warn"><b>{_e(doc["status_note"])}</b></div>')
     uninformative = not_informative_reasons(results)
-    if uninformative:
+    if uninformative:  # instead of a verdict: no headline, no recommendation
         add(
             f'<div class="box warn"><b>Not informative:</b> {_e("; ".join(uninformative))}. '
-            "The figures below are no evidence either way.</div>"
+            "No verdict and no recommendation: the figures below are no evidence either way.</div>"
         )
-    add('<div class="box headline"><ul>')
-    for sentence in doc.get("headline") or []:
-        add(f"<li>{_e(sentence)}</li>")
-    add("</ul></div>")
+    else:
+        add('<div class="box headline"><ul>')
+        for sentence in doc.get("headline") or []:
+            add(f"<li>{_e(sentence)}</li>")
+        add("</ul></div>")
     rec = doc.get("recommendation")
-    if rec:
+    if rec and not uninformative:
         label = summary.labels.get(Setting.from_mapping(rec["recommended"])) if rec["recommended"] else None
         pick = f"Recommended: {label}" if label else "No setting recommended over training without noise"
         style = "rec" if label else "warn"  # nothing recommended is no good news
@@ -551,15 +552,17 @@ def render_markdown(
     if doc.get("status_note"):
         lines += ["", f"> **{doc['status_note']}**"]
     uninformative = not_informative_reasons(results)
-    if uninformative:
+    if uninformative:  # instead of a verdict: no headline, no recommendation
         lines += [
             "",
-            f"> **Not informative:** {'; '.join(uninformative)}. The figures below are no evidence either way.",
+            f"> **Not informative:** {'; '.join(uninformative)}. No verdict and no recommendation: "
+            "the figures below are no evidence either way.",
         ]
-    lines += ["", "## Headline", ""]
-    lines += [f"- {s}" for s in doc.get("headline") or []]
+    else:
+        lines += ["", "## Headline", ""]
+        lines += [f"- {s}" for s in doc.get("headline") or []]
     rec = doc.get("recommendation")
-    if rec:
+    if rec and not uninformative:
         lines += ["", "## Recommendation", "", rec["reason"]]
     lines += ["", "## The paper's signatures", ""]
     lines += [f"- **{s['status']}** — {s['sentence']}" for s in doc.get("signatures") or []]
