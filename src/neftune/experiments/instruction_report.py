@@ -109,7 +109,7 @@ def length_figure(section: InstructionSection, summary: Summary) -> Figure | Non
         ax = fig.add_subplot(1, len(groups), i)
         per = section.lengths[group]
         settings = sorted(per, key=Setting.sort_key)
-        parts = ax.boxplot([per[s] for s in settings], vert=True, patch_artist=True, showfliers=True)
+        parts = ax.boxplot([per[s] for s in settings], patch_artist=True, showfliers=True)
         for patch, s in zip(parts["boxes"], settings):
             patch.set_facecolor(BASELINE_COLOR if s.is_no_noise else colors.get(s, "#999999"))
             patch.set_alpha(0.55)
@@ -143,6 +143,17 @@ def _lc_row(lc: LengthControlled, labels: Mapping[Setting, str]) -> dict[str, st
     }
 
 
+def _priority(name: str) -> tuple[int, int, int, int, str]:
+    """Overall instruction metrics first (prompt before instruction level, strict before loose)."""
+    return (
+        not name.startswith("ifeval/"),
+        name.count("/"),
+        "/prompt_" not in name,
+        "strict" not in name,
+        name,
+    )
+
+
 def verdict_sentences(section: InstructionSection, labels: Mapping[Setting, str]) -> list[str]:
     """Plain words per noisy setting: how much longer the answers are, and whether any quality
     gain (a raw difference distinguishable from seed noise) survives length control."""
@@ -150,7 +161,7 @@ def verdict_sentences(section: InstructionSection, labels: Mapping[Setting, str]
         return []
     out = []
     by_setting: dict[Setting, list[LengthControlled]] = {}
-    for lc in section.length_control:
+    for lc in sorted(section.length_control, key=lambda lc: _priority(lc.metric)):
         by_setting.setdefault(lc.setting, []).append(lc)
     for setting, items in sorted(by_setting.items(), key=lambda kv: kv[0].sort_key()):
         label = labels.get(setting, f"alpha {setting.alpha:g}")
