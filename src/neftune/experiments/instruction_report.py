@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from ..data.instructions import HELDOUT_KINDS
 from ..io import read_json_object
 from ..metrics import PER_PROMPT_FILE
-from .findings import fmt_ci, fmt_value
+from .findings import fmt_estimate, fmt_value
 from .length_control import LengthControlled, arm_rows, length_control
 from .plots import BASELINE_COLOR, setting_colors
 from .setting import Setting
@@ -124,11 +124,7 @@ def length_figure(section: InstructionSection, summary: Summary) -> Figure | Non
 
 def _lc_row(lc: LengthControlled, labels: Mapping[Setting, str]) -> dict[str, str]:
     def diff(d) -> str:
-        if d.mean is None:
-            return "–"
-        return fmt_value(d.mean, signed=True) + (
-            f" {fmt_ci(d.lo, d.hi, signed=True)}" if d.lo is not None else ""
-        )
+        return fmt_estimate(d.mean, d.lo, d.hi, signed=True)
 
     return {
         "setting": labels.get(lc.setting, f"alpha {lc.setting.alpha:g}"),
@@ -152,6 +148,10 @@ def _priority(name: str) -> tuple[int, int, int, int, str]:
         "strict" not in name,
         name,
     )
+
+
+def _ordered(items: tuple[LengthControlled, ...]) -> list[LengthControlled]:
+    return sorted(items, key=lambda lc: (lc.setting.sort_key(), _priority(lc.metric)))
 
 
 def verdict_sentences(section: InstructionSection, labels: Mapping[Setting, str]) -> list[str]:
@@ -239,7 +239,7 @@ def section_html(section: InstructionSection, summary: Summary, figure: str | No
             f"<th class=num>length-adjusted diff [{pct} CI]</th><th>verdict</th>"
             "<th class=num>score per +100 chars</th></tr>"
         )
-        for lc in section.length_control:
+        for lc in _ordered(section.length_control):
             r = _lc_row(lc, summary.labels)
             out.append(
                 f"<tr><td>{e(r['setting'])}</td><td>{e(r['metric'])} <code>{e(r['name'])}</code></td>"
@@ -286,7 +286,7 @@ def section_markdown(
             f"length-adjusted diff [{pct} CI] | verdict | score per +100 chars |"
         )
         lines.append("|---|---|---:|---:|---|---:|---|---:|")
-        for lc in section.length_control:
+        for lc in _ordered(section.length_control):
             r = _lc_row(lc, summary.labels)
             lines.append(
                 f"| {r['setting']} | {r['metric']} (`{r['name']}`) | {r['length']} | {r['raw']} | "
