@@ -117,3 +117,51 @@ def test_verdict_in_plain_words():
         InstructionSection(tuple(length_control(flat, BASE)), {"ifeval": {}}, {}), labels
     )
     assert "no quality metric improved beyond seed noise" in text and "0 characters longer" in text
+
+
+def test_report_section_from_arm_folders(tmp_path):
+    """A folder whose arms hold synthetic per_prompt.json files (a pure-length effect): the report
+    shows the answer lengths, the raw and length-adjusted table, the verdict and per-type accuracy."""
+    import json
+
+    from PIL import Image
+
+    from neftune.experiments.report import build_report
+
+    from conftest import load_script
+
+    is_blank = load_script("scripts/check_report_render.py").is_blank
+    arms = []
+    for setting, seed, rows in _arms(0.0, binary=True):
+        arm_id = f"a{setting.alpha:g}-s{seed}"
+        splits = {
+            "ifeval_seen_types": [
+                {"length_chars": n, "kinds": ["no_commas"], "strict": [v == 1.0], "loose": [v == 1.0]}
+                for v, n in rows["m"].values()
+            ]
+        }
+        eval_dir = tmp_path / "arms" / arm_id / "eval"
+        eval_dir.mkdir(parents=True)
+        (eval_dir / "per_prompt.json").write_text(json.dumps({"splits": splits}))
+        score = sum(v for v, _ in rows["m"].values()) / len(rows["m"])
+        arms.append(
+            {"id": arm_id, "setting": setting.to_dict(), "seed": seed, "status": "complete",
+             "dir": f"arms/{arm_id}", "eval": {"ifeval/prompt_strict": score}, "train": {}}
+        )  # fmt: skip
+    results = {
+        "schema": "neftune.results/1", "kind": "compare", "status": "complete", "arms": arms,
+        "baseline": BASE.to_dict(), "config": {"primary_metric": "ifeval/prompt_strict"},
+    }  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    paths = build_report(tmp_path)
+    html = paths["html"].read_text()
+    assert "<h2>Length control</h2>" in html and "length-adjusted diff" in html
+    assert "does not survive it on prompts with every instruction followed (strict)" in html
+    assert "<td>no_commas</td><td>seen</td>" in html
+    assert not is_blank(Image.open(paths["answer_lengths"]))
+    doc = json.loads(paths["summary"].read_text())
+    (overall,) = [
+        e for e in doc["instruction_following"]["length_control"] if e["metric"] == "ifeval/prompt_strict"
+    ]
+    assert overall["raw_verdict"] == "better" and overall["adjusted_verdict"] == "no detectable difference"
+    assert "## Length control" in paths["markdown"].read_text()

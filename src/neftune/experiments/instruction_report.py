@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from ..data.instructions import HELDOUT_KINDS
 from ..io import read_json_object
 from ..metrics import PER_PROMPT_FILE
-from .findings import fmt_ci, fmt_value
+from .findings import fmt_estimate, fmt_value
 from .length_control import LengthControlled, arm_rows, length_control
 from .plots import BASELINE_COLOR, setting_colors
 from .setting import Setting
@@ -109,7 +109,7 @@ def length_figure(section: InstructionSection, summary: Summary) -> Figure | Non
         ax = fig.add_subplot(1, len(groups), i)
         per = section.lengths[group]
         settings = sorted(per, key=Setting.sort_key)
-        parts = ax.boxplot([per[s] for s in settings], vert=True, patch_artist=True, showfliers=True)
+        parts = ax.boxplot([per[s] for s in settings], patch_artist=True, showfliers=True)
         for patch, s in zip(parts["boxes"], settings):
             patch.set_facecolor(BASELINE_COLOR if s.is_no_noise else colors.get(s, "#999999"))
             patch.set_alpha(0.55)
@@ -124,11 +124,7 @@ def length_figure(section: InstructionSection, summary: Summary) -> Figure | Non
 
 def _lc_row(lc: LengthControlled, labels: Mapping[Setting, str]) -> dict[str, str]:
     def diff(d) -> str:
-        if d.mean is None:
-            return "–"
-        return fmt_value(d.mean, signed=True) + (
-            f" {fmt_ci(d.lo, d.hi, signed=True)}" if d.lo is not None else ""
-        )
+        return fmt_estimate(d.mean, d.lo, d.hi, signed=True)
 
     return {
         "setting": labels.get(lc.setting, f"alpha {lc.setting.alpha:g}"),
@@ -143,6 +139,21 @@ def _lc_row(lc: LengthControlled, labels: Mapping[Setting, str]) -> dict[str, st
     }
 
 
+def _priority(name: str) -> tuple[int, int, int, int, str]:
+    """Overall instruction metrics first (prompt before instruction level, strict before loose)."""
+    return (
+        not name.startswith("ifeval/"),
+        name.count("/"),
+        "/prompt_" not in name,
+        "strict" not in name,
+        name,
+    )
+
+
+def _ordered(items: tuple[LengthControlled, ...]) -> list[LengthControlled]:
+    return sorted(items, key=lambda lc: (lc.setting.sort_key(), _priority(lc.metric)))
+
+
 def verdict_sentences(section: InstructionSection, labels: Mapping[Setting, str]) -> list[str]:
     """Plain words per noisy setting: how much longer the answers are, and whether any quality
     gain (a raw difference distinguishable from seed noise) survives length control."""
@@ -150,7 +161,7 @@ def verdict_sentences(section: InstructionSection, labels: Mapping[Setting, str]
         return []
     out = []
     by_setting: dict[Setting, list[LengthControlled]] = {}
-    for lc in section.length_control:
+    for lc in sorted(section.length_control, key=lambda lc: _priority(lc.metric)):
         by_setting.setdefault(lc.setting, []).append(lc)
     for setting, items in sorted(by_setting.items(), key=lambda kv: kv[0].sort_key()):
         label = labels.get(setting, f"alpha {setting.alpha:g}")
@@ -228,7 +239,7 @@ def section_html(section: InstructionSection, summary: Summary, figure: str | No
             f"<th class=num>length-adjusted diff [{pct} CI]</th><th>verdict</th>"
             "<th class=num>score per +100 chars</th></tr>"
         )
-        for lc in section.length_control:
+        for lc in _ordered(section.length_control):
             r = _lc_row(lc, summary.labels)
             out.append(
                 f"<tr><td>{e(r['setting'])}</td><td>{e(r['metric'])} <code>{e(r['name'])}</code></td>"
@@ -275,7 +286,7 @@ def section_markdown(
             f"length-adjusted diff [{pct} CI] | verdict | score per +100 chars |"
         )
         lines.append("|---|---|---:|---:|---|---:|---|---:|")
-        for lc in section.length_control:
+        for lc in _ordered(section.length_control):
             r = _lc_row(lc, summary.labels)
             lines.append(
                 f"| {r['setting']} | {r['metric']} (`{r['name']}`) | {r['length']} | {r['raw']} | "
