@@ -12,7 +12,7 @@ answer-length difference ``x`` (characters) per prompt. Per setting and metric:
   difference *at equal answer length*;
 
 and each of the two is summarised across seeds like every other comparison (mean, Student-t
-interval, paired t-test: :func:`neftune.experiments.stats.paired_difference` semantics). A gain
+interval, paired t-test: :func:`neftune.experiments.stats.difference_estimate`). A gain
 that only comes from length has a raw interval above 0 and an adjusted one around 0. The
 adjustment assumes the score changes linearly with the length difference; it answers "would the
 gain remain at equal length", not whether length itself is what the instructions asked for.
@@ -31,9 +31,9 @@ from typing import Any
 
 from ..data.instructions import IFEVAL_SPLIT_SUFFIX
 from ..io import read_json_object
-from ..metrics import PER_PROMPT_FILE, mean_and_ci
+from ..metrics import PER_PROMPT_FILE
 from .setting import Setting
-from .stats import PairedDifference, Summary, metric_direction, paired_t_p_value, verdict
+from .stats import PairedDifference, Summary, difference_estimate, metric_direction, verdict
 
 __all__ = [
     "LengthControlled",
@@ -85,14 +85,8 @@ def load_arm_rows(arm_dir: str | Path) -> dict[str, Rows] | None:
 
 
 def _summary(per_seed: Mapping[int, float], confidence: float) -> PairedDifference:
-    seeds = tuple(sorted(s for s, v in per_seed.items() if math.isfinite(v)))
-    values = [per_seed[s] for s in seeds]
-    if not seeds:
-        return PairedDifference((), None, None, None, None, None)
-    mean, lo, hi = mean_and_ci(values, confidence)
-    if len(seeds) == 1:
-        return PairedDifference(seeds, mean, None, None, None, None)
-    return PairedDifference(seeds, mean, statistics.stdev(values), lo, hi, paired_t_p_value(values))
+    """:func:`~.stats.difference_estimate` of the seeds whose value is finite."""
+    return difference_estimate({s: v for s, v in per_seed.items() if math.isfinite(v)}, confidence)
 
 
 def adjusted_differences(

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import mean_and_ci, student_t_cdf
+from scipy import stats as scipy_stats
+
 from .setting import Setting
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "Setting",
     "SettingInfo",
     "Summary",
+    "difference_estimate",
+    "mean_interval",
     "metric_direction",
     "metric_label",
     "paired_difference",
@@ -170,6 +173,23 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def mean_interval(values: Sequence[float], confidence: float) -> tuple[float, float | None, float | None]:
+    """Sample mean and its two-sided Student-t interval ``(mean, lo, hi)``.
+
+    Half-width ``t_{(1+confidence)/2, n-1} * sd / sqrt(n)`` (scipy's t quantile); ``lo``/``hi``
+    are None with one value or when the interval is not finite.
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = statistics.fmean(values)
+    if n == 1:
+        return mean, None, None
+    quantile = float(scipy_stats.t.ppf((1.0 + confidence) / 2.0, n - 1))
+    half = quantile * statistics.stdev(values) / math.sqrt(n)
+    return mean, _finite(mean - half), _finite(mean + half)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """Across-seed mean of one (setting, metric); ``sd``/``lo``/``hi`` are None with one seed."""
@@ -182,27 +202,24 @@ class Estimate:
 
     @classmethod
     def of(cls, values: Sequence[float], confidence: float) -> Estimate:
-        mean, lo, hi = mean_and_ci(values, confidence)
+        mean, lo, hi = mean_interval(values, confidence)
         sd = statistics.stdev(values) if len(values) > 1 else None
-        return cls(len(values), mean, sd, _finite(lo), _finite(hi))
+        return cls(len(values), mean, sd, lo, hi)
 
 
 def paired_t_p_value(differences: Sequence[float]) -> float:
     """Two-sided p-value of the paired t-test that the mean of ``differences`` is 0.
 
-    ``t = mean / (sd / sqrt(n))`` with ``n - 1`` degrees of freedom. When all
-    differences are equal (sd 0) the test degenerates: p is 1.0 if they are all 0,
-    else 0.0 (matching the zero-width interval, which then excludes 0).
+    scipy's one-sample t-test on the differences (``t = mean / (sd / sqrt(n))``, ``n - 1``
+    degrees of freedom). When all differences are equal (sd 0) the test degenerates: p is
+    1.0 if they are all 0, else 0.0 (matching the zero-width interval, which then excludes 0).
     """
     n = len(differences)
     if n < 2:
         raise ValueError(f"a paired t-test needs at least 2 differences, got {n}")
-    mean = statistics.fmean(differences)
-    sd = statistics.stdev(differences)
-    if sd == 0:
-        return 1.0 if mean == 0 else 0.0
-    t = mean / (sd / math.sqrt(n))
-    return min(1.0, 2.0 * student_t_cdf(-abs(t), n - 1))
+    if statistics.stdev(differences) == 0:
+        return 1.0 if statistics.fmean(differences) == 0 else 0.0
+    return float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
 
 
 @dataclass(frozen=True)
@@ -226,20 +243,24 @@ class PairedDifference:
         return self.lo is not None and self.hi is not None and (self.lo > 0 or self.hi < 0)
 
 
+def difference_estimate(differences: Mapping[int, float], confidence: float = 0.95) -> PairedDifference:
+    """Mean, sd, interval and paired t-test p of per-seed ``differences`` (seed -> difference)."""
+    seeds = tuple(sorted(differences))
+    if not seeds:
+        return PairedDifference((), None, None, None, None, None)
+    diffs = [differences[s] for s in seeds]
+    mean, lo, hi = mean_interval(diffs, confidence)
+    if len(seeds) == 1:
+        return PairedDifference(seeds, mean, None, None, None, None)
+    return PairedDifference(seeds, mean, statistics.stdev(diffs), lo, hi, paired_t_p_value(diffs))
+
+
 def paired_difference(
     values: Mapping[int, float], baseline: Mapping[int, float], confidence: float = 0.95
 ) -> PairedDifference:
     """Pair ``values`` with ``baseline`` by seed (seeds missing from either side are dropped)."""
-    seeds = tuple(sorted(set(values) & set(baseline)))
-    if not seeds:
-        return PairedDifference((), None, None, None, None, None)
-    a = [values[s] for s in seeds]
-    b = [baseline[s] for s in seeds]
-    diffs = [x - y for x, y in zip(a, b)]
-    mean, lo, hi = mean_and_ci(diffs, confidence)
-    if len(seeds) == 1:
-        return PairedDifference(seeds, mean, None, None, None, None)
-    return PairedDifference(seeds, mean, statistics.stdev(diffs), lo, hi, paired_t_p_value(diffs))
+    shared = set(values) & set(baseline)
+    return difference_estimate({s: values[s] - baseline[s] for s in shared}, confidence)
 
 
 def verdict(direction: str, diff: PairedDifference | None) -> str:
