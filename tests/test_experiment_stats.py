@@ -8,8 +8,6 @@ import math
 import pytest
 
 from neftune.experiments.findings import (
-    fmt_ci,
-    fmt_estimate,
     headline_sentences,
     multiple_comparisons_sentence,
     paper_signatures,
@@ -17,13 +15,13 @@ from neftune.experiments.findings import (
     status_sentence,
     summary_to_dict,
 )
+from neftune.experiments.formatting import fmt_ci, fmt_estimate
+from neftune.experiments.labels import metric_direction, metric_label, setting_word
 from neftune.experiments.stats import (
     NA_NO_BASELINE,
     NA_NO_SHARED_SEEDS,
     NA_ONE_SEED,
     Setting,
-    metric_direction,
-    metric_label,
     paired_difference,
     paired_t_p_value,
     summarize,
@@ -240,7 +238,7 @@ def test_recommend_clear_winner() -> None:
         base,
     )
     s = summarize(r)
-    assert not s.only_alpha_varies and s.setting_word == "setting"
+    assert not s.only_alpha_varies and setting_word(s.only_alpha_varies) == "setting"
     assert cell(s, ACC, 5.0, "gaussian").label == "alpha 5, gaussian"
     rec = recommend(s, ACC)
     assert rec.recommended == Setting(5.0, "uniform", None) and rec.beats_baseline

@@ -1,16 +1,17 @@
-"""What a compare / sweep experiment found, in words: number formatting, headline sentences,
-the paper's signatures, the recommendation, and the JSON summary.
+"""What a compare / sweep experiment found, in words: headline sentences, the paper's
+signatures, the recommendation, and the JSON summary.
 
 Built on the numbers of :mod:`neftune.experiments.stats`; pure functions, no I/O.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .formatting import decimals_for, fmt_estimate, fmt_value, half_width, p_relation
+from .labels import metric_direction, metric_label, sentence_case, setting_word
 from .setting import Setting
 from .stats import (
     BETTER,
@@ -24,19 +25,12 @@ from .stats import (
     MetricSummary,
     PairedDifference,
     Summary,
-    metric_direction,
-    metric_label,
     paired_difference,
 )
 
 __all__ = [
     "Recommendation",
     "Signature",
-    "decimals_for",
-    "fmt_ci",
-    "fmt_estimate",
-    "fmt_p",
-    "fmt_value",
     "headline_sentences",
     "multiple_comparisons_sentence",
     "paper_signatures",
@@ -45,76 +39,7 @@ __all__ = [
     "summary_to_dict",
 ]
 
-# --------------------------------------------------------------------------- formatting
-
-
-def decimals_for(x: float, half_width: float | None = None) -> int:
-    """Decimals that show a CI ``half_width`` to 2 significant digits, in [0, 6].
-
-    Without a half-width (or a zero-width interval, i.e. no spread) ``x`` gets 4 significant digits.
-    """
-    if half_width is not None and math.isfinite(half_width) and half_width > 1e-9 * max(1.0, abs(x)):
-        d = 1 - math.floor(math.log10(half_width))
-    elif math.isfinite(x) and x != 0:
-        d = 3 - math.floor(math.log10(abs(x)))
-    else:
-        d = 0
-    return min(6, max(0, d))
-
-
-def fmt_value(x: float | None, decimals: int | None = None, signed: bool = False) -> str:
-    """``x`` with ``decimals`` (default: 4 significant digits, trailing zeros dropped), a true minus
-    sign, and ``+`` if ``signed``.
-
-    ``–`` for None or a non-finite value.
-    """
-    if x is None or not math.isfinite(x):
-        return "–"
-    if decimals is None:
-        body = f"{abs(x):.{decimals_for(x)}f}"
-        body = body.rstrip("0").rstrip(".") if "." in body else body
-    else:
-        body = f"{abs(x):.{decimals}f}"
-    if x < 0:
-        return "−" + body
-    return ("+" + body) if signed and x > 0 else body
-
-
-def _half_width(lo: float | None, hi: float | None) -> float | None:
-    return None if lo is None or hi is None else (hi - lo) / 2
-
-
-def fmt_ci(lo: float | None, hi: float | None, signed: bool = False, decimals: int | None = None) -> str:
-    """``[lo, hi]`` with decimals from the half-width; ``–`` without an interval."""
-    if lo is None or hi is None:
-        return "–"
-    d = decimals_for((lo + hi) / 2, _half_width(lo, hi)) if decimals is None else decimals
-    return f"[{fmt_value(lo, d, signed)}, {fmt_value(hi, d, signed)}]"
-
-
-def fmt_estimate(mean: float | None, lo: float | None, hi: float | None, signed: bool = False) -> str:
-    """``mean [lo, hi]`` sharing one number of decimals, or just the mean without an interval."""
-    if mean is None:
-        return "–"
-    d = decimals_for(mean, _half_width(lo, hi))
-    out = fmt_value(mean, d, signed)
-    return out if lo is None or hi is None else f"{out} {fmt_ci(lo, hi, signed, d)}"
-
-
-def _p_relation(p: float | None) -> str:
-    """``= 0.035`` or ``< 0.001`` (to follow a ``p``)."""
-    text = fmt_p(p)
-    return f"< {text[1:]}" if text.startswith("<") else f"= {text}"
-
-
-def fmt_p(p: float | None) -> str:
-    if p is None:
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
+# --------------------------------------------------------------------------- words
 
 
 def _join(items: Sequence[str]) -> str:
@@ -163,7 +88,7 @@ def _metric_sentence(m: MetricSummary, summary: Summary) -> str | None:
     if not compared:
         return None
     pct = 100 * summary.confidence
-    word = summary.setting_word
+    word = setting_word(summary.only_alpha_varies)
     seeds = _seeds_phrase(compared)
     by = {v: [c for c in compared if c.verdict == v] for v in (BETTER, WORSE, HIGHER, LOWER, NO_DIFFERENCE)}
     if len(by[NO_DIFFERENCE]) == len(compared):
@@ -235,7 +160,7 @@ def headline_sentences(summary: Summary) -> list[str]:
         sentence = _metric_sentence(primary, summary)
         if sentence is None:
             sentence = (
-                f"{_cap(primary.label)} could not be compared with the baseline: "
+                f"{sentence_case(primary.label)} could not be compared with the baseline: "
                 "fewer than 2 seeds pair up per setting, so an effect cannot be told from seed noise "
                 "(run 2 or more seeds)."
             )
@@ -288,7 +213,7 @@ def paper_signatures(summary: Summary) -> list[Signature]:
     for name, candidates, expected in _SIGNATURES:
         m = next((summary.metric(c) for c in candidates if summary.metric(c) is not None), None)
         if m is None:
-            sentence = f"{_cap(name)}: not measured (no arm reported {_join(candidates)})."
+            sentence = f"{sentence_case(name)}: not measured (no arm reported {_join(candidates)})."
             out.append(Signature(name, None, expected, "not measured", (), (), (), sentence))
             continue
         opposite = LOWER if expected == HIGHER else HIGHER
@@ -296,7 +221,7 @@ def paper_signatures(summary: Summary) -> list[Signature]:
         seen = [c for c in compared if c.verdict == expected]
         against = [c for c in compared if c.verdict == opposite]
         unclear = [c for c in compared if c.verdict == NO_DIFFERENCE]
-        head = f"{_cap(name)} ({m.label}; expected {expected} with noise)"
+        head = f"{sentence_case(name)} ({m.label}; expected {expected} with noise)"
         if not compared:
             status, body = "cannot tell", "cannot tell: no setting pairs at least 2 seeds with the baseline"
         else:
@@ -315,7 +240,7 @@ def paper_signatures(summary: Summary) -> list[Signature]:
             if against:
                 bits.append(f"the opposite at {_join([_diff_phrase(c, pct) for c in against])}")
             if unclear:
-                word = summary.setting_word
+                word = setting_word(summary.only_alpha_varies)
                 bits.append(
                     f"within seed noise at {_others(unclear, word) if bits else _join([c.label for c in unclear])}"
                 )
@@ -400,7 +325,7 @@ def recommend(summary: Summary, primary_metric: str | None = None) -> Recommenda
             None,
             best.setting,
             False,
-            f"{_cap(best.label)} had the {n_word} mean {label}, {mean_phrase(best)}, but no baseline (alpha 0) "
+            f"{sentence_case(best.label)} had the {n_word} mean {label}, {mean_phrase(best)}, but no baseline (alpha 0) "
             "arm finished, so it is unknown whether NEFTune helps at all. Run the baseline before choosing.",
         )
     if not noisy:
@@ -417,11 +342,11 @@ def recommend(summary: Summary, primary_metric: str | None = None) -> Recommenda
         e = c.estimate
         if e.lo is None:
             return fmt_value(base.estimate.mean)
-        return fmt_value(base.estimate.mean, decimals_for(e.mean, _half_width(e.lo, e.hi)))
+        return fmt_value(base.estimate.mean, decimals_for(e.mean, half_width(e.lo, e.hi)))
 
     worse = [c.label for c in noisy if c.verdict == WORSE]
     worse_note = (
-        f" {_cap(_join(worse))} {'was' if len(worse) == 1 else 'were'} worse beyond seed noise."
+        f" {sentence_case(_join(worse))} {'was' if len(worse) == 1 else 'were'} worse beyond seed noise."
         if worse
         else ""
     )
@@ -431,13 +356,13 @@ def recommend(summary: Summary, primary_metric: str | None = None) -> Recommenda
         d = pick.diff
         assert d is not None
         reason = (
-            f"{_cap(pick.label)} is recommended: it beat the baseline beyond seed noise on {label} "
-            f"({_diff_ci(d, pct)}, paired over {d.n} seeds, p {_p_relation(d.p)}), with mean "
+            f"{sentence_case(pick.label)} is recommended: it beat the baseline beyond seed noise on {label} "
+            f"({_diff_ci(d, pct)}, paired over {d.n} seeds, p {p_relation(d.p)}), with mean "
             f"{mean_phrase(pick)}, against {base_mean(pick)} without noise."
         )
         if pick is not noisy[0]:
             reason += (
-                f" {_cap(noisy[0].label)} had a {'higher' if sign > 0 else 'lower'} mean "
+                f" {sentence_case(noisy[0].label)} had a {'higher' if sign > 0 else 'lower'} mean "
                 f"({fmt_value(noisy[0].estimate.mean)}), but its difference from the baseline is within "
                 "seed noise."
             )

@@ -19,11 +19,12 @@ from matplotlib.figure import Figure
 from ..data.instructions import HELDOUT_KINDS
 from ..io import read_json_object
 from ..metrics import PER_PROMPT_FILE
-from .findings import fmt_estimate, fmt_value
+from .formatting import fmt_estimate, fmt_value
+from .labels import metric_label
 from .length_control import LengthControlled, arm_rows, length_control
 from .plots import BASELINE_COLOR, setting_colors
 from .setting import Setting
-from .stats import BETTER, Summary, metric_label
+from .stats import BETTER, Summary
 
 __all__ = [
     "InstructionSection",

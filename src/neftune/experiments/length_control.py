@@ -32,8 +32,9 @@ from typing import Any
 from ..data.instructions import IFEVAL_SPLIT_SUFFIX
 from ..io import read_json_object
 from ..metrics import PER_PROMPT_FILE
+from .labels import metric_direction
 from .setting import Setting
-from .stats import PairedDifference, Summary, difference_estimate, metric_direction, verdict
+from .stats import PairedDifference, Summary, difference_estimate, verdict
 
 __all__ = [
     "LengthControlled",

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .stats import BETTER, DIRECTION_TEXT, HIGHER, LOWER, WORSE, MetricSummary, Setting, Summary, metric_label
+from .labels import DIRECTION_TEXT, confidence_text, metric_label, sentence_case
+from .stats import BETTER, HIGHER, LOWER, WORSE, MetricSummary, Setting, Summary
 
 __all__ = [
     "BASELINE_COLOR",
@@ -302,7 +303,7 @@ def _mean_panel(
         ax.plot(x, e.mean, "D" if c.is_baseline else "o", ms=7, color=color, zorder=4)
         if distinct:
             ax.annotate("*", (x, e.hi if e.hi is not None else e.mean), ha="center", va="bottom", fontsize=14)
-    ax.set_title(f"{m.title}\n({DIRECTION_TEXT[m.direction]})", fontsize=9.5)
+    ax.set_title(f"{sentence_case(m.label)}\n({DIRECTION_TEXT[m.direction]})", fontsize=9.5)
     ax.grid(alpha=0.3)
     ax.margins(x=0.12)
 
@@ -333,7 +334,7 @@ def metric_means_figure(summary: Summary) -> Figure | None:
             for i in summary.settings
         ]
         fig.legend(handles, ticklabels, loc="outside lower center", ncol=min(5, len(handles)), frameon=False)
-    pct = summary.confidence_text
+    pct = confidence_text(summary.confidence)
     fig.suptitle(
         f"Mean per setting with {pct} CI across seeds (dots: single seeds; dashed: baseline; "
         "* distinguishable from baseline)",
@@ -376,11 +377,11 @@ def differences_figure(summary: Summary) -> Figure | None:
         ax.axvline(0, color="#555555", lw=1, ls=":")
         ax.tick_params(axis="y", labelsize=8.5)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
-        ax.set_title(f"{m.title}\n({DIRECTION_TEXT[m.direction]})", fontsize=9.5)
+        ax.set_title(f"{sentence_case(m.label)}\n({DIRECTION_TEXT[m.direction]})", fontsize=9.5)
         ax.grid(alpha=0.3, axis="x")
     for ax in axes[len(chosen) :]:
         ax.set_visible(False)
-    pct = summary.confidence_text
+    pct = confidence_text(summary.confidence)
     fig.suptitle(
         f"Difference from the baseline, paired by seed, with {pct} CI "
         "(green better, red worse, blue changed, grey within seed noise)",

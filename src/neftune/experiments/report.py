@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_bytes_atomic, write_json_atomic, write_text_atomic
-from .findings import fmt_estimate, fmt_p, summary_to_dict
+from .findings import summary_to_dict
+from .formatting import fmt_estimate, fmt_p, fmt_seconds
 from .informative import not_informative_reasons
 from .instruction_report import (
     InstructionSection,
@@ -27,11 +28,11 @@ from .instruction_report import (
     section_markdown,
     verdict_sentences,
 )
+from .labels import DIRECTION_TEXT, confidence_text, sentence_case, setting_text
 from .plots import figure_png, make_figures
 from .stats import (
     BASELINE,
     BETTER,
-    DIRECTION_TEXT,
     HIGHER,
     LOWER,
     NO_DIFFERENCE,
@@ -161,25 +162,9 @@ def _metric_rows(m: MetricSummary) -> list[dict[str, str]]:
 def _setting_text(d: Any, labels: Mapping[Setting, str]) -> str:
     """The summary's short label of a setting dict, or a full description if it has none."""
     try:
-        s = Setting.from_mapping(d)
+        return setting_text(Setting.from_mapping(d), labels)
     except ValueError:
         return str(d)
-    if s in labels:
-        return labels[s]
-    if s.is_no_noise:
-        return "alpha 0 (no noise)"
-    return f"alpha {s.alpha:g}, {s.distribution}, {s.schedule or 'constant'} schedule"
-
-
-def _seconds_text(x: Any) -> str:
-    if not isinstance(x, (int, float)) or isinstance(x, bool):
-        return "–"
-    x = float(x)
-    if x < 120:
-        return f"{x:.0f} s"
-    if x < 7200:
-        return f"{x / 60:.1f} min"
-    return f"{x / 3600:.2f} h"
 
 
 def _arm_rows(results: Mapping[str, Any], labels: Mapping[Setting, str]) -> list[dict[str, str]]:
@@ -192,8 +177,8 @@ def _arm_rows(results: Mapping[str, Any], labels: Mapping[Setting, str]) -> list
                 "setting": _setting_text(arm.get("setting"), labels),
                 "seed": str(arm.get("seed", "?")),
                 "status": str(arm.get("status", "?")),
-                "seconds": _seconds_text(arm.get("seconds")),
-                "train_seconds": _seconds_text(train.get("train_seconds")),
+                "seconds": fmt_seconds(arm.get("seconds")),
+                "train_seconds": fmt_seconds(train.get("train_seconds")),
                 "steps": str(train.get("global_step", "–")),
                 "error": str(arm.get("error") or ""),
             }
@@ -209,8 +194,8 @@ def _wall_times(results: Mapping[str, Any]) -> dict[str, str]:
     ]
     if not secs:
         return {"total": "–", "per_arm": "–"}
-    per = f"{_seconds_text(min(secs))} – {_seconds_text(max(secs))}, mean {_seconds_text(sum(secs) / len(secs))}"
-    return {"total": f"{_seconds_text(sum(secs))} over {len(secs)} arms", "per_arm": per}
+    per = f"{fmt_seconds(min(secs))} – {fmt_seconds(max(secs))}, mean {fmt_seconds(sum(secs) / len(secs))}"
+    return {"total": f"{fmt_seconds(sum(secs))} over {len(secs)} arms", "per_arm": per}
 
 
 def _out_dir_of(command: str) -> str:
@@ -238,7 +223,7 @@ def _reproduce_lines(results: Mapping[str, Any]) -> list[str]:
 
 
 def _how_to_read(summary: Summary) -> list[str]:
-    pct = summary.confidence_text
+    pct = confidence_text(summary.confidence)
     return [
         f"Each setting was trained with several seeds. Mean [{pct} CI]: the across-seed mean and its "
         "Student-t confidence interval.",
@@ -343,7 +328,7 @@ def _metric_table_html(m: MetricSummary, pct: str) -> str:
             f"<td class=num>{_e(r['p'])}</td><td>{_pill(r['verdict'])}</td></tr>"
         )
     return (
-        f'<div class="metric"><h3>{_e(m.title)} <span class="dir">({_e(DIRECTION_TEXT[m.direction])}; '
+        f'<div class="metric"><h3>{_e(sentence_case(m.label))} <span class="dir">({_e(DIRECTION_TEXT[m.direction])}; '
         f"<code>{_e(m.name)}</code>)</span></h3><table>{head}{''.join(body)}</table></div>"
     )
 
@@ -375,7 +360,7 @@ def render_html(
     """The self-contained report page. ``doc`` is :func:`~.findings.summary_to_dict` of ``summary``;
     ``figures`` maps figure names to PNG bytes; ``extras`` are (caption, PNG bytes) to append;
     ``instruction`` / ``length_png``: the length-control section and its answer-length figure."""
-    pct = summary.confidence_text
+    pct = confidence_text(summary.confidence)
     env = results.get("environment") or {}
     config = results.get("config") or {}
     out: list[str] = []
@@ -543,7 +528,7 @@ def render_markdown(
     ``figure_files`` are PNG file names beside the Markdown file; ``extra_files`` are
     (caption, relative path) pairs of optional analyze/viz figures.
     """
-    pct = summary.confidence_text
+    pct = confidence_text(summary.confidence)
     lines = [f"# {_title(results)}", ""]
     lines.append(
         f"Status **{summary.status}**: {summary.n_complete} of {summary.n_arms} arms finished "
@@ -579,7 +564,7 @@ def render_markdown(
     for m in summary.metrics:
         lines += [
             "",
-            f"### {m.title} ({DIRECTION_TEXT[m.direction]}; `{m.name}`)",
+            f"### {sentence_case(m.label)} ({DIRECTION_TEXT[m.direction]}; `{m.name}`)",
             "",
         ]
         lines.append(f"| setting | seeds | mean [{pct} CI] | diff vs baseline [{pct} CI] | p | verdict |")

@@ -8,23 +8,24 @@ seed noise* when its interval excludes 0 (equivalently p < 1 - confidence).
 
 Verdicts (see :func:`verdict`): ``better`` / ``worse`` for metrics with a direction,
 ``higher`` / ``lower`` for descriptive ones, ``no detectable difference``, ``baseline``,
-or ``n/a (...)`` when no paired interval exists.
+or ``n/a (...)`` when no paired interval exists. What metrics and settings are called, and
+which way a metric is better, is :mod:`.labels`'.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from scipy import stats as scipy_stats
 
+from .labels import TRAIN_LOSS_NOISE_ON, metric_direction, metric_label, metric_sort_key, setting_labels
 from .setting import Setting
 
 __all__ = [
-    "DIRECTION_TEXT",
     "RESULTS_SCHEMA",
     "SUMMARY_SCHEMA",
     "Cell",
@@ -36,11 +37,8 @@ __all__ = [
     "Summary",
     "difference_estimate",
     "mean_interval",
-    "metric_direction",
-    "metric_label",
     "paired_difference",
     "paired_t_p_value",
-    "setting_labels",
     "summarize",
     "verdict",
 ]
@@ -48,122 +46,12 @@ __all__ = [
 RESULTS_SCHEMA = "neftune.results/1"
 SUMMARY_SCHEMA = "neftune.summary/1"
 
-#: Pseudo-metric taken from ``arm["train"]["train_loss"]``: the trainer's loss with noise ON.
-TRAIN_LOSS_NOISE_ON = "train/train_loss"
-
 BETTER, WORSE, HIGHER, LOWER = "better", "worse", "higher", "lower"
 NO_DIFFERENCE = "no detectable difference"
 BASELINE = "baseline"
 NA_ONE_SEED = "n/a (1 seed)"
 NA_NO_BASELINE = "n/a (no baseline)"
 NA_NO_SHARED_SEEDS = "n/a (no shared seeds)"
-
-
-# --------------------------------------------------------------------------- metrics: meaning
-
-
-#: How each :func:`metric_direction` is written next to a metric's name in tables and plots.
-DIRECTION_TEXT = {"higher": "higher is better", "lower": "lower is better", "descriptive": "descriptive"}
-
-
-def metric_direction(name: str) -> str:
-    """``"lower"`` / ``"higher"`` (which way is better) or ``"descriptive"`` (no better side).
-
-    ``loss/train`` (noise off) is descriptive: rising with alpha is the paper's
-    "less overfitting" signature, not a defect. Unknown metrics are descriptive,
-    so nothing is ever called better or worse without a known meaning.
-    """
-    if name in ("loss/train", TRAIN_LOSS_NOISE_ON):
-        return "descriptive"
-    if name.startswith("loss/") or name == "repetition_2gram":
-        return "lower"
-    if name.startswith(("accuracy/", "ifeval/")):
-        return "higher"
-    return "descriptive"
-
-
-_SPLIT_NAMES = {
-    "eval_seen_templates": "seen templates",
-    "eval_heldout_templates": "held-out templates",
-    "eval_heldout_families": "held-out task families",
-}
-
-_FIXED_LABELS = {
-    "loss/train": "training loss, noise off",
-    TRAIN_LOSS_NOISE_ON: "training loss, noise on (trainer log)",
-    "rouge_l_train": "ROUGE-L vs training responses",
-    "length_chars": "answer length in characters",
-    "length_tokens": "answer length in tokens",
-    "repetition_2gram": "repeated bigrams in answers",
-    "length_chars/ifeval": "length of instruction-prompt answers in characters",
-}
-
-_IFEVAL_LEVELS = {"prompt": "prompts with every instruction followed", "instruction": "instructions followed"}
-_IFEVAL_SPLITS = {"seen_types": "seen instruction types", "heldout_types": "held-out instruction types"}
-
-
-def metric_label(name: str) -> str:
-    """Plain-words name of a metric key: ``accuracy/eval_heldout_templates`` -> ``accuracy on held-out
-    templates``, ``loss/eval`` -> ``held-out loss``; unknown keys are returned unchanged."""
-    if name in _FIXED_LABELS:
-        return _FIXED_LABELS[name]
-    if name.startswith("ifeval/"):
-        _, measure, *split = name.split("/")
-        level, _, mode = measure.partition("_")
-        if level in _IFEVAL_LEVELS and mode in ("strict", "loose") and len(split) <= 1:
-            where = f", {_IFEVAL_SPLITS.get(split[0], split[0])}" if split else ""
-            return f"{_IFEVAL_LEVELS[level]} ({mode}{where})"
-        return name
-    kind, _, split = name.partition("/")
-    if kind in ("loss", "accuracy") and split:
-        if split == "eval":
-            return f"held-out {kind}"
-        return f"{kind} on {_SPLIT_NAMES.get(split, split)}"
-    return name
-
-
-def _metric_order(name: str, primary: str | None) -> tuple[int, str]:
-    if name == primary:
-        return (0, "")
-    prefixes = ("ifeval/", "accuracy/", "loss/eval", "loss/train", TRAIN_LOSS_NOISE_ON)
-    for rank, prefix in enumerate(prefixes, 1):
-        if name.startswith(prefix):
-            return (rank, name)
-    fixed = ["rouge_l_train", "length_tokens", "length_chars", "length_chars/ifeval", "repetition_2gram"]
-    return (10 + fixed.index(name), name) if name in fixed else (20, name)
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def _fmt_alpha(alpha: float) -> str:
-    return f"{alpha:g}"
-
-
-def setting_labels(settings: Iterable[Setting]) -> dict[Setting, str]:
-    """Short unique labels: ``alpha 5``; distribution / schedule added only where they vary.
-
-    The no-noise setting is ``alpha 0 (no noise)``.
-    """
-    settings = list(settings)
-    noisy = [s for s in settings if not s.is_no_noise]
-    show_dist = len({s.distribution for s in noisy}) > 1 or any(s.distribution != "uniform" for s in noisy)
-    show_sched = any(s.schedule is not None for s in noisy)
-    show_scaling = any(s.scaling != "per_sequence" for s in noisy)
-    labels = {}
-    for s in settings:
-        if s.is_no_noise:
-            labels[s] = "alpha 0 (no noise)"
-            continue
-        parts = [f"alpha {_fmt_alpha(s.alpha)}"]
-        if show_dist:
-            parts.append(s.distribution)
-        if show_sched and s.schedule is not None:
-            parts.append(f"{s.schedule} schedule")
-        if show_scaling:
-            parts.append(f"{s.scaling.replace('_', '-')} scaling")
-        labels[s] = ", ".join(parts)
-    return labels
 
 
 # --------------------------------------------------------------------------- estimates
@@ -311,11 +199,6 @@ class MetricSummary:
         return next((c for c in self.cells if c.setting == setting), None)
 
     @property
-    def title(self) -> str:
-        """The label with its first letter capitalised (the rest kept: ``ROUGE-L``)."""
-        return self.label[:1].upper() + self.label[1:]
-
-    @property
     def compared(self) -> tuple[Cell, ...]:
         """Non-baseline cells with a paired interval."""
         return tuple(
@@ -368,11 +251,6 @@ class Summary:
         return self.n_complete + self.n_failed + self.n_pending
 
     @property
-    def confidence_text(self) -> str:
-        """The confidence level as a percentage, e.g. ``95%``."""
-        return f"{100 * self.confidence:g}%"
-
-    @property
     def n_comparisons(self) -> int:
         """(setting, metric) pairs with a paired interval."""
         return sum(len(m.compared) for m in self.metrics)
@@ -388,10 +266,6 @@ class Summary:
         """True when all noisy settings share one distribution and schedule (a plain alpha compare)."""
         noisy = [i.setting for i in self.settings if not i.setting.is_no_noise]
         return len({(s.distribution, s.schedule, s.scaling) for s in noisy}) <= 1
-
-    @property
-    def setting_word(self) -> str:
-        return "alpha" if self.only_alpha_varies else "setting"
 
 
 def _is_finite_number(value: Any) -> bool:
@@ -463,7 +337,7 @@ def summarize(results: Mapping[str, Any], confidence: float = 0.95) -> Summary:
 
     config = results.get("config") or {}
     primary = config.get("primary_metric")
-    names = sorted({n for per in values.values() for n in per}, key=lambda n: _metric_order(n, primary))
+    names = sorted({n for per in values.values() for n in per}, key=lambda n: metric_sort_key(n, primary))
     metrics = []
     for name in names:
         direction = metric_direction(name)
