@@ -48,8 +48,6 @@ from ..provenance import environment
 from .nearest import Progress, changed_vector, search_neighbours, unit_angle
 
 DEFAULT_ALPHAS = (0.0, 1.0, 5.0, 10.0, 15.0, 20.0, 30.0)
-#: The alphas the paper used (5, 10, 15): shaded in the plots.
-PAPER_BAND = (5.0, 15.0)
 ANALYZE_JSON = "analyze.json"
 ANALYZE_PNG = "analyze.png"
 
@@ -424,7 +422,7 @@ def run_analyze(cfg: AnalyzeConfig, progress: Progress | None = None) -> dict[st
     facts, per-alpha metrics, versions, wall time) and ``<out>/analyze.png``, both
     atomically. Returns the JSON's content; ``result["metrics"]`` is the per-alpha table.
     """
-    from .plots import figure_png
+    from .plots import analyze_figure, figure_png  # matplotlib only when a figure is written
 
     cfg.validate()
     started = time.perf_counter()
@@ -463,106 +461,14 @@ def run_analyze(cfg: AnalyzeConfig, progress: Progress | None = None) -> dict[st
     return result
 
 
-# --------------------------------------------------------------------------- plot
-
-
-def shade_paper_band(ax: Any, label: bool = True) -> None:
-    """Shade the paper's alpha range (5-15) on an axis whose x is alpha."""
-    ax.axvspan(
-        *PAPER_BAND, color="#f4d35e", alpha=0.25, lw=0, label="paper's α range (5–15)" if label else None
-    )
-
-
-def analyze_figure(result: dict[str, Any]) -> Any:
-    """2x2 matplotlib Figure (no pyplot state): noise L2, cosine, SNR (dB), flip rate vs alpha."""
-    from matplotlib.figure import Figure
-
-    rows = result["metrics"]
-    vocab = result["vocabulary"]
-    alpha = [r["alpha"] for r in rows]
-    fig = Figure(figsize=(11, 8), layout="constrained")
-    axes = fig.subplots(2, 2, sharex=True)
-
-    ax = axes[0, 0]
-    shade_paper_band(ax)
-    ax.plot(alpha, [r["noise_l2_mean"] for r in rows], "o-", label="measured mean ‖n_t‖")
-    ax.plot(alpha, [r["noise_l2_expected_rms"] for r in rows], "k--", lw=1, label="expected √(α² Var(ε) / L)")
-    ax.axhline(vocab["clean_token_norm_median"], color="C2", ls=":", label="median clean ‖x_t‖")
-    ax.axhline(
-        vocab["half_gap_l2_median"], color="C3", ls=":", label="median ½ distance to nearest other token"
-    )
-    ax.set_ylabel("noise L2 per token")
-    ax.set_title("Noise size per token")
-    ax.set_ylim(0, 1.15 * max(vocab["clean_token_norm_median"], *(r["noise_l2_mean"] for r in rows)))
-    ax.legend(fontsize=8, loc="lower right")
-
-    ax = axes[0, 1]
-    shade_paper_band(ax, label=False)
-    ax.plot(alpha, [r["cosine_mean"] for r in rows], "o-", label="mean")
-    ax.plot(alpha, [r["cosine_p5"] for r in rows], "s--", label="5th percentile")
-    ax.set_ylabel("cosine(clean, noisy)")
-    ax.set_title("Direction kept")
-    ax.legend(fontsize=8, loc="lower left")
-
-    ax = axes[1, 0]
-    shade_paper_band(ax, label=False)
-    pts = [(r["alpha"], r["snr_db_median"]) for r in rows if r["snr_db_median"] is not None]
-    if pts:
-        ax.plot(*zip(*pts), "o-", label="median ‖x_t‖/‖n_t‖")
-    ax.axhline(0, color="k", lw=0.8, ls=":", label="0 dB: noise as large as the token")
-    ax.set_ylabel("signal-to-noise (dB, 20 log10)")
-    ax.set_xlabel("alpha")
-    ax.set_title("Signal-to-noise ratio")
-    ax.legend(fontsize=8, loc="upper right")
-
-    ax = axes[1, 1]
-    shade_paper_band(ax, label=False)
-    flips_l2 = [100 * r["flip_rate_l2"] for r in rows]
-    ax.plot(alpha, flips_l2, "o-", label="nearest token changed (L2)")
-    ax.plot(alpha, [100 * r["flip_rate_cos"] for r in rows], "s--", label="nearest token changed (cosine)")
-    for r, y in zip(rows, flips_l2):
-        ax.annotate(
-            str(r["n_flips_l2"]), (r["alpha"], y), textcoords="offset points", xytext=(0, 7),
-            ha="center", fontsize=7,
-        )  # fmt: skip
-    top = max(1.0, 1.3 * max(flips_l2 + [100 * r["flip_rate_cos"] for r in rows]))
-    ax.set_ylim(-0.03 * top, top)
-    ax.set_ylabel("% of tokens whose nearest token changed")
-    ax.set_xlabel("alpha")
-    ax.set_title(f"Nearest-token flip rate (labels: flipped tokens of {rows[0]['n_tokens']})")
-    twin = ax.twinx()
-    twin.plot(alpha, [100 * r["flip_possible_rate"] for r in rows], ":", color="gray")
-    twin.set_ylim(-3, 105)
-    twin.set_ylabel("% with noise ≥ ½ gap (flip possible)", color="gray")
-    twin.tick_params(axis="y", colors="gray")
-    ax.plot([], [], ":", color="gray", label="noise ≥ ½ gap: flip possible (right axis)")
-    ax.legend(fontsize=8, loc="upper left")
-
-    for ax in axes.flat:
-        ax.grid(alpha=0.3)
-        ax.text(
-            sum(PAPER_BAND) / 2, 0.98, "paper", transform=ax.get_xaxis_transform(), ha="center", va="top",
-            fontsize=8, color="#8a6d00",
-        )  # fmt: skip
-    lengths = result["lengths"]
-    fig.suptitle(
-        f"NEFTune noise on {result['model']} input embeddings — {result['config']['distribution']} noise, "
-        f"{lengths['n_sequences']} sequences, {lengths['n_tokens']} tokens, median length {lengths['median']:g}",
-        fontsize=11,
-    )
-    return fig
-
-
 __all__ = [
     "ANALYZE_JSON",
     "ANALYZE_PNG",
     "DEFAULT_ALPHAS",
-    "PAPER_BAND",
     "AnalyzeConfig",
     "AnalyzeError",
     "NoisyTokens",
     "analyze_embeddings",
-    "analyze_figure",
     "embedding_table",
     "expected_noise_sq",
     "flip_examples",

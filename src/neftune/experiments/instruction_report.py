@@ -1,7 +1,7 @@
 """The report's instruction-following part: length control, answer lengths, per-constraint accuracy.
 
 Read from the arm folders (each finished arm's ``eval/per_prompt.json``); :func:`instruction_section`
-gathers it, :func:`length_figure` draws the answer-length distributions, and the ``*_html`` /
+gathers it (:func:`~.plots.answer_lengths_figure` draws its answer lengths), and the ``*_html`` /
 ``*_markdown`` functions render it. Nothing here changes ``results.json``.
 """
 
@@ -14,30 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 from ..data.instructions import HELDOUT_KINDS
 from ..io import read_json_object
 from ..metrics import PER_PROMPT_FILE
 from .formatting import fmt_estimate, fmt_value
 from .labels import metric_label
 from .length_control import LengthControlled, arm_rows, length_control
-from .plots import BASELINE_COLOR, setting_colors
 from .setting import Setting
 from .stats import BETTER, Summary
 
 __all__ = [
     "InstructionSection",
     "instruction_section",
-    "length_figure",
     "section_dict",
     "section_html",
     "section_markdown",
     "verdict_sentences",
 ]
-
-#: Quality metrics that come from scores of free generations (the ones length can explain).
-_LENGTH_SPLITS = {"ifeval": "instruction prompts", "tasks": "task prompts"}
 
 
 @dataclass(frozen=True)
@@ -96,31 +89,6 @@ def instruction_section(
             n = round(statistics.fmean(a[0] for a in per_seed.values()))
             by_kind.setdefault(kind, {})[setting] = (strict, loose, n)
     return InstructionSection(tuple(lc), lengths, by_kind)
-
-
-def length_figure(section: InstructionSection, summary: Summary) -> Figure | None:
-    """Box plots of answer lengths (characters) per setting, one panel per prompt group."""
-    groups = [g for g in _LENGTH_SPLITS if section.lengths.get(g)]
-    if not groups:
-        return None
-    labels = summary.labels
-    colors = setting_colors(labels)
-    fig = Figure(figsize=(5.2 * len(groups), 3.6), layout="constrained")
-    for i, group in enumerate(groups, start=1):
-        ax = fig.add_subplot(1, len(groups), i)
-        per = section.lengths[group]
-        settings = sorted(per, key=Setting.sort_key)
-        parts = ax.boxplot([per[s] for s in settings], patch_artist=True, showfliers=True)
-        for patch, s in zip(parts["boxes"], settings):
-            patch.set_facecolor(BASELINE_COLOR if s.is_no_noise else colors.get(s, "#999999"))
-            patch.set_alpha(0.55)
-        ax.set_xticks(
-            range(1, len(settings) + 1), [labels.get(s, str(s.alpha)) for s in settings], rotation=20
-        )
-        ax.set_ylabel("answer length (characters)")
-        ax.set_title(f"Answers to {_LENGTH_SPLITS[group]} (all seeds)", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    return fig
 
 
 def _lc_row(lc: LengthControlled, labels: Mapping[Setting, str]) -> dict[str, str]:

@@ -1,4 +1,6 @@
-"""Figures of a compare / sweep experiment, from its results dict and :class:`~.stats.Summary`.
+"""Every figure neftune draws, from data computed elsewhere: the experiment report's (results dict
+and :class:`~.stats.Summary`), the answer lengths of its instruction-following section, and the
+``neftune analyze`` / ``viz`` pictures (their result dicts).
 
 matplotlib only through :class:`matplotlib.figure.Figure` (rendered by Agg), never pyplot, so
 no global figure state is created or leaked. Each ``*_figure`` function returns a Figure or
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +26,10 @@ from .stats import BETTER, HIGHER, LOWER, WORSE, MetricSummary, Setting, Summary
 __all__ = [
     "BASELINE_COLOR",
     "DPI",
+    "PAPER_BAND",
     "SETTING_PALETTE",
+    "analyze_figure",
+    "answer_lengths_figure",
     "curve_series",
     "curve_splits",
     "differences_figure",
@@ -33,6 +39,8 @@ __all__ = [
     "make_figures",
     "metric_means_figure",
     "setting_colors",
+    "shade_paper_band",
+    "viz_figure",
 ]
 
 DPI = 110
@@ -400,3 +408,200 @@ def make_figures(results: Mapping[str, Any], summary: Summary) -> dict[str, Figu
         "differences": differences_figure(summary),
     }
     return {name: fig for name, fig in candidates.items() if fig is not None}
+
+
+# --------------------------------------------------------------------------- answer lengths (instruction following)
+
+#: Prompt groups of the answer-length figure, in panel order, and what their prompts are.
+_PROMPT_GROUPS = {"ifeval": "instruction prompts", "tasks": "task prompts"}
+
+
+def answer_lengths_figure(
+    lengths: Mapping[str, Mapping[Setting, Sequence[int]]], labels: Mapping[Setting, str]
+) -> Figure | None:
+    """Box plots of answer lengths (characters, all seeds pooled) per setting, one panel per prompt
+    group (``"ifeval"``, ``"tasks"``: group -> setting -> lengths); None when no group has answers."""
+    groups = [g for g in _PROMPT_GROUPS if lengths.get(g)]
+    if not groups:
+        return None
+    colors = setting_colors(labels)
+    fig = Figure(figsize=(5.2 * len(groups), 3.6), layout="constrained")
+    for i, group in enumerate(groups, start=1):
+        ax = fig.add_subplot(1, len(groups), i)
+        per = lengths[group]
+        settings = sorted(per, key=Setting.sort_key)
+        parts = ax.boxplot([per[s] for s in settings], patch_artist=True, showfliers=True)
+        for patch, s in zip(parts["boxes"], settings):
+            patch.set_facecolor(BASELINE_COLOR if s.is_no_noise else colors.get(s, "#999999"))
+            patch.set_alpha(0.55)
+        ax.set_xticks(
+            range(1, len(settings) + 1), [labels.get(s, str(s.alpha)) for s in settings], rotation=20
+        )
+        ax.set_ylabel("answer length (characters)")
+        ax.set_title(f"Answers to {_PROMPT_GROUPS[group]} (all seeds)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+# --------------------------------------------------------------------------- neftune analyze
+
+#: The alphas the paper used (5, 10, 15): shaded in the analyze figure.
+PAPER_BAND = (5.0, 15.0)
+
+
+def shade_paper_band(ax: Axes, label: bool = True) -> None:
+    """Shade the paper's alpha range (5-15) on an axis whose x is alpha."""
+    ax.axvspan(
+        *PAPER_BAND, color="#f4d35e", alpha=0.25, lw=0, label="paper's α range (5–15)" if label else None
+    )
+
+
+def _noise_size_panel(ax: Axes, rows: Sequence[Mapping[str, Any]], vocab: Mapping[str, Any]) -> None:
+    alpha = [r["alpha"] for r in rows]
+    shade_paper_band(ax)
+    ax.plot(alpha, [r["noise_l2_mean"] for r in rows], "o-", label="measured mean ‖n_t‖")
+    ax.plot(alpha, [r["noise_l2_expected_rms"] for r in rows], "k--", lw=1, label="expected √(α² Var(ε) / L)")
+    ax.axhline(vocab["clean_token_norm_median"], color="C2", ls=":", label="median clean ‖x_t‖")
+    ax.axhline(
+        vocab["half_gap_l2_median"], color="C3", ls=":", label="median ½ distance to nearest other token"
+    )
+    ax.set_ylabel("noise L2 per token")
+    ax.set_title("Noise size per token")
+    ax.set_ylim(0, 1.15 * max(vocab["clean_token_norm_median"], *(r["noise_l2_mean"] for r in rows)))
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def _direction_panel(ax: Axes, rows: Sequence[Mapping[str, Any]]) -> None:
+    alpha = [r["alpha"] for r in rows]
+    shade_paper_band(ax, label=False)
+    ax.plot(alpha, [r["cosine_mean"] for r in rows], "o-", label="mean")
+    ax.plot(alpha, [r["cosine_p5"] for r in rows], "s--", label="5th percentile")
+    ax.set_ylabel("cosine(clean, noisy)")
+    ax.set_title("Direction kept")
+    ax.legend(fontsize=8, loc="lower left")
+
+
+def _snr_panel(ax: Axes, rows: Sequence[Mapping[str, Any]]) -> None:
+    shade_paper_band(ax, label=False)
+    pts = [(r["alpha"], r["snr_db_median"]) for r in rows if r["snr_db_median"] is not None]
+    if pts:
+        ax.plot(*zip(*pts), "o-", label="median ‖x_t‖/‖n_t‖")
+    ax.axhline(0, color="k", lw=0.8, ls=":", label="0 dB: noise as large as the token")
+    ax.set_ylabel("signal-to-noise (dB, 20 log10)")
+    ax.set_xlabel("alpha")
+    ax.set_title("Signal-to-noise ratio")
+    ax.legend(fontsize=8, loc="upper right")
+
+
+def _flip_panel(ax: Axes, rows: Sequence[Mapping[str, Any]]) -> None:
+    alpha = [r["alpha"] for r in rows]
+    shade_paper_band(ax, label=False)
+    flips_l2 = [100 * r["flip_rate_l2"] for r in rows]
+    ax.plot(alpha, flips_l2, "o-", label="nearest token changed (L2)")
+    ax.plot(alpha, [100 * r["flip_rate_cos"] for r in rows], "s--", label="nearest token changed (cosine)")
+    for r, y in zip(rows, flips_l2):
+        ax.annotate(
+            str(r["n_flips_l2"]), (r["alpha"], y), textcoords="offset points", xytext=(0, 7),
+            ha="center", fontsize=7,
+        )  # fmt: skip
+    top = max(1.0, 1.3 * max(flips_l2 + [100 * r["flip_rate_cos"] for r in rows]))
+    ax.set_ylim(-0.03 * top, top)
+    ax.set_ylabel("% of tokens whose nearest token changed")
+    ax.set_xlabel("alpha")
+    ax.set_title(f"Nearest-token flip rate (labels: flipped tokens of {rows[0]['n_tokens']})")
+    twin = ax.twinx()
+    twin.plot(alpha, [100 * r["flip_possible_rate"] for r in rows], ":", color="gray")
+    twin.set_ylim(-3, 105)
+    twin.set_ylabel("% with noise ≥ ½ gap (flip possible)", color="gray")
+    twin.tick_params(axis="y", colors="gray")
+    ax.plot([], [], ":", color="gray", label="noise ≥ ½ gap: flip possible (right axis)")
+    ax.legend(fontsize=8, loc="upper left")
+
+
+def analyze_figure(result: Mapping[str, Any]) -> Figure:
+    """2x2 panels vs alpha of a ``neftune analyze`` result (:func:`~.embedding_noise.run_analyze`'s
+    dict): noise L2, cosine kept, signal-to-noise (dB) and nearest-token flip rate."""
+    rows = result["metrics"]
+    fig = Figure(figsize=(11, 8), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
+    _noise_size_panel(axes[0, 0], rows, result["vocabulary"])
+    _direction_panel(axes[0, 1], rows)
+    _snr_panel(axes[1, 0], rows)
+    _flip_panel(axes[1, 1], rows)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.text(
+            sum(PAPER_BAND) / 2, 0.98, "paper", transform=ax.get_xaxis_transform(), ha="center", va="top",
+            fontsize=8, color="#8a6d00",
+        )  # fmt: skip
+    lengths = result["lengths"]
+    fig.suptitle(
+        f"NEFTune noise on {result['model']} input embeddings — {result['config']['distribution']} noise, "
+        f"{lengths['n_sequences']} sequences, {lengths['n_tokens']} tokens, median length {lengths['median']:g}",
+        fontsize=11,
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- neftune viz
+
+
+def _projection_panel(
+    ax: Axes, points: Sequence[Mapping[str, Any]], kind: str, colours: Mapping[str, str], title: str
+) -> None:
+    """Clean points (filled), noisy copies (hollow) and clean -> noisy arrows of one projection."""
+    for group, colour in colours.items():
+        members = [p for p in points if p["group"] == group]
+        c = [p[f"{kind}_clean"] for p in members]
+        n = [p[f"{kind}_noisy"] for p in members]
+        ax.quiver(
+            [x for x, _ in c], [y for _, y in c], [b[0] - a[0] for a, b in zip(c, n)],
+            [b[1] - a[1] for a, b in zip(c, n)], angles="xy", scale_units="xy", scale=1, color=colour,
+            alpha=0.45, width=0.0025, headwidth=4, headlength=5,
+        )  # fmt: skip
+        ax.scatter(*zip(*c), s=36, color=colour, edgecolor="white", linewidth=0.5, zorder=3)
+        ax.scatter(*zip(*n), s=36, facecolor="none", edgecolor=colour, linewidth=1.2, zorder=3)
+        for p, (x, y) in zip(members, c):
+            word = p["text"].strip() or repr(p["text"])
+            symbol = not any(ch.isalnum() for ch in word)  # punctuation: larger, bold
+            ax.annotate(
+                word, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=11 if symbol else 7.5,
+                fontweight="bold" if symbol else "normal", color=colour, zorder=4,
+            )  # fmt: skip
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def viz_figure(result: Mapping[str, Any]) -> Figure:
+    """PCA and t-SNE panels side by side of a ``neftune viz`` result (:func:`~.projection.run_viz`'s dict)."""
+    points = result["points"]
+    groups = list(dict.fromkeys(p["group"] for p in points))
+    colours = {g: f"C{i % 10}" for i, g in enumerate(groups)}
+    fig = Figure(figsize=(17, 8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    explained = sum(result["pca_explained"]) * 100
+    titles = {
+        "pca": f"PCA fitted on clean points ({explained:.0f}% of their variance), noisy points projected",
+        "tsne": f"t-SNE of clean + noisy points together (perplexity {result['tsne_perplexity']:g})",
+    }
+    for ax, kind in zip(axes, ("pca", "tsne")):
+        _projection_panel(ax, points, kind, colours, titles[kind])
+    handles = [Line2D([], [], marker="o", ls="", color=colours[g], label=g) for g in groups]
+    handles += [
+        Line2D([], [], marker="o", ls="", color="gray", label="clean token"),
+        Line2D([], [], marker="o", ls="", markerfacecolor="none", color="gray", label="noisy copy"),
+        Line2D([], [], ls="-", color="gray", alpha=0.6, label="clean → noisy"),
+    ]
+    fig.legend(handles=handles, loc="outside right center", fontsize=9, frameon=False)
+    noise = statistics.median(p["noise_l2"] for p in points)
+    cosine = statistics.median(p["cosine"] for p in points)
+    fig.suptitle(
+        f"{result['model']}: token embeddings, clean vs NEFTune noise at α = {result['alpha']:g} "
+        f"for a length-{result['length']} sequence ({result['config']['distribution']})\n"
+        f"median ‖noise‖ {noise:.3g} vs median ‖token‖ {result['token_norm_median']:.3g}, "
+        f"median cosine(clean, noisy) {cosine:.3f}; nearest vocabulary token changed for "
+        f"{result['n_flipped']} of {len(points)} words",
+        fontsize=12,
+    )
+    return fig

@@ -14,7 +14,6 @@ get NEFTune noise at ``alpha`` as tokens of a length-``L`` sequence, through
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -245,68 +244,10 @@ def run_viz(cfg: VizConfig) -> dict[str, Any]:
     }
     out = Path(cfg.out)
     write_json_atomic(out / VIZ_JSON, result)
-    from .plots import figure_png
+    from .plots import figure_png, viz_figure  # matplotlib only when a figure is written
 
     write_bytes_atomic(out / VIZ_PNG, figure_png(viz_figure(result), dpi=110))
     return result
-
-
-def viz_figure(result: dict[str, Any]) -> Any:
-    """PCA and t-SNE panels side by side (matplotlib Figure, no pyplot state)."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    points = result["points"]
-    groups = list(dict.fromkeys(p["group"] for p in points))
-    colours = {g: f"C{i % 10}" for i, g in enumerate(groups)}
-    fig = Figure(figsize=(17, 8), layout="constrained")
-    axes = fig.subplots(1, 2)
-    explained = sum(result["pca_explained"]) * 100
-    titles = {
-        "pca": f"PCA fitted on clean points ({explained:.0f}% of their variance), noisy points projected",
-        "tsne": f"t-SNE of clean + noisy points together (perplexity {result['tsne_perplexity']:g})",
-    }
-    for ax, kind in zip(axes, ("pca", "tsne")):
-        for group in groups:
-            members = [p for p in points if p["group"] == group]
-            c = [p[f"{kind}_clean"] for p in members]
-            n = [p[f"{kind}_noisy"] for p in members]
-            colour = colours[group]
-            ax.quiver(
-                [x for x, _ in c], [y for _, y in c], [b[0] - a[0] for a, b in zip(c, n)],
-                [b[1] - a[1] for a, b in zip(c, n)], angles="xy", scale_units="xy", scale=1, color=colour,
-                alpha=0.45, width=0.0025, headwidth=4, headlength=5,
-            )  # fmt: skip
-            ax.scatter(*zip(*c), s=36, color=colour, edgecolor="white", linewidth=0.5, zorder=3)
-            ax.scatter(*zip(*n), s=36, facecolor="none", edgecolor=colour, linewidth=1.2, zorder=3)
-            for p, (x, y) in zip(members, c):
-                word = p["text"].strip() or repr(p["text"])
-                symbol = not any(ch.isalnum() for ch in word)  # punctuation: larger, bold
-                ax.annotate(
-                    word, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=11 if symbol else 7.5,
-                    fontweight="bold" if symbol else "normal", color=colour, zorder=4,
-                )  # fmt: skip
-        ax.set_title(titles[kind], fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles = [Line2D([], [], marker="o", ls="", color=colours[g], label=g) for g in groups]
-    handles += [
-        Line2D([], [], marker="o", ls="", color="gray", label="clean token"),
-        Line2D([], [], marker="o", ls="", markerfacecolor="none", color="gray", label="noisy copy"),
-        Line2D([], [], ls="-", color="gray", alpha=0.6, label="clean → noisy"),
-    ]
-    fig.legend(handles=handles, loc="outside right center", fontsize=9, frameon=False)
-    noise = statistics.median(p["noise_l2"] for p in points)
-    cosine = statistics.median(p["cosine"] for p in points)
-    fig.suptitle(
-        f"{result['model']}: token embeddings, clean vs NEFTune noise at α = {result['alpha']:g} "
-        f"for a length-{result['length']} sequence ({result['config']['distribution']})\n"
-        f"median ‖noise‖ {noise:.3g} vs median ‖token‖ {result['token_norm_median']:.3g}, "
-        f"median cosine(clean, noisy) {cosine:.3f}; nearest vocabulary token changed for "
-        f"{result['n_flipped']} of {len(points)} words",
-        fontsize=12,
-    )
-    return fig
 
 
 __all__ = [
@@ -320,5 +261,4 @@ __all__ = [
     "run_viz",
     "single_token_words",
     "tsne_perplexity",
-    "viz_figure",
 ]

@@ -22,14 +22,13 @@ from .informative import not_informative_reasons
 from .instruction_report import (
     InstructionSection,
     instruction_section,
-    length_figure,
     section_dict,
     section_html,
     section_markdown,
     verdict_sentences,
 )
 from .labels import DIRECTION_TEXT, confidence_text, sentence_case, setting_text
-from .plots import figure_png, make_figures
+from .plots import answer_lengths_figure, figure_png, make_figures
 from .stats import (
     BASELINE,
     BETTER,
@@ -636,7 +635,7 @@ def build_report(folder: str | Path) -> dict[str, Path]:
         name: write_bytes_atomic(out / f"{name}.png", data) for name, data in pngs.items()
     }
     instruction = instruction_section(folder, results, summary)
-    length_fig = length_figure(instruction, summary)
+    length_fig = answer_lengths_figure(instruction.lengths, summary.labels)
     length_png = figure_png(length_fig) if length_fig is not None else None
     if length_png is not None:
         written["answer_lengths"] = write_bytes_atomic(out / "answer_lengths.png", length_png)
