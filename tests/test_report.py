@@ -156,12 +156,17 @@ def test_partial_results_with_failed_and_pending_arms(tmp_path, fixture_results)
         arm["eval"] = {k: arm["eval"][k] for k in keep}
         arm["curves"]["eval"] = [{k: p[k] for k in ("step", *keep)} for p in arm["curves"]["eval"]]
     failed, pending = results["arms"][10], results["arms"][11]
-    failed.update(status="failed", error="CUDA out of memory", eval={}, curves={})
+    failed.update(status="failed", error="CUDA out of memory <b>&</b>", eval={}, curves={})
     pending.update(status="pending", eval={}, curves={}, seconds=None, train={})
     paths = build_report(write_results(tmp_path / "partial", results))
     html = paths["html"].read_text(encoding="utf-8")
     assert "Partial results (status &#x27;running&#x27;): 10 of 12 arms finished, 1 failed, 1 pending" in html
-    assert failed["id"] in html and "CUDA out of memory" in html and pending["id"] in html
+    assert (
+        failed["id"] in html
+        and "CUDA out of memory &lt;b&gt;&amp;&lt;/b&gt;" in html
+        and pending["id"] in html
+    )
+    assert "CUDA out of memory <b>&</b>" in paths["markdown"].read_text(encoding="utf-8")  # Markdown: as is
     assert "heldout_curves" not in paths  # one held-out split only
     doc = json.loads(paths["summary"].read_text(encoding="utf-8"))
     assert doc["status"] == "running" and doc["arms"] == {

@@ -1,13 +1,12 @@
 """The report's instruction-following part: length control, answer lengths, per-constraint accuracy.
 
 Read from the arm folders (each finished arm's ``eval/per_prompt.json``); :func:`instruction_section`
-gathers it (:func:`~.plots.answer_lengths_figure` draws its answer lengths), and the ``*_html`` /
-``*_markdown`` functions render it. Nothing here changes ``results.json``.
+gathers it (:func:`~.plots.answer_lengths_figure` draws its answer lengths), :func:`section_view`
+gives the report templates its display strings. Nothing here changes ``results.json``.
 """
 
 from __future__ import annotations
 
-import html
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,8 +26,7 @@ __all__ = [
     "InstructionSection",
     "instruction_section",
     "section_dict",
-    "section_html",
-    "section_markdown",
+    "section_view",
     "verdict_sentences",
 ]
 
@@ -173,110 +171,34 @@ _SECTION_NOTE = (
 )
 
 
-def _kind_rows(section: InstructionSection, summary: Summary) -> tuple[list[Setting], list[list[str]]]:
+def _kind_rows(section: InstructionSection) -> tuple[list[Setting], list[dict[str, Any]]]:
+    """Settings (columns) and one row per constraint type: ``kind``, ``held`` (``seen`` /
+    ``held-out`` in training), ``n`` and ``cells`` (``strict / loose`` per setting); seen types first."""
     settings = sorted({s for per in section.by_kind.values() for s in per}, key=Setting.sort_key)
     rows = []
     for kind, per in section.by_kind.items():
-        held = "held-out" if kind in HELDOUT_KINDS else "seen"
-        n = max(v[2] for v in per.values())
         cells = [
             f"{fmt_value(per[s][0], 2)} / {fmt_value(per[s][1], 2)}" if s in per else "–" for s in settings
         ]
-        rows.append([kind, held, str(n), *cells])
-    rows.sort(key=lambda r: (r[1] != "seen", r[0]))
+        held = "held-out" if kind in HELDOUT_KINDS else "seen"
+        rows.append({"kind": kind, "held": held, "n": str(max(v[2] for v in per.values())), "cells": cells})
+    rows.sort(key=lambda r: (r["held"] != "seen", r["kind"]))
     return settings, rows
 
 
-def section_html(section: InstructionSection, summary: Summary, figure: str | None, pct: str) -> str:
-    """The HTML of the section (``figure``: an ``<figure>`` element or None)."""
-    if section.empty:
-        return ""
-    e = html.escape
-    out = ["<h2>Length control</h2>"]
-    sentences = verdict_sentences(section, summary.labels)
-    if sentences:
-        out.append(
-            '<div class="box headline"><ul>' + "".join(f"<li>{e(s)}</li>" for s in sentences) + "</ul></div>"
-        )
-    if figure:
-        out.append(figure)
-    out.append(f'<div class="box note"><p>{e(_SECTION_NOTE)}</p></div>')
-    if section.length_control:
-        out.append(
-            "<table><tr><th>setting</th><th>metric</th><th class=num>length diff (chars)</th>"
-            f"<th class=num>raw diff [{pct} CI]</th><th>verdict</th>"
-            f"<th class=num>length-adjusted diff [{pct} CI]</th><th>verdict</th>"
-            "<th class=num>score per +100 chars</th></tr>"
-        )
-        for lc in _ordered(section.length_control):
-            r = _lc_row(lc, summary.labels)
-            out.append(
-                f"<tr><td>{e(r['setting'])}</td><td>{e(r['metric'])} <code>{e(r['name'])}</code></td>"
-                f"<td class=num>{e(r['length'])}</td><td class=num>{e(r['raw'])}</td><td>{e(r['raw_verdict'])}</td>"
-                f"<td class=num>{e(r['adjusted'])}</td><td>{e(r['adjusted_verdict'])}</td>"
-                f"<td class=num>{e(r['slope'])}</td></tr>"
-            )
-        out.append("</table>")
-    if section.by_kind:
-        settings, rows = _kind_rows(section, summary)
-        out.append("<h2>Instruction following per constraint type</h2>")
-        out.append(
-            "<p>Fraction of each type's instructions followed, strict / loose, mean over seeds; n is the "
-            "number of instructions of that type per arm. Held-out types never appear in training.</p>"
-        )
-        head = "".join(f"<th class=num>{e(summary.labels.get(s, str(s.alpha)))}</th>" for s in settings)
-        out.append(f"<table><tr><th>constraint type</th><th>in training</th><th class=num>n</th>{head}</tr>")
-        for r in rows:
-            out.append(
-                "<tr>"
-                + "".join(
-                    f"<td>{e(c)}</td>" if i < 2 else f"<td class=num>{e(c)}</td>" for i, c in enumerate(r)
-                )
-                + "</tr>"
-            )
-        out.append("</table>")
-    return "\n".join(out)
-
-
-def section_markdown(
-    section: InstructionSection, summary: Summary, figure_file: str | None, pct: str
-) -> list[str]:
-    """The Markdown lines of the section."""
-    if section.empty:
-        return []
-    lines = ["", "## Length control", ""]
-    lines += [f"- {s}" for s in verdict_sentences(section, summary.labels)]
-    if figure_file:
-        lines += ["", f"![Answer lengths per setting]({figure_file})"]
-    lines += ["", _SECTION_NOTE, ""]
-    if section.length_control:
-        lines.append(
-            f"| setting | metric | length diff (chars) | raw diff [{pct} CI] | verdict | "
-            f"length-adjusted diff [{pct} CI] | verdict | score per +100 chars |"
-        )
-        lines.append("|---|---|---:|---:|---|---:|---|---:|")
-        for lc in _ordered(section.length_control):
-            r = _lc_row(lc, summary.labels)
-            lines.append(
-                f"| {r['setting']} | {r['metric']} (`{r['name']}`) | {r['length']} | {r['raw']} | "
-                f"{r['raw_verdict']} | {r['adjusted']} | {r['adjusted_verdict']} | {r['slope']} |"
-            )
-    if section.by_kind:
-        settings, rows = _kind_rows(section, summary)
-        lines += ["", "## Instruction following per constraint type", ""]
-        lines.append(
-            "Fraction of each type's instructions followed, strict / loose, mean over seeds; n: instructions "
-            "of that type per arm. Held-out types never appear in training."
-        )
-        lines.append("")
-        lines.append(
-            "| constraint type | in training | n | "
-            + " | ".join(summary.labels.get(s, str(s.alpha)) for s in settings)
-            + " |"
-        )
-        lines.append("|---|---|---:|" + "---:|" * len(settings))
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
+def section_view(section: InstructionSection, summary: Summary) -> dict[str, Any]:
+    """The section as display strings for the report templates: ``empty``, ``sentences``
+    (:func:`verdict_sentences`), ``note``, ``length_control`` rows, ``kind_settings`` (column labels)
+    and ``kind_rows`` (see :func:`_kind_rows`)."""
+    settings, kind_rows = _kind_rows(section)
+    return {
+        "empty": section.empty,
+        "sentences": verdict_sentences(section, summary.labels),
+        "note": _SECTION_NOTE,
+        "length_control": [_lc_row(lc, summary.labels) for lc in _ordered(section.length_control)],
+        "kind_settings": [summary.labels.get(s, str(s.alpha)) for s in settings],
+        "kind_rows": kind_rows,
+    }
 
 
 def section_dict(section: InstructionSection, summary: Summary) -> dict[str, Any]:
