@@ -1,8 +1,10 @@
 """The experiment report: ``DIR/results.json`` -> ``DIR/report/`` (HTML, Markdown, PNGs, summary JSON).
 
-:func:`build_report` is the entry point (``neftune report DIR`` calls it). The HTML is
-self-contained: inline CSS, PNGs embedded as base64 data URIs, no JavaScript, no external
-URL. Every file is written atomically. Works on partial results (status ``running``).
+:func:`build_report` is the entry point (``neftune report DIR`` calls it). This module gathers
+what the report shows as display strings; the jinja2 templates in ``templates/`` lay it out
+(:mod:`.render`). The HTML is self-contained: inline CSS, PNGs embedded as base64 data URIs,
+no JavaScript, no external URL. Every file is written atomically. Works on partial results
+(status ``running``).
 """
 
 from __future__ import annotations
@@ -138,8 +140,9 @@ def _diff_text(c: Cell) -> str:
     return fmt_estimate(c.diff.mean, c.diff.lo, c.diff.hi, signed=True)
 
 
-def _metric_rows(m: MetricSummary) -> list[dict[str, str]]:
-    """Display strings of one metric table: setting, seeds, mean [CI], diff [CI], p, verdict."""
+def _metric_rows(m: MetricSummary) -> list[dict[str, Any]]:
+    """One metric table's rows: display strings of setting, seeds, mean [CI], diff [CI], p and
+    verdict, the verdict's CSS class and ``is_baseline``."""
     rows = []
     for c in m.cells:
         e = c.estimate
