@@ -223,7 +223,7 @@ def plan(args, out: Path, env_info: dict | None) -> list[Step]:
         throughput += ["--records", "800", "--workdir", str(Path(tempfile.gettempdir()) / "neftune-bt")]
     if args.tokenizer is not None:
         throughput += ["--tokenizer", str(args.tokenizer)]
-    throughput += ["--ours-variant", "fused:noise_backend=triton"]
+    throughput += ["--ours-variant", "fused:backend=triton"]
 
     junit = Path(tempfile.gettempdir()) / f"neftune-gpu-tests-{os.getpid()}.xml"
     steps = [

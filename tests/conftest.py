@@ -44,18 +44,6 @@ def cli(*args) -> tuple[int, str]:
     return result.exit_code, " ".join(result.output.split())
 
 
-def load_script(relative: str):
-    """Import a script of the repository (e.g. ``scripts/fault_injection_compare.py``) as a module."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class InterruptAtSave:
     """A TrainerCallback that stops training (like Ctrl-C) right after the first checkpoint."""
 

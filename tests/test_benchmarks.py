@@ -202,7 +202,7 @@ def test_gpu_suite_dry_runs_every_step_and_writes_its_files(tmp_path):
     assert tt["complete"] is True
     runs = {r["variant"]: r for r in tt["runs"]}
     assert set(runs) == {"trl_padding_free", "ours_padding_free+fused"}
-    assert runs["ours_padding_free+fused"]["train_config_overrides"] == {"noise_backend": "triton"}
+    assert runs["ours_padding_free+fused"]["train_config_overrides"] == {"backend": "triton"}
     assert all(r["real_tokens_per_s"] > 0 for r in runs.values())
 
 

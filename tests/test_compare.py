@@ -248,8 +248,8 @@ def test_options_added_by_a_later_version_count_as_their_default():
     from neftune.experiments.run import _differences
 
     old = {"train": {"max_steps": 50}, "curve_every": 25}
-    defaults = {"train": {"max_steps": -1, "noise_backend": "auto"}, "curve_every": 10}
-    same = {"train": {"max_steps": 50, "noise_backend": "auto"}, "curve_every": 25}
+    defaults = {"train": {"max_steps": -1, "backend": "auto"}, "curve_every": 10}
+    same = {"train": {"max_steps": 50, "backend": "auto"}, "curve_every": 25}
     assert _differences(old, same, defaults) == []
-    changed = {"train": {"max_steps": 50, "noise_backend": "torch"}, "curve_every": 25}
-    assert _differences(old, changed, defaults) == ["train.noise_backend: 'auto' then, 'torch' now"]
+    changed = {"train": {"max_steps": 50, "backend": "torch"}, "curve_every": 25}
+    assert _differences(old, changed, defaults) == ["train.backend: 'auto' then, 'torch' now"]

@@ -16,11 +16,9 @@ import time
 
 import pytest
 
-from conftest import load_script
-
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
-fi = load_script("scripts/fault_injection_compare.py")
+import fault_injection_compare as fi  # noqa: E402
 
 
 def _wait_for(predicate, proc, timeout=600.0):

@@ -25,11 +25,11 @@ from neftune.experiments.run import ARM_FILE, RESULTS_FILE, NullProgress, run_ex
 from neftune.training import RunError
 from test_compare import tiny_experiment
 
-from conftest import cli, load_script
+from conftest import cli
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
-fault_injection = load_script("scripts/fault_injection_compare.py")
+import fault_injection_compare as fault_injection  # noqa: E402
 
 
 class Recorder(NullProgress):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import neftune
-from neftune import hooks as hooks_mod
+from neftune import streams as streams_mod
 
 from conftest import VOCAB, NoiseRecorder, hook_snapshot, tiny_llama, tiny_lora_llama
 
@@ -80,7 +80,7 @@ def test_forward_that_raises_does_not_leave_stale_context():
     model.train()
     with pytest.raises(Exception):  # noqa: B017 - any error inside forward
         model(input_ids=torch.full((1, 3), VOCAB + 5))  # out-of-range token id
-    assert h._depth == 0 and h._context == {}
+    assert h._batch.depth == 0 and h._batch.tensors == {}
     h.remove()
 
 
@@ -136,7 +136,7 @@ def _batch_fixed():
 
 def test_ranks_draw_different_noise(monkeypatch):
     def noise_on_rank(rank, seed):
-        monkeypatch.setattr(hooks_mod, "_distributed_rank", lambda: rank)
+        monkeypatch.setattr(streams_mod, "distributed_rank", lambda: rank)
         model = tiny_llama()
         model.train()
         h = neftune.activate(model, 5.0, seed=seed)

@@ -127,10 +127,8 @@ def test_report_section_from_arm_folders(tmp_path):
     from PIL import Image
 
     from neftune.experiments.report import build_report
+    from report_render import is_blank
 
-    from conftest import load_script
-
-    is_blank = load_script("scripts/check_report_render.py").is_blank
     arms = []
     for setting, seed, rows in _arms(0.0, binary=True):
         arm_id = f"a{setting.alpha:g}-s{seed}"

@@ -13,17 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import report_render as render_check  # tests/report_render.py: blank test and Chromium call
 from neftune.experiments.plots import setting_colors
 from neftune.experiments.report import ReportError, build_report, load_results
 from neftune.experiments.stats import summarize
 
-from conftest import load_script
-
 FIXTURE = Path(__file__).parent / "data" / "results_compare_fixture.json"
 
-
-# scripts/check_report_render.py as a module: its blank test and Chromium call are reused here.
-render_check = load_script("scripts/check_report_render.py")
 is_blank = render_check.is_blank
 
 

@@ -26,11 +26,11 @@ from neftune.training import (
     train,
 )
 
-from conftest import InterruptAtSave, load_script
+from conftest import InterruptAtSave
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
-fi = load_script("scripts/fault_injection_train.py")
+import fault_injection_train as fi  # noqa: E402
 
 
 def logged_steps(out: Path) -> list[int]:

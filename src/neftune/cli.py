@@ -341,13 +341,16 @@ def train(
             rich_help_panel=NOISE,
         ),
     ] = _T.schedule,
-    noise_backend: Annotated[
+    backend: Annotated[
         str,
         typer.Option(
-            help="auto (torch until the fused Triton kernel has passed on a GPU) | torch | triton (forced)",
+            "--backend",
+            "--noise-backend",
+            help="Noise op: auto (torch until the fused Triton kernel has passed on a GPU) | torch | "
+            "triton (forced)",
             rich_help_panel=NOISE,
         ),
-    ] = _T.noise_backend,
+    ] = _T.backend,
     epochs: Annotated[
         float,
         typer.Option(

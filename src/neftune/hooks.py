@@ -18,48 +18,45 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import math
 import operator
-import sys
 import warnings
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from .batch_context import BatchContext
+from .config import NEFTuneConfig, make_config
 from .discovery import find_input_embedding, unwrap_model
-from .kernels.backend import (
-    check_backend,
-    is_plain_embedding_forward,
-    output_writable_in_place,
-    resolve_backend,
+from .embedding import NEFTuneEmbedding
+from .guards import (
+    check_embedding_module,
+    check_embedding_output,
+    check_overflow,
+    refresh_compiled,
 )
-from .noise import (
-    DISTRIBUTIONS,
-    SCALINGS,
-    batch_scaled_noise_like,
-    check_alpha,
-    check_choice,
-    fused_noisy,
-    make_noise,
-    sample_eps,
-    token_scales,
-)
-from .schedules import Schedule, resolve_schedule, schedule_name
+from .kernels.backend import is_plain_embedding_forward, output_writable_in_place, resolve_backend
+from .noise import check_alpha, generator_device, noised, token_scales
+from .schedules import resolve_schedule, schedule_name
+from .streams import NoiseStream, check_seed, stream_seed
 
-# Keyword names under which models receive the tensors that define sequence boundaries.
-_BATCH_KEYS = {
-    "attention_mask": ("attention_mask",),
-    "position_ids": ("position_ids",),
-    "cu_seqlens": ("cu_seq_lens_q", "cu_seqlens_q", "cu_seqlens"),
-    "decoder_attention_mask": ("decoder_attention_mask",),
-}
-_RANK_STRIDE = 1_000_003  # distinct, reproducible seeds per distributed rank
-_MASK64 = 2**64 - 1
+__all__ = [
+    "NEFTuneConfig",
+    "NEFTuneEmbedding",
+    "NEFTuneHandle",
+    "activate",
+    "check_seed",
+    "deactivate",
+    "get_handle",
+    "is_active",
+    "noisy_embeddings",
+    "resolve_schedule",
+    "stream_seed",
+]
+
 #: Attribute set on embeddings noised outside the model's forward: (handle, noise, row scale, alpha).
 _PENDING = "_neftune_pending"
 
@@ -112,128 +109,6 @@ def _as_steps(value: Any, name: str) -> int:
     return steps
 
 
-def check_seed(seed: object) -> int | None:
-    """``seed`` as a Python int (or None): ints, numpy integers and 0-d integer tensors are accepted."""
-    if seed is None:
-        return None
-    if isinstance(seed, torch.Tensor):
-        if (
-            seed.numel() != 1
-            or seed.dtype.is_floating_point
-            or seed.dtype.is_complex
-            or seed.dtype == torch.bool
-        ):
-            raise TypeError(
-                f"seed must be an integer, got a {seed.dtype} tensor of shape {tuple(seed.shape)}"
-            )
-        return int(seed.item())
-    if not isinstance(seed, bool):
-        with contextlib.suppress(TypeError):
-            return operator.index(seed)
-    raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
-
-
-def _mix64(x: int) -> int:
-    """splitmix64's finaliser: a well-spread 64-bit function of ``x``."""
-    x &= _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def stream_seed(seed: int, rank: int, step: int) -> int:
-    """Seed of the private noise stream of (``seed``, distributed ``rank``, optimizer ``step``).
-
-    Each optimizer step starts a fresh stream, so a run resumed at step k draws the same noise
-    as the uninterrupted run did at step k. Step 0 is ``seed + rank * 1_000_003``.
-    """
-    base = (seed + rank * _RANK_STRIDE) % 2**63
-    if step == 0:
-        return base
-    return _mix64(base + _mix64(step * 0x9E3779B97F4A7C15)) % 2**63
-
-
-def _distributed_rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
-
-
-def check_overflow(alpha: float, dim: int, dtype: torch.dtype, distribution: str) -> None:
-    """Raise ``ValueError`` if ``alpha`` makes one token's noise overflow ``dtype``.
-
-    The largest per-element noise is ``alpha / sqrt(d)`` (a one-token sequence) times the
-    largest ``|eps|``: 1 for "uniform" and "symmetric", ~6 for "gaussian" (P(|Z| > 6) ~ 2e-9).
-    Refused when that exceeds half the dtype's largest finite value (the embeddings add to it).
-    """
-    if not dtype.is_floating_point or dim <= 0:
-        return
-    peak = alpha / math.sqrt(dim) * (6.0 if distribution == "gaussian" else 1.0)
-    largest = torch.finfo(dtype).max
-    if peak > largest / 2:
-        raise ValueError(
-            f"alpha={alpha:g} is too large for {str(dtype).removeprefix('torch.')} embeddings of width {dim}: "
-            f"a one-token sequence would get noise up to {peak:.3g}, and the largest "
-            f"{str(dtype).removeprefix('torch.')} is {largest:.3g} (the embeddings would become inf); "
-            "use a smaller alpha (the paper used 5, 10 or 15)"
-        )
-
-
-def _compiled_code_exists(modules: list[nn.Module]) -> bool:
-    """Whether torch.compile holds compiled code for the forward of any of ``modules``.
-
-    Compiled code does not see forward hooks added or removed after it was compiled
-    (``torch._dynamo.config.skip_nnmodule_hook_guards``).
-    """
-    if "torch._dynamo" not in sys.modules:
-        return False  # nothing was ever compiled in this process
-    try:
-        from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list as cache_entries
-    except ImportError:  # pragma: no cover - older torch: assume the worst once dynamo was used
-        return True
-    codes = {nn.Module._call_impl.__code__}
-    for module in modules:
-        code = getattr(type(module).forward, "__code__", None)
-        if code is not None:
-            codes.add(code)
-    return any(cache_entries(code) for code in codes)
-
-
-def _refresh_compiled(modules: list[nn.Module], what: str) -> None:
-    """After hooks changed on ``modules``: clear torch.compile's caches if they hold stale code."""
-    if _compiled_code_exists(modules):
-        torch.compiler.reset()
-        warnings.warn(
-            f"NEFTune was {what} on a model that torch.compile had already compiled; compiled code "
-            "does not see hooks added or removed later, so neftune cleared torch.compile's caches "
-            "(torch.compiler.reset()) and the next call recompiles. Activate NEFTune before "
-            "compiling (or before the first compiled call) to avoid the recompilation.",
-            stacklevel=3,
-        )
-
-
-@dataclass
-class NEFTuneConfig:
-    """Settings of one activation (see :func:`activate`)."""
-
-    alpha: float = 5.0
-    distribution: str = "uniform"
-    scaling: str = "per_sequence"
-    seed: int | None = None
-    schedule: str | Schedule | None = None
-    backend: str = "auto"
-    #: ``schedule`` as a function of (step, total_steps), or None; checked once, here.
-    resolved_schedule: Schedule | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self.alpha = check_alpha(self.alpha)
-        check_choice(self.distribution, DISTRIBUTIONS, "distribution")
-        check_choice(self.scaling, SCALINGS, "scaling")
-        check_backend(self.backend, scaling=self.scaling)
-        self.seed = check_seed(self.seed)
-        self.resolved_schedule = resolve_schedule(self.schedule)
-
-
 class NEFTuneHandle:
     """An active NEFTune attachment. ``remove()`` (or :func:`deactivate`) takes it off.
 
@@ -274,12 +149,9 @@ class NEFTuneHandle:
         self._alpha_error: str | None = None
         self._calls = torch.zeros((), dtype=torch.int64)
         self._last_stats: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._generators: dict[torch.device, torch.Generator] = {}
-        self._stream_step = 0
-        self._context: dict[str, torch.Tensor] = {}
-        self._depth = 0
+        self._stream = NoiseStream(config.seed)
         self._warned: set[str] = set()
-        self._signatures: dict[type, list[str]] = {}
+        self._batch = BatchContext(self._warn_once)
         self._locator = weakref.ref(locator) if locator is not None else None
         self._targets: list[tuple[str, weakref.ref]] = []
         self._owners: list[weakref.ref] = []
@@ -351,10 +223,7 @@ class NEFTuneHandle:
         except ArithmeticError as exc:
             raise ValueError(self._schedule_failure(exc)) from None
         self._alpha_error = None
-        if step != self._stream_step:
-            self._stream_step = step
-            for gen in self._generators.values():
-                gen.manual_seed(stream_seed(self._seed_base(), _distributed_rank(), step))
+        self._stream.advance(step)
 
     @property
     def last_noise_ratio(self) -> float | None:
@@ -398,10 +267,10 @@ class NEFTuneHandle:
             removable.remove()
         self._owner_removables = []
         self._owners = []
-        self._context = {}
-        self._generators = {}
+        self._batch.clear()
+        self._stream.clear()
         self.active = False
-        _refresh_compiled(modules, "deactivated")
+        refresh_compiled(modules, "deactivated")
 
     # -- attaching ----------------------------------------------------------------------
     def _attach(self, targets: tuple[tuple[str, nn.Module], ...], owners: tuple[nn.Module, ...]) -> None:
@@ -467,21 +336,9 @@ class NEFTuneHandle:
         )
 
     # -- noise stream -------------------------------------------------------------------
-    def _seed_base(self) -> int:
-        # distributed without a seed: differ per rank, follow torch's seed
-        return self.config.seed if self.config.seed is not None else torch.initial_seed()
-
     def generator(self, device: torch.device) -> torch.Generator | None:
-        """The private generator for ``device`` (None = torch's default RNG)."""
-        rank = _distributed_rank()
-        if self.config.seed is None and rank == 0:
-            return None
-        gen = self._generators.get(device)
-        if gen is None:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(stream_seed(self._seed_base(), rank, self._stream_step))
-            self._generators[device] = gen
-        return gen
+        """The private generator for ``device`` (None = torch's default RNG), see :class:`NoiseStream`."""
+        return self._stream.generator(device)
 
     def _schedule_failure(self, exc: BaseException) -> str:
         return (
@@ -503,43 +360,20 @@ class NEFTuneHandle:
         self._alpha_tensor.fill_(alpha)
 
     # -- hooks ----------------------------------------------------------------------------
-    def _param_names(self, module: nn.Module) -> list[str]:
-        names = self._signatures.get(type(module))
-        if names is None:
-            try:
-                params = inspect.signature(module.forward).parameters.values()
-                names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-            except (TypeError, ValueError):
-                names = []
-            self._signatures[type(module)] = names
-        return names
-
     def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         compiling = torch.compiler.is_compiling()
-        outermost = self._depth == 0
-        if outermost:
-            self._context = {}
-            if not compiling and self._locator is not None:
-                self._follow_embedding()
-        self._depth += 1
-        names = self._param_names(module) if args else []
-        positional = dict(zip(names, args))
-        for key, keys in _BATCH_KEYS.items():
-            if key in self._context:
-                continue
-            for name in keys:
-                value = kwargs.get(name, positional.get(name))
-                if isinstance(value, torch.Tensor):
-                    self._context[key] = value
-                    break
+        if self._batch.depth == 0 and not compiling and self._locator is not None:
+            self._follow_embedding()
+        arguments = self._batch.arguments(module, args, kwargs)
+        outermost = self._batch.enter(module, arguments)
         if not outermost or compiling or not (module.training and torch.is_grad_enabled()):
             return None
-        embeds = kwargs.get("inputs_embeds", positional.get("inputs_embeds"))
+        embeds = arguments.get("inputs_embeds")
         if not isinstance(embeds, torch.Tensor):
             return None
         pending = getattr(embeds, _PENDING, None)
         if pending is None or pending[0] is not self:
-            if kwargs.get("input_ids", positional.get("input_ids")) is None:
+            if arguments.get("input_ids") is None:
                 self._warn_once(
                     "inputs_embeds",
                     "NEFTune: the model got inputs_embeds that did not come from its input embedding "
@@ -552,18 +386,16 @@ class NEFTuneHandle:
             return None
         if "inputs_embeds" in kwargs:
             return args, {**kwargs, "inputs_embeds": rescaled}
-        index = names.index("inputs_embeds")
+        index = self._batch.param_names(module).index("inputs_embeds")
         return (*args[:index], rescaled, *args[index + 1 :]), kwargs
 
     def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        self._depth = max(0, self._depth - 1)
-        if self._depth == 0:
-            self._context = {}
+        self._batch.exit()
 
     def _rescale_pending(self, embeds: torch.Tensor, pending: tuple) -> torch.Tensor | None:
         """Embeddings noised outside the model's forward (row length), rescaled per sequence now."""
         _, noise, row_scale, alpha = pending
-        batch = self._batch_tensors("main", embeds)
+        batch = self._batch.for_embedding("main", embeds)
         if not batch:
             return None
         scales = token_scales(embeds, alpha, **batch).to(embeds.dtype)
@@ -575,28 +407,6 @@ class NEFTuneHandle:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=3)
-
-    def _batch_tensors(self, role: str, output: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Mask / positions / cu_seqlens for this embedding call, dropped if they do not fit."""
-        ctx = self._context
-        if role == "decoder":  # encoder-decoder models: the decoder has its own mask, if given
-            found = (
-                {"attention_mask": ctx["decoder_attention_mask"]} if "decoder_attention_mask" in ctx else {}
-            )
-        else:
-            found = {k: ctx[k] for k in ("attention_mask", "position_ids", "cu_seqlens") if k in ctx}
-        shape = tuple(output.shape[:-1]) if output.dim() == 3 else (1, output.shape[0])
-        kept = {}
-        for key, value in found.items():
-            if key == "cu_seqlens" or tuple(value.shape) == shape or (value.dim() == 1 and shape[0] == 1):
-                kept[key] = value
-            else:
-                self._warn_once(
-                    key,
-                    f"NEFTune: ignoring {key} of shape {tuple(value.shape)}, which does not match the "
-                    f"embeddings {shape}; noise for those batches is scaled by the row length",
-                )
-        return kept
 
     def _check_single_source(self, watched: tuple[nn.Module, ...]) -> None:
         """Refuse to run beside transformers' own NEFTune hook (it marks the module it hooks)."""
@@ -632,83 +442,49 @@ class NEFTuneHandle:
                     "the decoder layers only (transformers' gradient_checkpointing does), or use "
                     "seed=None on a single process (torch.utils.checkpoint restores torch's RNG).",
                 )
-        outside = self._depth == 0
-        if outside and not compiling and self.config.scaling == "per_sequence":
+        outside = self._batch.depth == 0
+        per_sequence = self.config.scaling == "per_sequence"
+        if outside and not compiling and per_sequence:
             self._warn_once(
                 "outside",
                 "NEFTune: the input embedding was called outside the model's forward, so the attention "
                 "mask is not known there: the noise is scaled by the row length. Passing the result to "
                 "the model as inputs_embeds together with attention_mask rescales it per sequence.",
             )
-        batch = self._batch_tensors(role, output)
-        alpha: float | torch.Tensor = self._alpha_tensor if compiling else self._alpha
+        batch = self._batch.for_embedding(role, output)
+        # While compiling, alpha is read from a tensor (no per-step Python constant to guard on);
+        # batch scaling follows transformers' formula, which takes a Python float.
+        alpha: float | torch.Tensor = self._alpha_tensor if compiling and per_sequence else self._alpha
         if compiling and self.config.backend == "auto":
             backend = "torch"  # inductor fuses the torch path itself
+        elif outside:
+            backend = "torch"  # the noise tensor is kept, to rescale it when the mask arrives
         else:
             backend = resolve_backend(self.config.backend, output, scaling=self.config.scaling)
-        self.last_backend = backend
-        if backend == "triton" and not outside:
-            return self._fused_noise(module, output, alpha, batch)
-        self.last_inplace = False
-        noise = self._torch_noise(output, self._alpha if self.config.scaling == "batch" else alpha, batch)
-        self._calls.add_(1)
-        if self.record_stats:
-            with torch.no_grad():
-                self._last_stats = (noise.float().norm(), output.detach().float().norm())
-            self.record_stats = False
-        noised = output + noise
-        if outside and not compiling and self.config.scaling == "per_sequence" and not batch:
-            row_scale = self._alpha / math.sqrt(output.shape[-2] * output.shape[-1])
-            setattr(noised, _PENDING, (self, noise, row_scale, self._alpha))
-        return noised
-
-    def _torch_noise(
-        self, output: torch.Tensor, alpha: float | torch.Tensor, batch: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """The noise tensor by torch ops (no autograd graph)."""
-        gen = self.generator(output.device)
-        distribution = self.config.distribution
-        with torch.no_grad():
-            if self.config.scaling == "batch":
-                if distribution == "uniform":
-                    return batch_scaled_noise_like(output, alpha, gen)
-                length, dim = output.shape[-2], output.shape[-1]
-                eps = sample_eps(
-                    output.shape, distribution, dtype=output.dtype, device=output.device, generator=gen
-                )
-                return eps * (alpha / math.sqrt(length * dim))
-            scales = token_scales(output, alpha, **batch)
-            eps = sample_eps(
-                output.shape, distribution, dtype=output.dtype, device=output.device, generator=gen
-            )
-            return eps.mul_(scales.to(output.dtype).unsqueeze(-1))
-
-    def _fused_noise(
-        self,
-        module: nn.Module,
-        output: torch.Tensor,
-        alpha: float | torch.Tensor,
-        batch: dict[str, torch.Tensor],
-    ) -> torch.Tensor:
-        """Per-sequence noise by the fused kernel, written in place when that is safe."""
-        inplace = not self.record_stats and self._may_write_in_place(module, output)
-        # Seeds come from a CPU generator (no device sync): the private one, or torch's default.
-        noised = fused_noisy(
+        # The fused kernel may write into the output in place, except when the noise is measured.
+        inplace = backend == "triton" and not self.record_stats and self._may_write_in_place(module, output)
+        result, noise = noised(
             output,
             alpha,
+            backend=backend,
             distribution=self.config.distribution,
-            generator=self.generator(torch.device("cpu")),
+            scaling=self.config.scaling,
+            generator=self.generator(generator_device(backend, output)),
             inplace=inplace,
             **batch,
         )
-        self.last_inplace = inplace
+        self.last_backend, self.last_inplace = backend, inplace
         self._calls.add_(1)
-        if self.record_stats:  # out of place on these steps, so the noise can be measured
+        if self.record_stats:
             with torch.no_grad():
                 clean = output.detach().float()
-                self._last_stats = ((noised.detach().float() - clean).norm(), clean.norm())
+                measured = noise.float() if noise is not None else result.detach().float() - clean
+                self._last_stats = (measured.norm(), clean.norm())
             self.record_stats = False
-        return noised
+        if outside and not compiling and per_sequence and not batch:
+            row_scale = self._alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+            setattr(result, _PENDING, (self, noise, row_scale, self._alpha))
+        return result
 
     def _may_write_in_place(self, module: nn.Module, output: torch.Tensor) -> bool:
         """Whether overwriting ``output`` (the embedding's result) is invisible to everyone else.
@@ -732,61 +508,28 @@ class NEFTuneHandle:
         return False
 
 
-def check_embedding_module(module: nn.Module, path: str) -> None:
-    """Refuse modules whose output is not per-token embeddings (``nn.EmbeddingBag`` pools them)."""
-    if isinstance(module, nn.EmbeddingBag):
-        raise TypeError(
-            f"{path or type(module).__name__} is an nn.EmbeddingBag: it returns one pooled vector per bag, "
-            "not (batch, sequence, dim) token embeddings, so NEFTune's per-token noise does not apply; "
-            "pass embedding= the module that returns the token embeddings"
-        )
-
-
-def check_embedding_output(module: nn.Module, output: Any) -> None:
-    """Refuse an embedding output that is not floating-point ``(batch, seq, dim)`` or ``(seq, dim)``."""
-    if isinstance(output, torch.Tensor) and output.is_floating_point() and output.dim() in (2, 3):
-        return
-    described = (
-        f"a {output.dtype} tensor of shape {tuple(output.shape)}"
-        if isinstance(output, torch.Tensor)
-        else type(output).__name__
-    )
-    raise TypeError(
-        f"NEFTune: {type(module).__name__} returned {described}, not floating-point (batch, seq, dim) "
-        "token embeddings, so no noise can be added; pass embedding= to neftune.activate() to pick "
-        "the module that returns the token embeddings"
-    )
-
-
 def activate(
     model: nn.Module,
-    alpha: float = 5.0,
+    config: NEFTuneConfig | float | None = None,
     *,
-    distribution: str = "uniform",
-    scaling: str = "per_sequence",
-    seed: int | None = None,
-    schedule: str | Schedule | None = None,
     embedding: nn.Module | None = None,
-    backend: str = "auto",
     created_by: str | None = None,
+    **overrides: Any,
 ) -> NEFTuneHandle:
     """Turn NEFTune on for ``model``; returns a handle (pass it, or the model, to :func:`deactivate`).
 
-    ``alpha``: noise magnitude (paper: 5, 10, 15); ``distribution``: "uniform" | "gaussian" |
-    "symmetric"; ``scaling``: "per_sequence" (each sequence's true length, no noise on
-    padding) or "batch" (transformers' padded-length formula, bit-identical draws);
-    ``seed``: private reproducible generator (each distributed rank offset differently, each
-    optimizer step its own stream, see :meth:`NEFTuneHandle.set_progress`);
-    ``schedule``: name or callable ``(step, total_steps) -> multiplier``; ``embedding``:
-    the module to noise, when it cannot be found automatically; ``backend``: "auto" (torch; the
-    fused Triton kernel on CUDA once it has passed on a GPU, see ``kernels.backend``), "torch"
-    (the reference) or "triton" (forced; raises where it cannot run). The fused kernel
-    writes into the embedding output in place when autograd and the other hooks allow.
+    ``config``: a :class:`NEFTuneConfig`, or just alpha (``activate(model, 5.0)``), or None for
+    the defaults; ``overrides``: any of its settings (``alpha``, ``distribution``, ``scaling``,
+    ``seed``, ``schedule``, ``backend``), e.g. ``activate(model, config, seed=0)``. With
+    ``seed``, each distributed rank and each optimizer step draws from its own stream (see
+    :meth:`NEFTuneHandle.set_progress`). The fused kernel (``backend``) writes into the
+    embedding output in place when autograd and the other hooks allow.
+    ``embedding``: the module to noise, when it cannot be found automatically.
     Noise is added only while the embedding is in training mode and autograd is enabled.
     ``created_by``: a tag for integrations; an active handle with the same tag on the same
     embedding is a leftover of a run that raised, and is replaced instead of refused.
     """
-    config = NEFTuneConfig(alpha, distribution, scaling, seed, schedule, backend)
+    config = make_config(config, **overrides)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     locator = None
@@ -806,7 +549,7 @@ def activate(
     for module in (*(m for _, m in targets), *owners):
         _drop_inert_hooks(module)
     handle = NEFTuneHandle(model, targets, owners, config, locator=locator, created_by=created_by)
-    _refresh_compiled([*(m for _, m in targets), *owners], "activated")
+    refresh_compiled([*(m for _, m in targets), *owners], "activated")
     return handle
 
 
@@ -882,123 +625,15 @@ def deactivate(handle_or_model: NEFTuneHandle | nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def noisy_embeddings(model: nn.Module, alpha: float = 5.0, **kwargs: Any) -> Iterator[NEFTuneHandle]:
-    """``with noisy_embeddings(model, 5.0): train()`` — removed on exit, also on exception."""
-    handle = activate(model, alpha, **kwargs)
+def noisy_embeddings(
+    model: nn.Module, config: NEFTuneConfig | float | None = None, **kwargs: Any
+) -> Iterator[NEFTuneHandle]:
+    """``with noisy_embeddings(model, 5.0): train()`` — removed on exit, also on exception.
+
+    Arguments as for :func:`activate`.
+    """
+    handle = activate(model, config, **kwargs)
     try:
         yield handle
     finally:
         handle.remove()
-
-
-class NEFTuneEmbedding(nn.Embedding):
-    """An ``nn.Embedding`` that adds NEFTune noise in training; shares the wrapped module's weight.
-
-    ``NEFTuneEmbedding(model.embed_tokens, alpha=5.0)`` keeps the same ``weight`` Parameter
-    (tied weights stay tied, state-dict keys unchanged). ``forward(input_ids, attention_mask=None,
-    position_ids=None, cu_seqlens=None)``: without them, ``L`` is the row length.
-    ``backend`` as in :func:`activate`; the fused kernel noises the lookup's result in place.
-    """
-
-    def __init__(
-        self,
-        embedding: nn.Embedding,
-        alpha: float = 5.0,
-        *,
-        distribution: str = "uniform",
-        seed: int | None = None,
-        backend: str = "auto",
-    ) -> None:
-        if not isinstance(embedding, nn.Embedding):
-            raise TypeError(f"embedding must be a torch.nn.Embedding, got {type(embedding).__name__}")
-        config = NEFTuneConfig(alpha, distribution, "per_sequence", seed, backend=backend)
-        nn.Module.__init__(self)
-        for name in (
-            "num_embeddings",
-            "embedding_dim",
-            "padding_idx",
-            "max_norm",
-            "norm_type",
-            "scale_grad_by_freq",
-            "sparse",
-        ):
-            setattr(self, name, getattr(embedding, name))
-        self.weight = embedding.weight
-        self.alpha = config.alpha
-        self.distribution = config.distribution
-        self.backend = config.backend
-        self.seed = config.seed
-        self._generator: torch.Generator | None = None
-        self.train(embedding.training)
-
-    def set_alpha(self, alpha: float) -> None:
-        """Change the noise magnitude (0 turns it off)."""
-        self.alpha = check_alpha(alpha)
-
-    def forward(
-        self,
-        input: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cu_seqlens: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        out = super().forward(input)
-        if not (self.training and torch.is_grad_enabled()) or self.alpha == 0.0:
-            return out
-        if getattr(self, "neftune_noise_alpha", None) is not None:
-            raise ValueError(
-                "transformers' own NEFTune hook was added to a NEFTuneEmbedding, which adds the noise "
-                "itself: the noise would be added twice; unset neftune_noise_alpha in the trainer arguments"
-            )
-        fused = resolve_backend(self.backend, out) == "triton"
-        gen_device = torch.device("cpu") if fused else out.device  # fused: seeds from a CPU generator
-        if self.seed is not None and (self._generator is None or self._generator.device != gen_device):
-            self._generator = torch.Generator(device=gen_device)
-            self._generator.manual_seed(stream_seed(self.seed, _distributed_rank(), 0))
-        if fused:
-            return fused_noisy(
-                out,
-                self.alpha,
-                distribution=self.distribution,
-                generator=self._generator,
-                inplace=output_writable_in_place(out),
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cu_seqlens=cu_seqlens,
-            )
-        noise = make_noise(
-            out,
-            self.alpha,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cu_seqlens=cu_seqlens,
-            distribution=self.distribution,
-            generator=self._generator,
-        )
-        return out + noise
-
-    def to_embedding(self) -> nn.Embedding:
-        """A plain ``nn.Embedding`` sharing this module's weight."""
-        plain = nn.Embedding(
-            self.num_embeddings,
-            self.embedding_dim,
-            self.padding_idx,
-            self.max_norm,
-            self.norm_type,
-            self.scale_grad_by_freq,
-            self.sparse,
-            _weight=self.weight.data,
-        )
-        plain.weight = self.weight
-        return plain
-
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, alpha={self.alpha:g}, distribution={self.distribution!r}, "
-            f"backend={self.backend!r}"
-        )
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_generator"] = None
-        return state

@@ -20,6 +20,7 @@ import torch
 
 from .kernels import fused_add_noise
 from .kernels.backend import check_backend, draw_seed, resolve_backend
+from .kernels.reference import sample_eps, scaled_noise
 
 DISTRIBUTIONS = ("uniform", "gaussian", "symmetric")
 SCALINGS = ("per_sequence", "batch")
@@ -172,25 +173,6 @@ def token_scales(
     return scales if embeds.dim() == 3 else scales.squeeze(0)
 
 
-def sample_eps(
-    shape: torch.Size | tuple[int, ...],
-    distribution: str,
-    *,
-    dtype: torch.dtype,
-    device: torch.device | str,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Unscaled i.i.d. noise: U(-1, 1), N(0, 1) or random signs ±1."""
-    out = torch.empty(shape, dtype=dtype, device=device)
-    if distribution == "uniform":
-        return out.uniform_(-1.0, 1.0, generator=generator)
-    if distribution == "gaussian":
-        return out.normal_(0.0, 1.0, generator=generator)
-    if distribution == "symmetric":
-        return out.bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
-    raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
-
-
 def make_noise(
     embeds: torch.Tensor,
     alpha: float,
@@ -201,38 +183,78 @@ def make_noise(
     distribution: str = "uniform",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The noise tensor alone (same shape and dtype as ``embeds``, no autograd graph)."""
+    """The noise tensor alone (same shape and dtype as ``embeds``, no autograd graph), torch backend."""
     alpha = check_alpha(alpha)
     check_choice(distribution, DISTRIBUTIONS, "distribution")
     scales = token_scales(
         embeds, alpha, attention_mask=attention_mask, position_ids=position_ids, cu_seqlens=cu_seqlens
     )
-    with torch.no_grad():
-        eps = sample_eps(
-            embeds.shape, distribution, dtype=embeds.dtype, device=embeds.device, generator=generator
-        )
-        return eps.mul_(scales.to(embeds.dtype).unsqueeze(-1))
+    return scaled_noise(embeds, scales, distribution=distribution, generator=generator)
 
 
-def fused_noisy(
+def batch_scaled_noise(
     embeds: torch.Tensor,
     alpha: float,
     *,
-    distribution: str,
+    distribution: str = "uniform",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """transformers' formula: ``alpha / sqrt(T * d) * eps`` with ``T`` the padded row length.
+
+    For "uniform" the same operations in the same order as
+    ``transformers.integrations.neftune``, so the same RNG state gives bit-identical results.
+    """
+    _, cols, dim = _as_rows(embeds)
+    with torch.no_grad():
+        if distribution == "uniform":
+            mag_norm = alpha / torch.sqrt(torch.tensor(cols * dim))
+            return torch.zeros_like(embeds).uniform_(-mag_norm, mag_norm, generator=generator)
+        eps = sample_eps(
+            embeds.shape, distribution, dtype=embeds.dtype, device=embeds.device, generator=generator
+        )
+        return eps * (alpha / math.sqrt(cols * dim))
+
+
+def generator_device(backend: str, embeds: torch.Tensor) -> torch.device:
+    """Device of the generator the noise is drawn with: the fused kernel takes its seed from the CPU."""
+    return torch.device("cpu") if backend == "triton" else embeds.device
+
+
+def noised(
+    embeds: torch.Tensor,
+    alpha: float | torch.Tensor,
+    *,
+    backend: str,
+    distribution: str = "uniform",
+    scaling: str = "per_sequence",
     generator: torch.Generator | None = None,
     inplace: bool = False,
-    **batch: torch.Tensor | None,
-) -> torch.Tensor:
-    """``embeds`` plus per-sequence noise from the fused kernel (arguments already checked).
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The one noise path: ``(embeds + noise, noise)``; every caller (``add_noise``, the hook, the module) uses it.
 
-    ``batch``: ``attention_mask`` / ``position_ids`` / ``cu_seqlens`` as for :func:`token_scales`.
-    The kernel's seed is drawn from ``generator`` (a CPU generator, or torch's default CPU
-    generator when None: no device sync). ``inplace`` writes into ``embeds``.
+    Arguments are already checked and ``backend`` resolved (``"torch"`` or ``"triton"``,
+    :func:`neftune.kernels.backend.resolve_backend`). ``alpha``: a float, or a 0-d tensor
+    while torch.compile traces. ``scaling="batch"`` is transformers' formula (torch only);
+    ``"per_sequence"`` scales each token by its sequence's real length (0 on padding).
+    ``generator`` must be on :func:`generator_device` (``None``: torch's default RNG). The
+    fused kernel returns no separate noise tensor (``None``) and writes into ``embeds`` when
+    ``inplace``; the torch path never modifies ``embeds``. The result keeps ``embeds``'
+    autograd graph (identity gradient); the noise itself is not differentiated.
     """
-    scales = token_scales(embeds, alpha, **batch)
-    return fused_add_noise(
-        embeds, scales, distribution=distribution, seed=draw_seed(generator), inplace=inplace
+    if scaling == "batch":
+        noise = batch_scaled_noise(embeds, alpha, distribution=distribution, generator=generator)
+        return embeds + noise, noise
+    scales = token_scales(
+        embeds, alpha, attention_mask=attention_mask, position_ids=position_ids, cu_seqlens=cu_seqlens
     )
+    if backend == "triton":
+        seed = draw_seed(generator)
+        return fused_add_noise(embeds, scales, distribution=distribution, seed=seed, inplace=inplace), None
+    noise = scaled_noise(embeds, scales, distribution=distribution, generator=generator)
+    return embeds + noise, noise
 
 
 def add_noise(
@@ -266,39 +288,17 @@ def add_noise(
         raise TypeError(f"embeds must be a torch.Tensor, got {type(embeds).__name__}")
     if not embeds.is_floating_point():
         raise TypeError(f"embeds must be floating point, got {embeds.dtype}")
-    check_backend(backend)
-    if resolve_backend(backend, embeds) == "triton":
-        alpha = check_alpha(alpha)
-        check_choice(distribution, DISTRIBUTIONS, "distribution")
-        return fused_noisy(
-            embeds,
-            alpha,
-            distribution=distribution,
-            generator=generator,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cu_seqlens=cu_seqlens,
-        )
-    noise = make_noise(
+    alpha = check_alpha(alpha)
+    check_choice(distribution, DISTRIBUTIONS, "distribution")
+    backend = resolve_backend(check_backend(backend), embeds)
+    result, _ = noised(
         embeds,
         alpha,
+        backend=backend,
+        distribution=distribution,
+        generator=generator,
         attention_mask=attention_mask,
         position_ids=position_ids,
         cu_seqlens=cu_seqlens,
-        distribution=distribution,
-        generator=generator,
     )
-    return embeds + noise
-
-
-def batch_scaled_noise_like(
-    output: torch.Tensor, alpha: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """transformers' formula: U(-m, m) with ``m = alpha / sqrt(T * d)`` (padded length ``T``).
-
-    Same operations in the same order as ``transformers.integrations.neftune``, so the
-    same RNG state gives bit-identical results.
-    """
-    _, cols, dim = _as_rows(output)
-    mag_norm = alpha / torch.sqrt(torch.tensor(cols * dim))
-    return torch.zeros_like(output).uniform_(-mag_norm, mag_norm, generator=generator)
+    return result

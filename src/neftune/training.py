@@ -22,20 +22,18 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import NEFTuneConfig
 from .configfile import CONFIG_NAME, write_config
 from .data import DataError, Record
 from .data.bundle import resolve_data
 from .data.formats import parse_field_map
 from .io import read_json_object, write_json_atomic
-from .kernels.backend import check_backend
 from .models import chat_token_ids, resolve_model
-from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
 from .outdirs import creation_problem, entries, remove_entries
-from .schedules import resolve_schedule
 
 RUN_FILE = "neftune_run.json"
 #: Statuses of a run that did not finish and that ``--resume`` continues.
@@ -103,8 +101,8 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 50
     bf16: bool | None = None  # default: on for CUDA with bf16 support
-    noise_backend: str = (
-        "auto"  # "auto" (torch until the fused kernel has passed on a GPU) | "torch" | "triton"
+    backend: str = (
+        "auto"  # noise op: "auto" (torch until the fused kernel has passed on a GPU) | "torch" | "triton"
     )
     trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
     warmup_ratio: float = 0.03  # fraction of the steps with a linear learning-rate warm-up
@@ -114,18 +112,29 @@ class TrainConfig:
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"  # or comma-separated module names, e.g. q_proj,v_proj
     field_map: str | None = None  # data fields under other names, e.g. "instruction=question,output=answer"
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def noise(self) -> NEFTuneConfig:
+        """The noise settings of this run (checked), as they go to ``attach`` and ``activate``.
+
+        The run's ``seed`` seeds the noise stream too. The settings stay flat fields here
+        because they are command-line options and ``config.yaml`` keys.
+        """
+        return NEFTuneConfig(
+            alpha=self.alpha,
+            distribution=self.distribution,
+            scaling=self.scaling,
+            seed=self.seed,
+            schedule=self.schedule,
+            backend=self.backend,
+        )
 
     def validate(self) -> None:
-        check_alpha(self.alpha, "alpha")
-        if self.alpha > 100:
+        noise = self.noise
+        if noise.alpha > 100:
             raise RunError(
                 f"alpha {self.alpha} is far outside the useful range (the paper used 5-15); max 100"
             )
-        check_choice(self.distribution, DISTRIBUTIONS, "distribution")
-        check_choice(self.scaling, SCALINGS, "scaling")
-        resolve_schedule(self.schedule)
-        check_backend(self.noise_backend, scaling=self.scaling)
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "save_steps", "lora_r"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -299,7 +308,7 @@ def check_resume_config(out: Path, cfg: TrainConfig) -> None:
         raise RunError(f"{out / RUN_FILE} has no config; pass --overwrite to start over")
     # Settings the saved run predates (fields added since) count as their defaults.
     new, defaults = _comparable(cfg), _comparable(TrainConfig())
-    old = {**defaults, **_comparable(saved)}
+    old = {**defaults, **_comparable(upgrade_train_values(saved))}
     changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
     if changed:
         raise RunError(
@@ -475,10 +484,20 @@ def _fix_adapter_config(out: Path, cfg: TrainConfig) -> None:
 
 def train_config_values(cfg: TrainConfig) -> dict[str, Any]:
     """``cfg`` as ``config.yaml`` stores it: every option under its command-line name."""
-    values = asdict(cfg)
-    if not values.get("extra"):
-        values.pop("extra", None)
-    return values
+    return asdict(cfg)
+
+
+#: Settings older neftune versions stored under another name, and ones they stored that are gone.
+RENAMED_TRAIN_FIELDS = {"noise_backend": "backend"}
+REMOVED_TRAIN_FIELDS = ("extra",)
+
+
+def upgrade_train_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A stored run configuration with today's field names (runs and experiments made by older versions)."""
+    out = {RENAMED_TRAIN_FIELDS.get(k, k): v for k, v in values.items()}
+    for key in REMOVED_TRAIN_FIELDS:
+        out.pop(key, None)
+    return out
 
 
 def world() -> tuple[int, int]:
@@ -662,15 +681,7 @@ def train(
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
-        attach(
-            trainer,
-            cfg.alpha,
-            distribution=cfg.distribution,
-            scaling=cfg.scaling,
-            schedule=cfg.schedule,
-            seed=cfg.seed,
-            backend=cfg.noise_backend,
-        )
+        attach(trainer, cfg.noise)
 
         def find_checkpoint() -> Path | None:
             checkpoint = last_complete_checkpoint(ckpt_dir) if resume else None

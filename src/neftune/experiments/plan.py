@@ -20,7 +20,7 @@ from ..training import RunError, TrainConfig
 from .setting import Setting
 
 #: Train options shared by every arm (everything in TrainConfig but what the arms vary).
-ARM_FIELDS = ("alpha", "distribution", "schedule", "seed", "out", "extra")
+ARM_FIELDS = ("alpha", "distribution", "schedule", "seed", "out")
 SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ARM_FIELDS)
 
 
@@ -77,7 +77,7 @@ class ExperimentConfig:
             raise RunError(f"scalings must be a list without duplicates, got {self.scalings}")
         for sc in self.scalings:
             check_choice(sc, SCALINGS, "scalings")
-            check_backend(self.train.noise_backend, scaling=sc)
+            check_backend(self.train.backend, scaling=sc)
         for s in self.schedules:
             resolve_schedule(s)
         if self.curve_every < 0 or self.curve_records < 1:

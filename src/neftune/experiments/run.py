@@ -28,7 +28,7 @@ from ..data import DataError
 from ..data.bundle import DataBundle, resolve_data
 from ..io import read_json_object, write_json_atomic
 from ..provenance import environment
-from ..training import RUN_FILE, RunError, run_status
+from ..training import RUN_FILE, RunError, run_status, upgrade_train_values
 from .executors import ArmWork, Executor, LocalExecutor
 from .plan import Arm, ExperimentConfig
 from .stats import RESULTS_SCHEMA as SCHEMA
@@ -73,7 +73,7 @@ def _check_experiment(folder: Path, cfg: ExperimentConfig, kind: str) -> dict[st
         saved = {"schema": SCHEMA, "kind": kind, "created": _now(), "shared": shared}
         write_json_atomic(path, saved)
         return saved
-    differences = _differences(saved.get("shared", {}), shared, _default_shared())
+    differences = _differences(_upgraded(saved.get("shared", {})), shared, _default_shared())
     if differences:
         raise RunError(
             f"{folder} holds an experiment run with other options ({'; '.join(differences[:4])}); "
@@ -83,6 +83,12 @@ def _check_experiment(folder: Path, cfg: ExperimentConfig, kind: str) -> dict[st
 
 
 _MISSING = object()
+
+
+def _upgraded(shared: dict[str, Any]) -> dict[str, Any]:
+    """A stored ``shared()`` with today's train option names (experiments made by older versions)."""
+    train = shared.get("train")
+    return {**shared, "train": upgrade_train_values(train)} if isinstance(train, dict) else shared
 
 
 def _differences(
@@ -145,7 +151,7 @@ def _finished_arm(folder: Path, arm: Arm, shared: dict[str, Any]) -> dict[str, A
     record = read_json_object(folder / "arms" / arm.id / ARM_FILE)
     if record is None or record.get("status") != "complete":
         return None
-    if _differences(record.get("shared") or {}, shared, _default_shared()):
+    if _differences(_upgraded(record.get("shared") or {}), shared, _default_shared()):
         return None
     return record
 

@@ -1,10 +1,10 @@
 """``NEFTuneCallback`` for ``transformers.Trainer`` (and TRL trainers, which subclass it).
 
     trainer = Trainer(model=model, args=args, ...)
-    neftune.integrations.attach(trainer, alpha=5.0)   # callback + cleanup if train() raises
-    trainer.train()
+    neftune.integrations.attach(trainer, NEFTuneConfig(alpha=5.0))   # or attach(trainer, 5.0)
+    trainer.train()                                                  # cleaned up if it raises
 
-or ``Trainer(..., callbacks=[NEFTuneCallback(alpha=5.0)])``.
+or ``Trainer(..., callbacks=[NEFTuneCallback(NEFTuneConfig(alpha=5.0))])``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..config import NEFTuneConfig, make_config
 from ..hooks import NEFTuneHandle, activate
 
 logger = logging.getLogger("neftune")
@@ -37,28 +38,18 @@ class NEFTuneCallback(TrainerCallback):
 
     def __init__(
         self,
-        alpha: float = 5.0,
+        config: NEFTuneConfig | float | None = None,
         *,
-        distribution: str = "uniform",
-        scaling: str = "per_sequence",
-        schedule: Any = None,
-        seed: int | None = None,
-        backend: str = "auto",
         log_every_logging_step: bool = True,
+        **overrides: Any,
     ) -> None:
-        from ..hooks import NEFTuneConfig
-
-        NEFTuneConfig(
-            alpha, distribution, scaling, seed, schedule, backend
-        )  # validate now, not at train time
-        self.alpha = alpha
-        self.distribution = distribution
-        self.scaling = scaling
-        self.schedule = schedule
-        self.seed = seed
-        self.backend = backend
+        self.config = make_config(config, **overrides)  # checked now, not at train time
         self.log_every_logging_step = log_every_logging_step
         self.handle: NEFTuneHandle | None = None
+
+    @property
+    def alpha(self) -> float:
+        return self.config.alpha
 
     # -- lifecycle ----------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
@@ -74,16 +65,7 @@ class NEFTuneCallback(TrainerCallback):
             )
         self.remove()  # a previous train() that raised without attach()
         # created_by: a handle left active by another NEFTuneCallback whose train() raised is replaced.
-        self.handle = activate(
-            model,
-            self.alpha,
-            distribution=self.distribution,
-            scaling=self.scaling,
-            seed=self.seed,
-            schedule=self.schedule,
-            backend=self.backend,
-            created_by=CREATED_BY,
-        )
+        self.handle = activate(model, self.config, created_by=CREATED_BY)
         self.handle.set_progress(state.global_step, state.max_steps)
         logger.info("NEFTune activated: %r", self.handle)
 
@@ -126,7 +108,7 @@ class NEFTuneCallback(TrainerCallback):
 
     def __repr__(self) -> str:
         state = repr(self.handle) if self.handle is not None and self.handle.active else "inactive"
-        return f"NEFTuneCallback(alpha={self.alpha:g}, scaling={self.scaling!r}, {state})"
+        return f"NEFTuneCallback(alpha={self.alpha:g}, scaling={self.config.scaling!r}, {state})"
 
 
 def _logs_after(args: Any, state: Any, step: int) -> bool:
@@ -144,13 +126,13 @@ def _logs_after(args: Any, state: Any, step: int) -> bool:
     return step % max(1, int(state.logging_steps)) == 0
 
 
-def attach(trainer: Any, alpha: float = 5.0, **kwargs: Any) -> NEFTuneCallback:
+def attach(trainer: Any, config: NEFTuneConfig | float | None = None, **kwargs: Any) -> NEFTuneCallback:
     """Add a :class:`NEFTuneCallback` to ``trainer`` and make ``trainer.train`` clean up on errors.
 
     The callback is put first, so the ``neftune/*`` values it adds to the logs reach every
     ``report_to`` backend. ``trainer.train`` is wrapped (an instance attribute) in
     ``try/finally``: if training raises, ``on_train_end`` never runs, and the wrapper removes
-    the hooks instead. ``kwargs`` are those of :class:`NEFTuneCallback`.
+    the hooks instead. ``config`` and ``kwargs`` are those of :class:`NEFTuneCallback`.
     """
     handler = getattr(trainer, "callback_handler", None)
     if handler is None or not callable(getattr(trainer, "train", None)):
@@ -158,7 +140,7 @@ def attach(trainer: Any, alpha: float = 5.0, **kwargs: Any) -> NEFTuneCallback:
             f"attach() needs a transformers Trainer (or a TRL trainer), got {type(trainer).__name__}; "
             "for your own loop use neftune.activate(model, alpha) or neftune.noisy_embeddings"
         )
-    callback = NEFTuneCallback(alpha, **kwargs)
+    callback = NEFTuneCallback(config, **kwargs)
     handler.callbacks.insert(0, callback)
     original = trainer.train
 

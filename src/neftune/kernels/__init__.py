@@ -3,8 +3,8 @@
 ``fused_add_noise(embeds, scales, distribution=..., seed=...)`` returns
 ``embeds + scales[..., None] * eps`` in a single read/write pass: ``eps`` is drawn
 inside a Triton kernel from a counter-based RNG keyed on ``seed`` and each
-element's logical index, so no noise tensor is materialised. The plain-torch
-ground truth is :func:`reference_add_noise`.
+element's logical index, so no noise tensor is materialised. Its reference is
+:func:`reference_add_noise`: the torch path users run (``backend="torch"``).
 
 Triton is optional: nothing here imports it until a kernel is launched, and
 :func:`triton_available` says whether a launch can work (triton importable, and a

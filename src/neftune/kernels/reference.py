@@ -1,8 +1,10 @@
-"""Plain-torch reference for the fused noise kernel.
+"""The torch implementation of the noise op: the path users run, and the fused kernel's reference.
 
-This is the ground truth the Triton kernel is tested against. It is deliberately
-the most obvious implementation: draw ``eps`` in float32 for every element,
-multiply by the per-token scale, add to the embeddings in float32 and cast back.
+``reference_add_noise(embeds, scales, ...)`` is exactly what :func:`neftune.add_noise`,
+the activation hook and ``NEFTuneEmbedding`` compute on the torch backend: ``eps`` drawn
+in the embeddings' dtype on their device, multiplied by the per-token scale (cast to that
+dtype) and added. The fused kernel draws in float32 and rounds once at the end, so the two
+agree in distribution (tested), not in values.
 """
 
 from __future__ import annotations
@@ -33,17 +35,34 @@ def sample_eps(
     shape: torch.Size | tuple[int, ...],
     distribution: str,
     *,
-    device: torch.device | str | None = None,
+    dtype: torch.dtype,
+    device: torch.device | str,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Draw unit noise ``eps`` in float32: U(-1, 1), N(0, 1) or uniform random signs."""
-    check_distribution(distribution)
+    """Unscaled i.i.d. noise of ``dtype``: U(-1, 1), N(0, 1) or random signs ±1."""
+    out = torch.empty(shape, dtype=dtype, device=device)
     if distribution == "uniform":
-        return torch.empty(shape, dtype=torch.float32, device=device).uniform_(-1.0, 1.0, generator=generator)
+        return out.uniform_(-1.0, 1.0, generator=generator)
     if distribution == "gaussian":
-        return torch.randn(shape, dtype=torch.float32, device=device, generator=generator)
-    bits = torch.randint(0, 2, shape, device=device, generator=generator)
-    return bits.to(torch.float32).mul_(2.0).sub_(1.0)
+        return out.normal_(0.0, 1.0, generator=generator)
+    if distribution == "symmetric":
+        return out.bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
+    raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+
+
+def scaled_noise(
+    embeds: torch.Tensor,
+    scales: torch.Tensor,
+    *,
+    distribution: str,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``scales[..., None] * eps`` in ``embeds``' dtype and device, shape of ``embeds``; no autograd graph."""
+    with torch.no_grad():
+        eps = sample_eps(
+            embeds.shape, distribution, dtype=embeds.dtype, device=embeds.device, generator=generator
+        )
+        return eps.mul_(scales.to(embeds.dtype).unsqueeze(-1))
 
 
 def reference_add_noise(
@@ -53,7 +72,7 @@ def reference_add_noise(
     distribution: str,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Return ``embeds + scales[..., None] * eps`` (out of place, computed in float32).
+    """Return ``embeds + scales[..., None] * eps`` (out of place), as the torch backend computes it.
 
     ``embeds`` has shape (..., d); ``scales`` has shape ``embeds.shape[:-1]`` and holds
     ``alpha / sqrt(L * d)`` for each token (0 on padding). Differentiable w.r.t.
@@ -61,6 +80,4 @@ def reference_add_noise(
     """
     check_distribution(distribution)
     check_scales(embeds, scales)
-    eps = sample_eps(embeds.shape, distribution, device=embeds.device, generator=generator)
-    noise = scales.to(torch.float32).unsqueeze(-1) * eps
-    return (embeds.to(torch.float32) + noise).to(embeds.dtype)
+    return embeds + scaled_noise(embeds, scales, distribution=distribution, generator=generator)

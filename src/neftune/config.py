@@ -1,0 +1,79 @@
+"""``NEFTuneConfig``: the one object that holds the noise settings and travels.
+
+It goes, unchanged, from ``TrainConfig.noise`` (or the user) into
+``neftune.integrations.attach`` / ``NEFTuneCallback`` and on into ``neftune.activate``, the
+way a ``LoraConfig`` goes into ``get_peft_model``. It is validated once, when it is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any
+
+import torch
+
+from .kernels.backend import check_backend
+from .noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
+from .schedules import Schedule, resolve_schedule
+from .streams import check_seed
+
+
+@dataclass
+class NEFTuneConfig:
+    """The noise settings of one activation.
+
+    ``alpha``: noise magnitude (paper: 5, 10, 15); ``distribution``: "uniform" | "gaussian" |
+    "symmetric"; ``scaling``: "per_sequence" (each sequence's true length, no noise on padding)
+    or "batch" (transformers' padded-length formula, bit-identical draws); ``seed``: a private,
+    reproducible noise stream (see :mod:`neftune.streams`); ``schedule``: a name or a callable
+    ``(step, total_steps) -> multiplier`` of alpha; ``backend``: "auto" | "torch" | "triton"
+    (see :mod:`neftune.kernels.backend`). Every field is checked here, once.
+    """
+
+    alpha: float = 5.0
+    distribution: str = "uniform"
+    scaling: str = "per_sequence"
+    seed: int | None = None
+    schedule: str | Schedule | None = None
+    backend: str = "auto"
+    #: ``schedule`` as a function of (step, total_steps), or None.
+    resolved_schedule: Schedule | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.alpha = check_alpha(self.alpha)
+        check_choice(self.distribution, DISTRIBUTIONS, "distribution")
+        check_choice(self.scaling, SCALINGS, "scaling")
+        check_backend(self.backend, scaling=self.scaling)
+        self.seed = check_seed(self.seed)
+        self.resolved_schedule = resolve_schedule(self.schedule)
+
+
+#: The settings a ``NEFTuneConfig`` takes, in order.
+FIELDS = tuple(f.name for f in dataclasses.fields(NEFTuneConfig) if f.init)
+
+
+def make_config(config: NEFTuneConfig | float | None = None, **overrides: Any) -> NEFTuneConfig:
+    """A checked :class:`NEFTuneConfig` from ``config`` (or the defaults) with ``overrides`` applied.
+
+    A bare number is read as ``alpha`` (``activate(model, 5.0)``). Unknown keywords raise a
+    ``TypeError`` naming the settings there are.
+    """
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise TypeError(
+            f"unknown NEFTune setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"the settings are {', '.join(FIELDS)}"
+        )
+    if config is None:
+        return NEFTuneConfig(**overrides)
+    if isinstance(config, NEFTuneConfig):
+        return dataclasses.replace(config, **overrides) if overrides else config
+    if isinstance(config, Real | torch.Tensor) and not isinstance(config, bool):
+        if "alpha" in overrides:
+            raise TypeError("alpha given twice: as the config argument and as alpha=")
+        return NEFTuneConfig(alpha=config, **overrides)
+    raise TypeError(
+        f"config must be a NEFTuneConfig, a number (alpha) or None, got {type(config).__name__} {config!r}"
+    )

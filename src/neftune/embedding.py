@@ -1,0 +1,119 @@
+"""``NEFTuneEmbedding``: an ``nn.Embedding`` that adds the noise itself (no hooks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import NEFTuneConfig, make_config
+from .kernels.backend import output_writable_in_place, resolve_backend
+from .noise import check_alpha, generator_device, noised
+from .streams import NoiseStream
+
+
+class NEFTuneEmbedding(nn.Embedding):
+    """An ``nn.Embedding`` that adds NEFTune noise in training; shares the wrapped module's weight.
+
+    ``NEFTuneEmbedding(model.embed_tokens, 5.0)`` or ``NEFTuneEmbedding(emb, config)`` keeps the
+    same ``weight`` Parameter (tied weights stay tied, state-dict keys unchanged).
+    ``forward(input_ids, attention_mask=None, position_ids=None, cu_seqlens=None)``: without
+    them, ``L`` is the row length. ``config``: a :class:`~neftune.NEFTuneConfig` (or alpha) and
+    overrides as in :func:`neftune.activate`; scaling is always per sequence and there is no
+    schedule (call :meth:`set_alpha`). The fused kernel noises the lookup's result in place.
+    """
+
+    def __init__(
+        self, embedding: nn.Embedding, config: NEFTuneConfig | float | None = None, **overrides: Any
+    ) -> None:
+        if not isinstance(embedding, nn.Embedding):
+            raise TypeError(f"embedding must be a torch.nn.Embedding, got {type(embedding).__name__}")
+        config = make_config(config, **overrides)
+        if config.scaling != "per_sequence" or config.schedule is not None:
+            raise ValueError(
+                "NEFTuneEmbedding adds per-sequence noise without a schedule; use neftune.activate "
+                "for scaling='batch' or a schedule"
+            )
+        nn.Module.__init__(self)
+        for name in (
+            "num_embeddings",
+            "embedding_dim",
+            "padding_idx",
+            "max_norm",
+            "norm_type",
+            "scale_grad_by_freq",
+            "sparse",
+        ):
+            setattr(self, name, getattr(embedding, name))
+        self.weight = embedding.weight
+        self.config = config
+        self.alpha = config.alpha
+        self._stream = NoiseStream(config.seed)
+        self.train(embedding.training)
+
+    @property
+    def distribution(self) -> str:
+        return self.config.distribution
+
+    @property
+    def backend(self) -> str:
+        return self.config.backend
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.seed
+
+    def set_alpha(self, alpha: float) -> None:
+        """Change the noise magnitude (0 turns it off)."""
+        self.alpha = check_alpha(alpha)
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        out = super().forward(input)
+        if not (self.training and torch.is_grad_enabled()) or self.alpha == 0.0:
+            return out
+        if getattr(self, "neftune_noise_alpha", None) is not None:
+            raise ValueError(
+                "transformers' own NEFTune hook was added to a NEFTuneEmbedding, which adds the noise "
+                "itself: the noise would be added twice; unset neftune_noise_alpha in the trainer arguments"
+            )
+        backend = resolve_backend(self.backend, out)
+        result, _ = noised(
+            out,
+            self.alpha,
+            backend=backend,
+            distribution=self.distribution,
+            generator=self._stream.generator(generator_device(backend, out)),
+            inplace=backend == "triton" and output_writable_in_place(out),
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cu_seqlens=cu_seqlens,
+        )
+        return result
+
+    def to_embedding(self) -> nn.Embedding:
+        """A plain ``nn.Embedding`` sharing this module's weight."""
+        plain = nn.Embedding(
+            self.num_embeddings,
+            self.embedding_dim,
+            self.padding_idx,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.sparse,
+            _weight=self.weight.data,
+        )
+        plain.weight = self.weight
+        return plain
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, alpha={self.alpha:g}, distribution={self.distribution!r}, "
+            f"backend={self.backend!r}"
+        )
