@@ -41,6 +41,7 @@ from .metrics import (
     repetition_rate,
 )
 from .models import chat_token_ids
+from .progress import Progress, Tally, no_progress
 from .training import RESUMABLE, RUN_FILE, run_status
 
 #: What an evaluation writes into its folder (``eval.json`` marks the folder as an evaluation).
@@ -260,9 +261,12 @@ def generate(
     max_new_tokens: int = 64,
     repetition_penalty: float = 1.0,
     batch_size: int = 8,
-    progress: Any = None,
+    progress: Tally | None = None,
 ) -> list[str]:
-    """Greedy responses to each record's prompt (left-padded batches, noise off)."""
+    """Greedy responses to each record's prompt (left-padded batches, noise off).
+
+    ``progress``: each batch's responses are added to it as they are generated.
+    """
     import torch
 
     tok.padding_side = "left"
@@ -286,7 +290,7 @@ def generate(
         new = gen[:, enc["input_ids"].shape[1] :]
         outputs.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
         if progress is not None:
-            progress(len(chunk))
+            progress.add(len(chunk))
     return outputs
 
 
@@ -297,7 +301,7 @@ def _instruction_metrics(
     cfg: EvalConfig,
     generations: dict[str, list[dict[str, str]]],
     per_prompt: dict[str, list[dict[str, Any]]],
-    progress: Any,
+    progress: Tally,
 ) -> dict[str, float]:
     """``ifeval/*`` metrics of greedy answers to each instruction split (fills the two dicts)."""
     out: dict[str, float] = {}
@@ -340,13 +344,20 @@ def _instruction_metrics(
     return out
 
 
-def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
-    """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``."""
+def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``.
+
+    ``progress``: called as ``progress("evaluate", generated, total)`` before the model loads
+    and after every batch of generated responses (:mod:`neftune.progress`).
+    """
     check_eval_config(cfg)
     data, split_seed = eval_data_spec(cfg)
     bundle = resolve_data(
         data, seed=split_seed, field_map=eval_field_map(cfg)
     )  # fails before the model loads
+    prompted = [*bundle.evals.values(), *bundle.ifeval.values(), bundle.train] if cfg.n_generate else []
+    tally = Tally(progress or no_progress, "evaluate", sum(min(cfg.n_generate, len(r)) for r in prompted))
+    tally.add(0)  # the total, before the model loads
     model, tok = load_for_eval(cfg.model, trust_remote_code=cfg.trust_remote_code)
     metrics: dict[str, Any] = {"model": cfg.model, "data": data}
     train_subset = bundle.train[: cfg.n_train_loss]
@@ -368,7 +379,7 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
                 max_new_tokens=cfg.max_new_tokens,
                 repetition_penalty=cfg.repetition_penalty,
                 batch_size=cfg.batch_size,
-                progress=progress,
+                progress=tally,
             )
             held_out_texts.extend(outs)
             generations[name] = [
@@ -388,9 +399,7 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
                 per_prompt[name] = [
                     {"length_chars": len(o), "correct": check_answer(e, o)} for e, o in zip(examples, outs)
                 ]
-        metrics.update(
-            _instruction_metrics(model, tok, bundle.ifeval, cfg, generations, per_prompt, progress)
-        )
+        metrics.update(_instruction_metrics(model, tok, bundle.ifeval, cfg, generations, per_prompt, tally))
         train_gen = bundle.train[: cfg.n_generate]
         train_outs = generate(
             model,
@@ -399,7 +408,7 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
             max_new_tokens=cfg.max_new_tokens,
             repetition_penalty=cfg.repetition_penalty,
             batch_size=cfg.batch_size,
-            progress=progress,
+            progress=tally,
         )
         metrics["rouge_l_train"] = mean_rouge_l(train_outs, [r.response for r in train_gen])
         stats = length_stats(held_out_texts, tokenizer=tok)

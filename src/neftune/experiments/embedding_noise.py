@@ -44,8 +44,9 @@ import torch
 
 from ..io import write_bytes_atomic, write_json_atomic
 from ..noise import DISTRIBUTIONS, EPS_VARIANCE, add_noise, check_alpha, check_choice
+from ..progress import Progress
 from ..provenance import environment
-from .nearest import Progress, changed_vector, search_neighbours, unit_angle
+from .nearest import changed_vector, search_neighbours, unit_angle
 
 DEFAULT_ALPHAS = (0.0, 1.0, 5.0, 10.0, 15.0, 20.0, 30.0)
 #: The alphas the paper used (5, 10, 15): shaded in the plots.

@@ -14,13 +14,12 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-#: ``progress(stage, done, total)``: called as loops advance.
-Progress = Callable[[str, int, int], None]
+from ..progress import Progress
 
 
 def unit_angle(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -217,7 +216,8 @@ def search_neighbours(
     with a rounding margin. Each token's queries are scored only against the rows the
     triangle inequality leaves possible (module docstring); when that is most of the
     vocabulary they join a chunked full scan (:func:`nearest_rows` with ``screen``),
-    since gathering rows would then cost more than it saves.
+    since gathering rows would then cost more than it saves. ``progress("nearest", tokens
+    done, distinct tokens)`` after each chunk.
     """
     table = table.float()
     vocab, dim = table.shape
