@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -294,16 +295,23 @@ def generate(
     return outputs
 
 
+def _generation_rows(records: list[Record], outs: list[str]) -> list[dict[str, str]]:
+    """``generations.json`` rows: each prompt, its reference response and the model's output."""
+    return [
+        {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
+        for r, o in zip(records, outs)
+    ]
+
+
 def _instruction_metrics(
-    model: Any,
-    tok: Any,
     splits: dict[str, list[Record]],
     cfg: EvalConfig,
+    answer: Callable[[list[Record], int], list[str]],
     generations: dict[str, list[dict[str, str]]],
     per_prompt: dict[str, list[dict[str, Any]]],
-    progress: Tally,
 ) -> dict[str, float]:
-    """``ifeval/*`` metrics of greedy answers to each instruction split (fills the two dicts)."""
+    """``ifeval/*`` metrics of ``answer(records, max_new_tokens)`` per instruction split; fills
+    ``generations`` and ``per_prompt``."""
     out: dict[str, float] = {}
     all_constraints: list[list[dict[str, Any]]] = []
     all_outs: list[str] = []
@@ -311,15 +319,7 @@ def _instruction_metrics(
         subset = records[: cfg.n_generate]
         if not subset:
             continue
-        outs = generate(
-            model,
-            tok,
-            subset,
-            max_new_tokens=cfg.ifeval_max_new_tokens,
-            repetition_penalty=cfg.repetition_penalty,
-            batch_size=cfg.batch_size,
-            progress=progress,
-        )
+        outs = answer(subset, cfg.ifeval_max_new_tokens)
         constraints = [r.meta["constraints"] for r in subset]
         suffix = IFEVAL_SPLIT_SUFFIX.get(name, name)
         for key, value in instruction_following(constraints, outs).items():
@@ -368,24 +368,25 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
     generations: dict[str, list[dict[str, str]]] = {}
     per_prompt: dict[str, list[dict[str, Any]]] = {}
     if cfg.n_generate > 0:
-        held_out_texts: list[str] = []
-        export = []
-        for name, records in bundle.evals.items():
-            subset = records[: cfg.n_generate]
-            outs = generate(
+
+        def answer(records: list[Record], max_new_tokens: int = cfg.max_new_tokens) -> list[str]:
+            return generate(
                 model,
                 tok,
-                subset,
-                max_new_tokens=cfg.max_new_tokens,
+                records,
+                max_new_tokens=max_new_tokens,
                 repetition_penalty=cfg.repetition_penalty,
                 batch_size=cfg.batch_size,
                 progress=tally,
             )
+
+        held_out_texts: list[str] = []
+        export = []
+        for name, records in bundle.evals.items():
+            subset = records[: cfg.n_generate]
+            outs = answer(subset)
             held_out_texts.extend(outs)
-            generations[name] = [
-                {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
-                for r, o in zip(subset, outs)
-            ]
+            generations[name] = _generation_rows(subset, outs)
             export.extend(
                 alpacaeval_records(
                     [r.messages[-2]["content"] for r in subset],
@@ -399,26 +400,15 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
                 per_prompt[name] = [
                     {"length_chars": len(o), "correct": check_answer(e, o)} for e, o in zip(examples, outs)
                 ]
-        metrics.update(_instruction_metrics(model, tok, bundle.ifeval, cfg, generations, per_prompt, tally))
+        metrics.update(_instruction_metrics(bundle.ifeval, cfg, answer, generations, per_prompt))
         train_gen = bundle.train[: cfg.n_generate]
-        train_outs = generate(
-            model,
-            tok,
-            train_gen,
-            max_new_tokens=cfg.max_new_tokens,
-            repetition_penalty=cfg.repetition_penalty,
-            batch_size=cfg.batch_size,
-            progress=tally,
-        )
+        train_outs = answer(train_gen)
         metrics["rouge_l_train"] = mean_rouge_l(train_outs, [r.response for r in train_gen])
         stats = length_stats(held_out_texts, tokenizer=tok)
         metrics["length_chars"] = stats.get("mean_chars")
         metrics["length_tokens"] = stats.get("mean_tokens")
         metrics["repetition_2gram"] = sum(repetition_rate(t) for t in held_out_texts) / len(held_out_texts)
-        generations["train"] = [
-            {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
-            for r, o in zip(train_gen, train_outs)
-        ]
+        generations["train"] = _generation_rows(train_gen, train_outs)
     out = eval_out_dir(cfg)
     for name in ("generations.json", "alpaca_eval.json", PER_PROMPT_FILE):  # an earlier evaluation's
         if not generations and (out / name).exists():
