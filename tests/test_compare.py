@@ -53,8 +53,9 @@ class Recorder(NullProgress):
     def arm_skipped(self, index, total, arm):
         self.skipped.append(arm.id)
 
-    def train_step(self, step, total):
-        self.steps.append((step, total))
+    def __call__(self, stage, done, total, **fields):
+        if stage == "train":
+            self.steps.append((done, total))
 
 
 # --------------------------------------------------------------------------- planning (no training)
@@ -161,6 +162,7 @@ def test_compare_runs_resumes_and_refuses_mixed_options(tmp_path):
     )
     assert results["status"] == "complete" and results["schema"] == "neftune.results/1"
     assert rec.started == ["a0-uniform-constant-s0", "a5-uniform-constant-s0"]
+    assert (2, 2) in rec.steps, "training reports its steps through the experiment"
     assert results["baseline"] == {"alpha": 0.0, "distribution": "uniform", "schedule": None}
     assert results["config"]["primary_metric"] == "ifeval/prompt_strict"
     on_disk = json.loads((folder / RESULTS_FILE).read_text())

@@ -170,7 +170,7 @@ def test_duplicate_rows_are_not_flips_and_are_reported_ambiguous():
 
 def test_clustered_table_search_equals_brute_force():
     # Rows in tight clusters (so many rows are candidates), exact duplicates and a zero row;
-    # the pruned search and the bfloat16-screened scan must match a plain float32 scan.
+    # the pruned search must match a plain float32 scan.
     gen = torch.Generator().manual_seed(4)
     centers = torch.randn(12, 24, generator=gen) * 3
     table = centers[torch.randint(0, 12, (400,), generator=gen)] + 0.3 * torch.randn(400, 24, generator=gen)
@@ -179,20 +179,19 @@ def test_clustered_table_search_equals_brute_force():
     token_ids = torch.randint(0, 400, (300,), generator=gen)
     token_ids[:5] = 30
     queries = [table[token_ids] + scale * torch.randn(300, 24, generator=gen) for scale in (0.05, 0.3, 2.0)]
-    _, found = nearest.search_neighbours(table, token_ids, queries, chunk_tokens=64, screen="bfloat16")
+    _, found = nearest.search_neighbours(table, token_ids, queries, chunk_tokens=64)
     for q, (l2, cos) in zip(queries, found):
-        ref_l2, ref_cos = nearest.nearest_rows(q, table, screen="float32")
-        scr_l2, scr_cos = nearest.nearest_rows(q, table, screen="bfloat16", chunk_size=100)
-        for got, ref in ((l2, ref_l2), (scr_l2, ref_l2), (cos, ref_cos), (scr_cos, ref_cos)):
+        ref_l2, ref_cos = nearest.nearest_rows(q, table, chunk_size=100)
+        for got, ref in ((l2, ref_l2), (cos, ref_cos)):
             same = (got == ref) | (table[got] == table[ref]).all(1)  # exact twins may swap
             assert bool(same.all()), int((~same).sum())
 
 
-def test_dot_error_bound_holds_for_bfloat16_products():
+def test_dot_error_bound_holds_for_float32_products():
     gen = torch.Generator().manual_seed(0)
     q, w = torch.randn(200, 576, generator=gen), torch.randn(300, 576, generator=gen) * 5
-    err = ((q.bfloat16() @ w.bfloat16().T).float() - (q.double() @ w.double().T).float()).abs()
-    bound = nearest.dot_error_bound(576, torch.bfloat16) * q.norm(dim=1, keepdim=True) * w.norm(dim=1)
+    err = ((q @ w.T).double() - q.double() @ w.double().T).abs()
+    bound = nearest.dot_error_bound(576) * q.norm(dim=1, keepdim=True).double() * w.norm(dim=1).double()
     assert bool((err <= bound).all())
 
 

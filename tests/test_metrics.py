@@ -58,6 +58,9 @@ def test_mean_rouge_l() -> None:
 
 def test_word_tokens() -> None:
     assert word_tokens("Hello, WORLD! it's 42.") == ["hello", "world", "it", "s", "42"]
+    # Unicode letters are words and "_" joins (rouge-score's [a-z0-9] runs would give "caf", "snake", "case").
+    assert word_tokens("Café snake_case Straße") == ["café", "snake_case", "straße"]
+    assert rouge_l("Café au lait", "café") == pytest.approx(0.5)  # P = 1/3, R = 1/1
 
 
 # --------------------------------------------------------------------------- repetition

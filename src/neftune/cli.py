@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .configfile import CONFIG_NAME, ConfigFileError, load_config_file, normalize_keys
+from .progress import RichBars
 from .training import TrainConfig
 
 app = typer.Typer(
@@ -141,22 +142,13 @@ class _TrainConsole:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.bar = None
-        self.task = None
+        self.bars = None
         self.losses: list[float] = []
         self.status = console.status("checking the options, loading the data and the model...")
 
     def report(self, event: str, info: dict) -> None:
         if event == "start":
             self._header(info)
-        elif event == "log" and info.get("loss") is not None:
-            self.losses.append(float(info["loss"]))
-            alpha = info.get("alpha")
-            if self.bar is not None:
-                self.bar.update(
-                    self.task,
-                    loss=f"loss {info['loss']:.4g}",
-                    alpha="" if alpha is None else f"alpha {alpha:.3g}",
-                )
 
     def _header(self, info: dict) -> None:
         self.status.stop()
@@ -201,18 +193,30 @@ class _TrainConsole:
             TextColumn("{task.fields[loss]} {task.fields[alpha]}"),
         )
         self.bar = Progress(*columns, console=console, transient=False)
-        self.task = self.bar.add_task("train", total=info["steps"], loss="", alpha="")
+        self.bars = RichBars(self.bar, show=_loss_and_alpha)
+        self.bars("train", 0, info["steps"])
         self.bar.start()
 
-    def step(self, step: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, total=total or None)
+    def progress(self, stage: str, done: int, total: int | None, **fields) -> None:
+        if fields.get("loss") is not None:
+            self.losses.append(float(fields["loss"]))
+        if self.bars is not None:
+            self.bars(stage, done, total, **fields)
 
     def close(self) -> None:
         self.status.stop()
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def _loss_and_alpha(fields: dict) -> dict[str, str]:
+    """The training bar's loss and alpha columns (blank until the first logged step; alpha None: no noise)."""
+    loss, alpha = fields.get("loss"), fields.get("alpha")
+    return {
+        "loss": "" if loss is None else f"loss {loss:.4g}",
+        "alpha": "" if alpha is None else f"alpha {alpha:.3g}",
+    }
 
 
 def _quiet_libraries() -> None:
@@ -483,7 +487,7 @@ def train(
             try:
                 ui.status.start()
                 metrics = run_train(
-                    cfg, overwrite=overwrite, resume=resume, progress=ui.step, report=ui.report
+                    cfg, overwrite=overwrite, resume=resume, progress=ui.progress, report=ui.report
                 )
             finally:
                 ui.close()
@@ -628,8 +632,7 @@ def eval_(
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("gen", total=None)
-            metrics = evaluate(cfg, progress=lambda n: bar.advance(task, n))
+            metrics = evaluate(cfg, progress=RichBars(bar))
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted[/]; nothing was written (an evaluation is written at its end).")
         raise typer.Exit(130) from None
@@ -733,8 +736,16 @@ class _ExperimentBars:
         self.done = 0
         self.total = total
         self.overall = bar.add_task("arms", total=total, eta="ETA after the first arm")
-        self.run = bar.add_task("", total=None, eta="")
         self.arm = ""
+        # One bar per stage of the arm running in this process (`ARM: start`, `ARM: train`, ...),
+        # blank before the first; only the bar across arms fills the ETA column.
+        self.run = RichBars(
+            bar,
+            describe=lambda stage: f"{self.arm}: {stage}" if stage else "",
+            replace=True,
+            show=lambda fields: {"eta": ""},
+        )
+        self.run("", 0, None)
         self.first_start = 0.0
 
     def _eta(self) -> str:
@@ -746,10 +757,6 @@ class _ExperimentBars:
         left = (self.total - self.done) * per_arm
         return f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
 
-    def _new_run_bar(self, description: str, total: int | None) -> None:
-        self.bar.remove_task(self.run)
-        self.run = self.bar.add_task(description, total=total, eta="")
-
     def _first(self) -> None:
         if self.on_first is not None:
             self.on_first()
@@ -759,7 +766,7 @@ class _ExperimentBars:
         self._first()
         self.first_start = self.first_start or time.monotonic()
         self.arm = arm.id
-        self._new_run_bar(f"{arm.id}: start", None)
+        self.run("start", 0, None)
 
     def arm_skipped(self, index: int, total: int, arm) -> None:
         self._first()
@@ -775,14 +782,8 @@ class _ExperimentBars:
     def arm_retried(self, index: int, total: int, arm, attempt: int, where: str) -> None:
         console.print(f"[yellow]retrying[/] {arm.id} (attempt {attempt}, {where}): its previous worker died")
 
-    def stage(self, name: str, total: int | None = None) -> None:
-        self._new_run_bar(f"{self.arm}: {name}", total)
-
-    def train_step(self, step: int, total: int) -> None:
-        self.bar.update(self.run, completed=step, total=total if total > 0 else None)
-
-    def generated(self, n: int) -> None:
-        self.bar.advance(self.run, n)
+    def __call__(self, stage: str, done: int, total: int | None, **fields) -> None:
+        self.run(stage, done, total)
 
 
 #: What an experiment writes at the top of its folder (experiments.run); ``--overwrite`` removes only these.
@@ -1319,14 +1320,7 @@ def analyze(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
-            tasks: dict[str, object] = {}
-
-            def report(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done, total=total)
-
-            result = run_analyze(cfg, progress=report)
+            result = run_analyze(cfg, progress=RichBars(bar))
     except _user_errors() as exc:  # AnalyzeError is a ValueError
         _fail(str(exc))
     lengths = result["lengths"]

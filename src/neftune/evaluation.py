@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from .metrics import (
     repetition_rate,
 )
 from .models import chat_token_ids
+from .progress import Progress, Tally, no_progress
 from .training import RESUMABLE, RUN_FILE, run_status
 
 #: What an evaluation writes into its folder (``eval.json`` marks the folder as an evaluation).
@@ -260,9 +262,12 @@ def generate(
     max_new_tokens: int = 64,
     repetition_penalty: float = 1.0,
     batch_size: int = 8,
-    progress: Any = None,
+    progress: Tally | None = None,
 ) -> list[str]:
-    """Greedy responses to each record's prompt (left-padded batches, noise off)."""
+    """Greedy responses to each record's prompt (left-padded batches, noise off).
+
+    ``progress``: each batch's responses are added to it as they are generated.
+    """
     import torch
 
     tok.padding_side = "left"
@@ -286,20 +291,27 @@ def generate(
         new = gen[:, enc["input_ids"].shape[1] :]
         outputs.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
         if progress is not None:
-            progress(len(chunk))
+            progress.add(len(chunk))
     return outputs
 
 
+def _generation_rows(records: list[Record], outs: list[str]) -> list[dict[str, str]]:
+    """``generations.json`` rows: each prompt, its reference response and the model's output."""
+    return [
+        {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
+        for r, o in zip(records, outs)
+    ]
+
+
 def _instruction_metrics(
-    model: Any,
-    tok: Any,
     splits: dict[str, list[Record]],
     cfg: EvalConfig,
+    answer: Callable[[list[Record], int], list[str]],
     generations: dict[str, list[dict[str, str]]],
     per_prompt: dict[str, list[dict[str, Any]]],
-    progress: Any,
 ) -> dict[str, float]:
-    """``ifeval/*`` metrics of greedy answers to each instruction split (fills the two dicts)."""
+    """``ifeval/*`` metrics of ``answer(records, max_new_tokens)`` per instruction split; fills
+    ``generations`` and ``per_prompt``."""
     out: dict[str, float] = {}
     all_constraints: list[list[dict[str, Any]]] = []
     all_outs: list[str] = []
@@ -307,15 +319,7 @@ def _instruction_metrics(
         subset = records[: cfg.n_generate]
         if not subset:
             continue
-        outs = generate(
-            model,
-            tok,
-            subset,
-            max_new_tokens=cfg.ifeval_max_new_tokens,
-            repetition_penalty=cfg.repetition_penalty,
-            batch_size=cfg.batch_size,
-            progress=progress,
-        )
+        outs = answer(subset, cfg.ifeval_max_new_tokens)
         constraints = [r.meta["constraints"] for r in subset]
         suffix = IFEVAL_SPLIT_SUFFIX.get(name, name)
         for key, value in instruction_following(constraints, outs).items():
@@ -340,13 +344,20 @@ def _instruction_metrics(
     return out
 
 
-def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
-    """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``."""
+def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``.
+
+    ``progress``: called as ``progress("evaluate", generated, total)`` before the model loads
+    and after every batch of generated responses (:mod:`neftune.progress`).
+    """
     check_eval_config(cfg)
     data, split_seed = eval_data_spec(cfg)
     bundle = resolve_data(
         data, seed=split_seed, field_map=eval_field_map(cfg)
     )  # fails before the model loads
+    prompted = [*bundle.evals.values(), *bundle.ifeval.values(), bundle.train] if cfg.n_generate else []
+    tally = Tally(progress or no_progress, "evaluate", sum(min(cfg.n_generate, len(r)) for r in prompted))
+    tally.add(0)  # the total, before the model loads
     model, tok = load_for_eval(cfg.model, trust_remote_code=cfg.trust_remote_code)
     metrics: dict[str, Any] = {"model": cfg.model, "data": data}
     train_subset = bundle.train[: cfg.n_train_loss]
@@ -357,24 +368,25 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
     generations: dict[str, list[dict[str, str]]] = {}
     per_prompt: dict[str, list[dict[str, Any]]] = {}
     if cfg.n_generate > 0:
+
+        def answer(records: list[Record], max_new_tokens: int = cfg.max_new_tokens) -> list[str]:
+            return generate(
+                model,
+                tok,
+                records,
+                max_new_tokens=max_new_tokens,
+                repetition_penalty=cfg.repetition_penalty,
+                batch_size=cfg.batch_size,
+                progress=tally,
+            )
+
         held_out_texts: list[str] = []
         export = []
         for name, records in bundle.evals.items():
             subset = records[: cfg.n_generate]
-            outs = generate(
-                model,
-                tok,
-                subset,
-                max_new_tokens=cfg.max_new_tokens,
-                repetition_penalty=cfg.repetition_penalty,
-                batch_size=cfg.batch_size,
-                progress=progress,
-            )
+            outs = answer(subset)
             held_out_texts.extend(outs)
-            generations[name] = [
-                {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
-                for r, o in zip(subset, outs)
-            ]
+            generations[name] = _generation_rows(subset, outs)
             export.extend(
                 alpacaeval_records(
                     [r.messages[-2]["content"] for r in subset],
@@ -388,28 +400,15 @@ def evaluate(cfg: EvalConfig, *, progress: Any = None) -> dict[str, Any]:
                 per_prompt[name] = [
                     {"length_chars": len(o), "correct": check_answer(e, o)} for e, o in zip(examples, outs)
                 ]
-        metrics.update(
-            _instruction_metrics(model, tok, bundle.ifeval, cfg, generations, per_prompt, progress)
-        )
+        metrics.update(_instruction_metrics(bundle.ifeval, cfg, answer, generations, per_prompt))
         train_gen = bundle.train[: cfg.n_generate]
-        train_outs = generate(
-            model,
-            tok,
-            train_gen,
-            max_new_tokens=cfg.max_new_tokens,
-            repetition_penalty=cfg.repetition_penalty,
-            batch_size=cfg.batch_size,
-            progress=progress,
-        )
+        train_outs = answer(train_gen)
         metrics["rouge_l_train"] = mean_rouge_l(train_outs, [r.response for r in train_gen])
         stats = length_stats(held_out_texts, tokenizer=tok)
         metrics["length_chars"] = stats.get("mean_chars")
         metrics["length_tokens"] = stats.get("mean_tokens")
         metrics["repetition_2gram"] = sum(repetition_rate(t) for t in held_out_texts) / len(held_out_texts)
-        generations["train"] = [
-            {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
-            for r, o in zip(train_gen, train_outs)
-        ]
+        generations["train"] = _generation_rows(train_gen, train_outs)
     out = eval_out_dir(cfg)
     for name in ("generations.json", "alpaca_eval.json", PER_PROMPT_FILE):  # an earlier evaluation's
         if not generations and (out / name).exists():

@@ -70,6 +70,14 @@ def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1: harmonic mean of LCS/len(prediction) and LCS/len(reference) over word tokens.
 
     Two texts without any word token score 1.0; exactly one empty scores 0.0.
+
+    Why not Google's ``rouge-score`` (PyPI): it is not installed in the project's environment,
+    and its source in google-research ``rouge/`` (setup.py of version 0.0.7, tokenize.py,
+    rouge_scorer.py; PyPI's newest, 0.1.2, was not read) needs ``absl-py``, ``nltk`` (imported
+    for its Porter stemmer), ``numpy`` and ``six``, none of which neftune needs. It also scores
+    differently: its tokenizer keeps only ``[a-z0-9]`` runs of the lower-cased text (non-ASCII
+    letters are dropped and ``_`` splits words; :func:`word_tokens` keeps Unicode ``\\w``
+    runs), and its ROUGE-L is 0 when either text has no token (1.0 here when both have none).
     """
     p, r = word_tokens(prediction), word_tokens(reference)
     if not p or not r:

@@ -34,6 +34,7 @@ from .data.formats import parse_field_map
 from .io import read_json_object, write_json_atomic
 from .models import chat_token_ids, resolve_model
 from .outdirs import creation_problem, entries, remove_entries
+from .progress import Progress
 
 RUN_FILE = "neftune_run.json"
 #: Statuses of a run that did not finish and that ``--resume`` continues.
@@ -332,16 +333,22 @@ def check_prompt_lengths(records: list[Record], tokenizer: Any, max_length: int,
             )
 
 
-def _step_progress_callback(report: Callable[[int, int], None]) -> Any:
-    """A ``TrainerCallback`` calling ``report(step, total_steps)`` at the start and after each step."""
+def _progress_callback(progress: Progress) -> Any:
+    """A ``TrainerCallback`` reporting ``progress("train", step, total_steps)`` at the start and
+    after each step, with the ``loss`` and noise ``alpha`` at each logged step."""
     from transformers import TrainerCallback
 
     class StepProgress(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            report(state.global_step, state.max_steps)
+            progress("train", state.global_step, state.max_steps)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            report(state.global_step, state.max_steps)
+            progress("train", state.global_step, state.max_steps)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and logs.get("loss") is not None:
+                alpha = logs.get("neftune/alpha")
+                progress("train", state.global_step, state.max_steps, loss=logs["loss"], alpha=alpha)
 
     return StepProgress()
 
@@ -449,21 +456,6 @@ def plan_warnings(n_records: int, cfg: TrainConfig, steps: int) -> list[str]:
     return notes
 
 
-def _log_callback(report: Callable[[str, dict[str, Any]], None]) -> Any:
-    """A ``TrainerCallback`` passing each logged loss (and the noise alpha) to ``report("log", ...)``."""
-    from transformers import TrainerCallback
-
-    class LossLog(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if logs and "loss" in logs:
-                report(
-                    "log",
-                    {"step": state.global_step, "loss": logs["loss"], "alpha": logs.get("neftune/alpha")},
-                )
-
-    return LossLog()
-
-
 def _adapter_base_name(cfg: TrainConfig) -> str:
     """What a LoRA adapter's ``base_model_name_or_path`` should say: loadable beyond this cache."""
     from .models import PRESETS
@@ -553,17 +545,18 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
     callbacks: list[Any] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     report: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one fine-tuning job; returns the metrics stored in ``neftune_run.json``.
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects for the trainer.
-    ``progress``: called as ``progress(step, total_steps)`` after every optimizer step; when
-    given, the trainer's own progress bar and log printing are turned off.
+    ``progress``: called as ``progress("train", step, total_steps)`` after every optimizer
+    step, with ``loss=`` and ``alpha=`` (None without noise) at every logged step
+    (:mod:`neftune.progress`); when given, the trainer's own progress bar and log printing
+    are turned off.
     ``report``: called as ``report("start", info)`` once the data and model are loaded (record
-    counts, steps, device, the step a resume starts from, warnings) and ``report("log", {step,
-    loss, alpha})`` at every logged step.
+    counts, steps, device, the step a resume starts from, warnings).
 
     Nothing is created or deleted before every check passed (options, folder, data, model,
     prompt lengths). Ctrl-C raises :class:`TrainingInterrupted` (run marked ``interrupted``); an
@@ -668,8 +661,7 @@ def train(
             disable_tqdm=progress is not None,
             activation_checkpointing=False,  # small models: speed over memory
         )
-        extra_callbacks = [_step_progress_callback(progress)] if progress else []
-        extra_callbacks += [_log_callback(report)] if report else []
+        extra_callbacks = [_progress_callback(progress)] if progress else []
         trainer = SFTTrainer(
             model=model,
             args=args,

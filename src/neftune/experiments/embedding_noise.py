@@ -25,8 +25,7 @@ nearer (L2) to a row ``w`` than to ``x_t`` itself if ``||x_t - w|| < 2 ||n||`` (
 inequality); for cosine, if the angle between ``x_t`` and ``w`` is below twice the angle
 between ``x_t`` and ``y``. So each token's queries are scored against those candidate rows
 only, and tokens whose candidates are most of the vocabulary (large alphas) go to a
-chunked full scan, which multiplies in bfloat16 where the CPU does that faster and rescores
-in float32 every row the rounding bound cannot rule out (:func:`nearest_rows`). Memory:
+chunked float32 full scan (:mod:`.nearest`). Memory:
 ``n_tokens x d`` floats per alpha plus a few ``chunk x V`` score blocks.
 """
 
@@ -44,8 +43,9 @@ import torch
 
 from ..io import write_bytes_atomic, write_json_atomic
 from ..noise import DISTRIBUTIONS, EPS_VARIANCE, add_noise, check_alpha, check_choice
+from ..progress import Progress
 from ..provenance import environment
-from .nearest import Progress, changed_vector, search_neighbours, unit_angle
+from .nearest import changed_vector, search_neighbours, unit_angle
 
 DEFAULT_ALPHAS = (0.0, 1.0, 5.0, 10.0, 15.0, 20.0, 30.0)
 ANALYZE_JSON = "analyze.json"

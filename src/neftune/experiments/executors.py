@@ -28,7 +28,7 @@ from ..training import RunError
 
 if TYPE_CHECKING:
     from .plan import Arm, ExperimentConfig
-    from .run import Progress
+    from .run import ExperimentProgress
 
 EXECUTORS = ("local", "ray")
 
@@ -56,8 +56,8 @@ class ArmWork:
     folder: Path
     total: int
     pending: list[tuple[int, Arm]]
-    progress: Progress
-    run_here: Callable[[Arm, Progress], dict[str, Any]]
+    progress: ExperimentProgress
+    run_here: Callable[[Arm, ExperimentProgress], dict[str, Any]]
     done: Callable[[int, Arm, dict[str, Any]], None]
     failed: Callable[[Arm, str], None]
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from ..data import DataError
 from ..data.bundle import DataBundle, resolve_data
 from ..io import read_json_object, write_json_atomic
+from ..progress import Progress
 from ..provenance import environment
 from ..training import RUN_FILE, RunError, run_status, upgrade_train_values
 from .executors import ArmWork, Executor, LocalExecutor
@@ -39,20 +40,25 @@ ARM_FILE = "arm.json"
 ACCURACY_CURVE_SPLIT = "eval_heldout_templates"
 
 
-class Progress(Protocol):
-    """What the runner reports; the CLI draws bars from it. Every method is optional to act on."""
+class ExperimentProgress(Progress, Protocol):
+    """What the runner reports; the CLI draws bars from it. Every method is optional to act on.
+
+    Called as a :class:`~neftune.progress.Progress`, it follows the arm running in this
+    process: ``train`` and ``evaluate`` as those report them, ``report`` while the report is
+    built. The ``arm_*`` methods follow every arm, wherever it runs.
+    """
 
     def arm_started(self, index: int, total: int, arm: Arm) -> None: ...
     def arm_skipped(self, index: int, total: int, arm: Arm) -> None: ...
     def arm_finished(self, index: int, total: int, arm: Arm, seconds: float) -> None: ...
     def arm_retried(self, index: int, total: int, arm: Arm, attempt: int, where: str) -> None: ...
-    def stage(self, name: str, total: int | None = None) -> None: ...
-    def train_step(self, step: int, total: int) -> None: ...
-    def generated(self, n: int) -> None: ...
 
 
-class NullProgress(Progress):
+class NullProgress(ExperimentProgress):
     """Ignores every report (the protocol's methods do nothing)."""
+
+    def __call__(self, stage: str, done: int, total: int | None, **fields: Any) -> None:
+        pass
 
 
 def _now() -> str:
@@ -161,7 +167,7 @@ def run_arm(
     arm: Arm,
     folder: Path,
     bundle: DataBundle,
-    progress: Progress,
+    progress: ExperimentProgress,
 ) -> dict[str, Any]:
     """Train (or resume) and evaluate one arm; writes and returns its ``arm.json`` record."""
     from ..evaluation import EvalConfig, evaluate
@@ -171,13 +177,13 @@ def run_arm(
     arm_dir = folder / "arms" / arm.id
     start, started = time.perf_counter(), _now()
     if run_status(arm_dir) != "complete":
-        progress.stage("train")
+        progress("train", 0, None)  # while the data and model load
         callbacks = [_curve_callback(cfg, bundle)] if cfg.curve_every > 0 else []
         train(
             cfg.train_config(arm, str(arm_dir)),
             resume=True,
             callbacks=callbacks,
-            progress=progress.train_step,
+            progress=progress,
         )
     eval_file = arm_dir / "eval" / "eval.json"
     metrics = read_json_object(eval_file)
@@ -186,9 +192,7 @@ def run_arm(
             model=str(arm_dir), data=cfg.train.data, out=str(arm_dir / "eval"), seed=cfg.train.data_seed
         )
         eval_cfg = replace(eval_cfg, **cfg.eval)
-        splits = [bundle.train, *bundle.evals.values(), *bundle.ifeval.values()]
-        progress.stage("evaluate", sum(min(eval_cfg.n_generate, len(r)) for r in splits))
-        metrics = evaluate(eval_cfg, progress=progress.generated)
+        metrics = evaluate(eval_cfg, progress=progress)
     run = read_json_object(arm_dir / RUN_FILE) or {}
     log = json.loads((arm_dir / "train_log.json").read_text())
     record = _arm_record(
@@ -265,7 +269,7 @@ def run_experiment(
     kind: str = "compare",
     command: str | None = None,
     overwrite: bool = False,
-    progress: Progress | None = None,
+    progress: ExperimentProgress | None = None,
     report: bool = True,
     executor: Executor | None = None,
 ) -> dict[str, Any]:
@@ -348,6 +352,6 @@ def run_experiment(
     if report:
         from .report import build_report
 
-        progress.stage("report")
+        progress("report", 0, None)
         build_report(folder)
     return results
