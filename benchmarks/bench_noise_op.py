@@ -6,7 +6,8 @@ For each shape (B x T x d) it times, side by side on the same input:
   copy            y.copy_(x): one read + one write of the tensor, the bandwidth floor
   hf_hook         transformers' neftune_post_forward_hook (x + zeros_like(x).uniform_(-m, m),
                   one magnitude for the whole padded batch); inlined if transformers is missing
-  torch_reference neftune.kernels.reference_add_noise with per-token scales (fp32 eps, multiply, add, cast)
+  torch_reference neftune.kernels.reference_add_noise with per-token scales (the torch path users run:
+                  eps in the embeddings' dtype, multiply, add)
   triton          neftune.kernels.fused_add_noise, out of place
   triton_inplace  neftune.kernels.fused_add_noise(..., inplace=True)
 

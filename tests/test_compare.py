@@ -19,26 +19,12 @@ from neftune.experiments.plan import (
 )
 from neftune.experiments.run import ARM_FILE, RESULTS_FILE, NullProgress, run_experiment
 from neftune.experiments.setting import Setting
-from neftune.training import RunError, TrainConfig
+from neftune.training import RunError
+
+from conftest import tiny_experiment
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
-
-
-def tiny_experiment(**kw) -> ExperimentConfig:
-    train = TrainConfig(
-        model="tiny", batch_size=2, max_steps=2, max_length=256, logging_steps=1, save_steps=1
-    )
-    base = {
-        "alphas": [0.0, 5.0],
-        "seeds": [0],
-        "train": train,
-        "eval": {"n_generate": 1, "max_new_tokens": 2, "n_train_loss": 4},
-        "curve_every": 1,
-        "curve_records": 2,
-    }
-    base.update(kw)
-    return ExperimentConfig(**base)
 
 
 class Recorder(NullProgress):

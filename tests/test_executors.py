@@ -23,9 +23,8 @@ import pytest
 from neftune.experiments.executors import ArmsFailed, LocalExecutor, RayExecutor, make_executor
 from neftune.experiments.run import ARM_FILE, RESULTS_FILE, NullProgress, run_experiment
 from neftune.training import RunError
-from test_compare import tiny_experiment
 
-from conftest import cli
+from conftest import cli, tiny_experiment
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")

@@ -22,6 +22,7 @@ from neftune.experiments.stats import (
     NA_NO_SHARED_SEEDS,
     NA_ONE_SEED,
     Setting,
+    mean_interval,
     paired_difference,
     paired_t_p_value,
     summarize,
@@ -350,3 +351,19 @@ def test_labels_and_formatting() -> None:
     assert fmt_estimate(2.0, 2 - 2.484, 2 + 2.484) == "2.0 [−0.5, 4.5]"
     assert fmt_estimate(0.02, 0.012, 0.028, signed=True) == "+0.0200 [+0.0120, +0.0280]"
     assert fmt_ci(None, None) == "–"
+
+
+def test_mean_interval_hand_computed() -> None:
+    # mean 2, s = 1, n = 3: half-width = t_{0.975,2} / sqrt(3) = 4.30265 / 1.73205 = 2.48414
+    mean, lo, hi = mean_interval([1.0, 2.0, 3.0], 0.95)
+    assert mean == 2.0
+    assert (lo, hi) == pytest.approx((2 - 2.48414, 2 + 2.48414), abs=1e-5)
+    # ten values 1..10: mean 5.5, s = 3.02765, t_{0.975,9} = 2.26216 -> half 2.16585
+    mean, lo, hi = mean_interval(list(range(1, 11)), 0.95)
+    assert (mean, lo, hi) == pytest.approx((5.5, 5.5 - 2.16585, 5.5 + 2.16585), abs=1e-5)
+    _, lo90, hi90 = mean_interval(list(range(1, 11)), 0.9)
+    assert lo < lo90 < hi90 < hi  # 90% is narrower than 95%
+    assert mean_interval([4.0, 4.0, 4.0], 0.95) == (4.0, 4.0, 4.0)
+    assert mean_interval([0.7], 0.95) == (0.7, None, None)
+    with pytest.raises(ValueError):
+        mean_interval([], 0.95)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from neftune.data import Example
@@ -13,13 +11,9 @@ from neftune.metrics import (
     alpacaeval_records,
     exact_match,
     length_stats,
-    mean_and_ci,
     mean_rouge_l,
-    paired_difference_ci,
     repetition_rate,
     rouge_l,
-    student_t_cdf,
-    student_t_ppf,
     word_tokens,
 )
 
@@ -136,81 +130,6 @@ def test_length_stats() -> None:
 
 
 # --------------------------------------------------------------------------- Student t and CIs
-
-
-@pytest.mark.parametrize(
-    ("q", "df", "expected"),
-    [
-        (0.975, 1, 12.706),
-        (0.975, 2, 4.303),
-        (0.975, 4, 2.776),
-        (0.975, 9, 2.262),
-        (0.975, 10, 2.228),
-        (0.975, 30, 2.042),
-        (0.95, 5, 2.015),
-        (0.995, 3, 5.841),
-        (0.995, 20, 2.845),
-        (0.975, 100000, 1.960),
-        (0.995, 100000, 2.576),
-    ],
-)
-def test_t_quantiles_match_tables(q: float, df: int, expected: float) -> None:
-    assert student_t_ppf(q, df) == pytest.approx(expected, abs=5e-4)
-    assert student_t_ppf(1 - q, df) == pytest.approx(-expected, abs=5e-4)
-
-
-def test_t_closed_forms_and_inverse() -> None:
-    # df = 1 is Cauchy, df = 2 has a closed form
-    for q in (0.6, 0.9, 0.99):
-        assert student_t_ppf(q, 1) == pytest.approx(math.tan(math.pi * (q - 0.5)), rel=1e-9)
-        assert student_t_ppf(q, 2) == pytest.approx((2 * q - 1) / math.sqrt(2 * q * (1 - q)), rel=1e-9)
-    for df in (1, 3, 7.5, 50):
-        for q in (0.01, 0.3, 0.5, 0.8, 0.999):
-            assert student_t_cdf(student_t_ppf(q, df), df) == pytest.approx(q, abs=1e-10)
-    assert student_t_cdf(0.0, 4) == 0.5
-    assert student_t_cdf(math.inf, 4) == 1.0
-    with pytest.raises(ValueError):
-        student_t_ppf(1.0, 3)
-    with pytest.raises(ValueError):
-        student_t_ppf(0.9, 0)
-
-
-def test_t_quantiles_agree_with_scipy() -> None:
-    stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 3, 5, 9, 29, 200):
-        for q in (0.55, 0.9, 0.975, 0.995, 0.9995):
-            assert student_t_ppf(q, df) == pytest.approx(stats.t.ppf(q, df), rel=1e-8)
-
-
-def test_mean_and_ci_hand_computed() -> None:
-    # mean 2, s = 1, n = 3: half-width = t_{0.975,2} / sqrt(3) = 4.3027 / 1.7321 = 2.4841
-    mean, lo, hi = mean_and_ci([1.0, 2.0, 3.0])
-    assert mean == 2.0
-    assert lo == pytest.approx(2 - 2.48414, abs=1e-4)
-    assert hi == pytest.approx(2 + 2.48414, abs=1e-4)
-    # ten values 1..10: mean 5.5, s = 3.02765, t_{0.975,9} = 2.26216 -> half 2.16585
-    mean, lo, hi = mean_and_ci(list(range(1, 11)))
-    assert (mean, lo, hi) == pytest.approx((5.5, 5.5 - 2.16585, 5.5 + 2.16585), abs=1e-4)
-    # 90% is narrower than 95%
-    _, lo90, hi90 = mean_and_ci(list(range(1, 11)), confidence=0.9)
-    assert lo < lo90 < hi90 < hi
-
-
-def test_mean_and_ci_edge_cases() -> None:
-    assert mean_and_ci([4, 4, 4]) == (4.0, 4.0, 4.0)
-    mean, lo, hi = mean_and_ci([0.7])
-    assert mean == 0.7 and math.isnan(lo) and math.isnan(hi)
-    with pytest.raises(ValueError):
-        mean_and_ci([])
-    with pytest.raises(ValueError):
-        mean_and_ci([1, 2], confidence=1.0)
-
-
-def test_paired_difference_ci() -> None:
-    mean, lo, hi = paired_difference_ci([3.0, 4.0, 5.0], [2.0, 2.0, 2.0])
-    assert (mean, lo, hi) == pytest.approx(mean_and_ci([1.0, 2.0, 3.0]))
-    with pytest.raises(ValueError):
-        paired_difference_ci([1.0], [1.0, 2.0])
 
 
 # --------------------------------------------------------------------------- export

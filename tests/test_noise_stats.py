@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import neftune
-from neftune.noise import EPS_VARIANCE, make_noise, segment_lengths
+from neftune.noise import EPS_VARIANCE, noised, segment_lengths
 
 from conftest import Z, assert_sequence_norm, expected_sq_norm, sq_norm_sd
 
@@ -149,7 +149,7 @@ def test_gradient_flows_and_noise_has_no_graph():
     out = neftune.add_noise(x, 5.0)
     (out * 3).sum().backward()
     torch.testing.assert_close(x.grad, torch.full_like(x, 3.0))
-    noise = make_noise(x, 5.0)
+    _, noise = noised(x, 5.0, backend="torch")
     assert not noise.requires_grad
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -92,3 +93,16 @@ def check_embedding_output(module: nn.Module, output: Any) -> None:
         "token embeddings, so no noise can be added; pass embedding= to neftune.activate() to pick "
         "the module that returns the token embeddings"
     )
+
+
+def transformers_noise_alpha(modules: Iterable[nn.Module]) -> float | None:
+    """The alpha of transformers' own NEFTune hook on any of ``modules``, or None.
+
+    transformers marks the module it hooks with ``neftune_noise_alpha``; a second noise
+    source on the same embedding would add the noise twice.
+    """
+    for module in modules:
+        alpha = getattr(module, "neftune_noise_alpha", None)
+        if alpha is not None:
+            return alpha
+    return None

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import operator
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -37,10 +36,11 @@ from .guards import (
     check_embedding_output,
     check_overflow,
     refresh_compiled,
+    transformers_noise_alpha,
 )
-from .kernels.backend import is_plain_embedding_forward, output_writable_in_place, resolve_backend
-from .noise import check_alpha, generator_device, noised, token_scales
-from .schedules import resolve_schedule, schedule_name
+from .kernels.backend import may_write_in_place, resolve_backend
+from .noise import generator_device, noised, token_scales
+from .schedules import ScheduledAlpha, resolve_schedule, schedule_name
 from .streams import NoiseStream, check_seed, stream_seed
 
 __all__ = [
@@ -94,21 +94,6 @@ def _drop_inert_hooks(module: nn.Module) -> None:
             module._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
-def _as_steps(value: Any, name: str) -> int:
-    """An optimizer-step count as an int >= 0 (whole floats accepted); TypeError / ValueError naming ``name``."""
-    steps: int | None = None
-    if not isinstance(value, bool):
-        with contextlib.suppress(TypeError):
-            steps = operator.index(value)
-        if isinstance(value, float) and value.is_integer():
-            steps = int(value)
-    if steps is None:
-        raise TypeError(f"set_progress: {name} must be an integer number of optimizer steps, got {value!r}")
-    if steps < 0:
-        raise ValueError(f"set_progress: {name} must be >= 0, got {steps}")
-    return steps
-
-
 class NEFTuneHandle:
     """An active NEFTune attachment. ``remove()`` (or :func:`deactivate`) takes it off.
 
@@ -138,15 +123,9 @@ class NEFTuneHandle:
         self.config = config
         self.schedule = config.resolved_schedule
         self.created_by = created_by
-        self.base_alpha = config.alpha
-        self.step = 0
-        self.total_steps = 0
         self.record_stats = False
         self.last_backend: str | None = None
         self.last_inplace = False
-        self._alpha = config.alpha
-        self._alpha_tensor = torch.tensor(config.alpha, dtype=torch.float32)
-        self._alpha_error: str | None = None
         self._calls = torch.zeros((), dtype=torch.int64)
         self._last_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._stream = NoiseStream(config.seed)
@@ -161,9 +140,7 @@ class NEFTuneHandle:
         self._attach(targets, owners)
         self.active = True
         try:
-            self._update_alpha()
-        except ArithmeticError as exc:  # e.g. a schedule dividing by total_steps, before set_progress
-            self._alpha_error = self._schedule_failure(exc)
+            self._alpha = ScheduledAlpha(config.alpha, self.schedule, self._check_overflow)
         except Exception:
             self.remove()
             raise
@@ -188,7 +165,20 @@ class NEFTuneHandle:
 
     @property
     def alpha(self) -> float:
-        return self._alpha
+        """The effective alpha now (base alpha x schedule multiplier)."""
+        return self._alpha.value
+
+    @property
+    def base_alpha(self) -> float:
+        return self._alpha.base
+
+    @property
+    def step(self) -> int:
+        return self._alpha.step
+
+    @property
+    def total_steps(self) -> int:
+        return self._alpha.total_steps
 
     @property
     def noised_calls(self) -> int:
@@ -196,13 +186,7 @@ class NEFTuneHandle:
 
     def set_alpha(self, alpha: float) -> None:
         """Change the base alpha (the schedule still multiplies it)."""
-        previous = self.base_alpha
-        self.base_alpha = check_alpha(alpha)
-        try:
-            self._update_alpha()
-        except ValueError:
-            self.base_alpha = previous
-            raise
+        self._alpha.set_base(alpha)
 
     def set_progress(self, step: int, total_steps: int = 0) -> None:
         """Tell the schedule and the seeded noise where training is (optimizer steps done, total; 0 = unknown).
@@ -211,19 +195,8 @@ class NEFTuneHandle:
         a stream of its own (:func:`stream_seed`), so a run resumed at step k reproduces the
         uninterrupted run's noise from step k on.
         """
-        step, total = _as_steps(step, "step"), _as_steps(total_steps or 0, "total_steps")
-        if step < self.step:
-            raise ValueError(
-                f"set_progress: step went back from {self.step} to {step}; progress only moves forward "
-                "(activate NEFTune anew for a new run)"
-            )
-        self.step, self.total_steps = step, total
-        try:
-            self._update_alpha()
-        except ArithmeticError as exc:
-            raise ValueError(self._schedule_failure(exc)) from None
-        self._alpha_error = None
-        self._stream.advance(step)
+        self._alpha.set_progress(step, total_steps)
+        self._stream.advance(self._alpha.step)
 
     @property
     def last_noise_ratio(self) -> float | None:
@@ -340,24 +313,12 @@ class NEFTuneHandle:
         """The private generator for ``device`` (None = torch's default RNG), see :class:`NoiseStream`."""
         return self._stream.generator(device)
 
-    def _schedule_failure(self, exc: BaseException) -> str:
-        return (
-            f"NEFTune: schedule {schedule_name(self.schedule)} failed at step {self.step} of "
-            f"{self.total_steps} ({type(exc).__name__}: {exc}); total_steps 0 means 'unknown': make the "
-            "schedule handle it, or call handle.set_progress(step, total_steps) before training"
-        )
-
-    def _update_alpha(self) -> None:
-        """Recompute the effective alpha (outside any forward pass) and check it fits the dtype."""
-        alpha = self.base_alpha
-        if self.schedule is not None:
-            alpha *= check_alpha(self.schedule(self.step, self.total_steps), "schedule multiplier")
+    def _check_overflow(self, alpha: float) -> None:
+        """Refuse an alpha that would overflow the dtype of any noised embedding."""
         for _, module in self.targets:
             weight = getattr(module, "weight", None)
             if isinstance(weight, torch.Tensor) and weight.dim() == 2:
                 check_overflow(alpha, weight.shape[1], weight.dtype, self.config.distribution)
-        self._alpha = alpha
-        self._alpha_tensor.fill_(alpha)
 
     # -- hooks ----------------------------------------------------------------------------
     def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -410,15 +371,15 @@ class NEFTuneHandle:
 
     def _check_single_source(self, watched: tuple[nn.Module, ...]) -> None:
         """Refuse to run beside transformers' own NEFTune hook (it marks the module it hooks)."""
-        for module in watched:
-            alpha = getattr(module, "neftune_noise_alpha", None)
-            if alpha is not None:
-                raise ValueError(
-                    f"transformers' own NEFTune hook (neftune_noise_alpha={alpha}) was added to "
-                    f"{type(module).__name__} while neftune is active: the noise would be added twice. "
-                    "Unset neftune_noise_alpha in the trainer arguments (neftune's per-sequence noise "
-                    "replaces it), or neftune.deactivate(model) to use transformers' hook instead"
-                )
+        alpha = transformers_noise_alpha(watched)
+        if alpha is not None:
+            marked = next(m for m in watched if getattr(m, "neftune_noise_alpha", None) is not None)
+            raise ValueError(
+                f"transformers' own NEFTune hook (neftune_noise_alpha={alpha}) was added to "
+                f"{type(marked).__name__} while neftune is active: the noise would be added twice. "
+                "Unset neftune_noise_alpha in the trainer arguments (neftune's per-sequence noise "
+                "replaces it), or neftune.deactivate(model) to use transformers' hook instead"
+            )
 
     def _embedding_hook(
         self, role: str, watched: tuple[nn.Module, ...], module: nn.Module, args: tuple, output: Any
@@ -427,11 +388,11 @@ class NEFTuneHandle:
             return None
         self._check_single_source(watched)
         check_embedding_output(module, output)
-        if self._alpha_error is not None:
-            raise RuntimeError(self._alpha_error)
+        if self._alpha.error is not None:
+            raise RuntimeError(self._alpha.error)
         compiling = torch.compiler.is_compiling()
         if not compiling:
-            if self._alpha == 0.0:
+            if self._alpha.value == 0.0:
                 return None
             if torch._C._current_graph_task_id() != -1 and self.generator(output.device) is not None:
                 self._warn_once(
@@ -454,7 +415,7 @@ class NEFTuneHandle:
         batch = self._batch.for_embedding(role, output)
         # While compiling, alpha is read from a tensor (no per-step Python constant to guard on);
         # batch scaling follows transformers' formula, which takes a Python float.
-        alpha: float | torch.Tensor = self._alpha_tensor if compiling and per_sequence else self._alpha
+        alpha: float | torch.Tensor = self._alpha.tensor if compiling and per_sequence else self._alpha.value
         if compiling and self.config.backend == "auto":
             backend = "torch"  # inductor fuses the torch path itself
         elif outside:
@@ -462,7 +423,11 @@ class NEFTuneHandle:
         else:
             backend = resolve_backend(self.config.backend, output, scaling=self.config.scaling)
         # The fused kernel may write into the output in place, except when the noise is measured.
-        inplace = backend == "triton" and not self.record_stats and self._may_write_in_place(module, output)
+        inplace = (
+            backend == "triton"
+            and not self.record_stats
+            and may_write_in_place(module, output, self._hook_ids.get(id(module)))
+        )
         result, noise = noised(
             output,
             alpha,
@@ -482,30 +447,9 @@ class NEFTuneHandle:
                 self._last_stats = (measured.norm(), clean.norm())
             self.record_stats = False
         if outside and not compiling and per_sequence and not batch:
-            row_scale = self._alpha / math.sqrt(output.shape[-2] * output.shape[-1])
-            setattr(result, _PENDING, (self, noise, row_scale, self._alpha))
+            row_scale = self._alpha.value / math.sqrt(output.shape[-2] * output.shape[-1])
+            setattr(result, _PENDING, (self, noise, row_scale, self._alpha.value))
         return result
-
-    def _may_write_in_place(self, module: nn.Module, output: torch.Tensor) -> bool:
-        """Whether overwriting ``output`` (the embedding's result) is invisible to everyone else.
-
-        Needs: a plain ``nn.Embedding`` forward (its backward keeps only the indices), an output
-        autograd allows to be written (:func:`output_writable_in_place`), and no other hook that
-        ran before ours and may have kept a reference to the clean output — except
-        transformers' ``enable_input_require_grads`` hook, which only flips ``requires_grad``.
-        """
-        if not is_plain_embedding_forward(module) or not output_writable_in_place(output):
-            return False
-        global_hooks = getattr(torch.nn.modules.module, "_global_forward_hooks", None)
-        if global_hooks:
-            return False
-        ours = self._hook_ids.get(id(module))
-        for key, fn in module._forward_hooks.items():
-            if key == ours:
-                return True
-            if getattr(fn, "__name__", None) != "make_inputs_require_grads":
-                return False
-        return False
 
 
 def activate(
@@ -577,13 +521,13 @@ def _refuse_other_noise(root: nn.Module, path: str, module: nn.Module, created_b
             f"NEFTune is already active on {label}{where}; call neftune.deactivate() first "
             "(two activations would add the noise twice)"
         )
+    alpha = transformers_noise_alpha(module.modules())
+    if alpha is not None:
+        raise ValueError(
+            f"transformers' own NEFTune hook is active on this embedding (neftune_noise_alpha={alpha}); "
+            "unset neftune_noise_alpha in the trainer arguments, or the noise would be added twice"
+        )
     for sub in module.modules():
-        if getattr(sub, "neftune_noise_alpha", None) is not None:
-            raise ValueError(
-                "transformers' own NEFTune hook is active on this embedding (neftune_noise_alpha="
-                f"{sub.neftune_noise_alpha}); unset neftune_noise_alpha in the trainer arguments, "
-                "or the noise would be added twice"
-            )
         if isinstance(sub, NEFTuneEmbedding) and sub.alpha > 0:
             raise ValueError(
                 f"{label} is or holds a NEFTuneEmbedding (alpha={sub.alpha:g}), which adds the noise itself; "

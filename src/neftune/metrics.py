@@ -23,13 +23,9 @@ __all__ = [
     "following_by_kind",
     "instruction_following",
     "length_stats",
-    "mean_and_ci",
     "mean_rouge_l",
-    "paired_difference_ci",
     "repetition_rate",
     "rouge_l",
-    "student_t_cdf",
-    "student_t_ppf",
     "word_tokens",
 ]
 
@@ -200,104 +196,6 @@ def length_stats(texts: Sequence[str], tokenizer: Any = None) -> dict[str, float
     if tokenizer is not None:
         out["mean_tokens"] = sum(_count_tokens(tokenizer, t) for t in texts) / n if n else 0.0
     return out
-
-
-# --------------------------------------------------------------------------- Student t
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        for coef in (
-            m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),
-            -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0)),
-        ):
-            d = 1.0 + coef * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + coef / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return f
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    if df <= 0:
-        raise ValueError("df must be > 0")
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def student_t_ppf(q: float, df: float) -> float:
-    """Quantile (inverse CDF) of Student's t, found by bisection on :func:`student_t_cdf`."""
-    if not 0.0 < q < 1.0:
-        raise ValueError("q must be in (0, 1)")
-    if df <= 0:
-        raise ValueError("df must be > 0")
-    if q == 0.5:
-        return 0.0
-    if q < 0.5:
-        return -student_t_ppf(1.0 - q, df)
-    lo, hi = 0.0, 2.0
-    while student_t_cdf(hi, df) < q:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if student_t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
-
-
-def mean_and_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Sample mean and its two-sided Student-t confidence interval: ``(mean, lo, hi)``.
-
-    The half-width is ``t_{(1+confidence)/2, n-1} * s / sqrt(n)`` with ``s`` the
-    sample standard deviation. With one value the interval is undefined and
-    ``lo`` and ``hi`` are NaN.
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError("confidence must be in (0, 1)")
-    xs = [float(v) for v in values]
-    if not xs:
-        raise ValueError("mean_and_ci needs at least one value")
-    mean = statistics.fmean(xs)
-    if len(xs) == 1:
-        return mean, math.nan, math.nan
-    half = student_t_ppf((1.0 + confidence) / 2.0, len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))
-    return mean, mean - half, mean + half
-
-
-def paired_difference_ci(
-    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """:func:`mean_and_ci` of the paired differences ``a[i] - b[i]`` (e.g. per-seed scores)."""
-    _same_length(a, b, "a and b")
-    return mean_and_ci([x - y for x, y in zip(a, b)], confidence)
 
 
 # --------------------------------------------------------------------------- export

@@ -173,25 +173,6 @@ def token_scales(
     return scales if embeds.dim() == 3 else scales.squeeze(0)
 
 
-def make_noise(
-    embeds: torch.Tensor,
-    alpha: float,
-    *,
-    attention_mask: torch.Tensor | None = None,
-    position_ids: torch.Tensor | None = None,
-    cu_seqlens: torch.Tensor | None = None,
-    distribution: str = "uniform",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """The noise tensor alone (same shape and dtype as ``embeds``, no autograd graph), torch backend."""
-    alpha = check_alpha(alpha)
-    check_choice(distribution, DISTRIBUTIONS, "distribution")
-    scales = token_scales(
-        embeds, alpha, attention_mask=attention_mask, position_ids=position_ids, cu_seqlens=cu_seqlens
-    )
-    return scaled_noise(embeds, scales, distribution=distribution, generator=generator)
-
-
 def batch_scaled_noise(
     embeds: torch.Tensor,
     alpha: float,

@@ -155,3 +155,23 @@ def output_writable_in_place(output: torch.Tensor) -> bool:
 def is_plain_embedding_forward(module: nn.Module) -> bool:
     """Whether ``module``'s forward is ``nn.Embedding.forward`` itself (no subclass rescaling etc.)."""
     return isinstance(module, nn.Embedding) and type(module).forward is nn.Embedding.forward
+
+
+def may_write_in_place(module: nn.Module, output: torch.Tensor, hook_id: int | None) -> bool:
+    """Whether the forward hook ``hook_id`` may overwrite ``output`` (the embedding's result) unseen.
+
+    Needs: a plain ``nn.Embedding`` forward (its backward keeps only the indices), an output
+    autograd allows to be written (:func:`output_writable_in_place`), and no other hook that
+    ran before ours and may have kept a reference to the clean output — except
+    transformers' ``enable_input_require_grads`` hook, which only flips ``requires_grad``.
+    """
+    if not is_plain_embedding_forward(module) or not output_writable_in_place(output):
+        return False
+    if getattr(torch.nn.modules.module, "_global_forward_hooks", None):
+        return False
+    for key, fn in module._forward_hooks.items():
+        if key == hook_id:
+            return True
+        if getattr(fn, "__name__", None) != "make_inputs_require_grads":
+            return False
+    return False
