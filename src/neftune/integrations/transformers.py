@@ -34,6 +34,9 @@ class NEFTuneCallback(TrainerCallback):
     optimizer step, adds ``neftune/alpha`` and ``neftune/noise_ratio`` to the training
     logs, and removes the hooks at ``on_train_end``. Callbacks are not told when
     ``train()`` raises: use :func:`attach` to also clean up in that case.
+
+    ``config``: a :class:`~neftune.NEFTuneConfig` (or alpha), with ``overrides`` as in
+    :func:`neftune.activate`; checked here, and handed to ``activate`` unchanged.
     """
 
     def __init__(
