@@ -241,3 +241,23 @@ def test_options_added_by_a_later_version_count_as_their_default():
     assert _differences(old, same, defaults) == []
     changed = {"train": {"max_steps": 50, "backend": "torch"}, "curve_every": 25}
     assert _differences(old, changed, defaults) == ["train.backend: 'auto' then, 'torch' now"]
+
+
+def test_library_overwrite_never_deletes_a_users_files(tmp_path):
+    """run_experiment(overwrite=True) replaces only a previous experiment, like the CLI's --overwrite."""
+    from neftune.experiments.run import clear_experiment
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="holds no neftune experiment"):
+        run_experiment(tiny_experiment(), folder, overwrite=True, report=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    for name in ("experiment.json", "results.json", "config.yaml"):
+        (folder / name).write_text("{}")
+    (folder / "arms" / "a0-uniform-constant-s0").mkdir(parents=True)
+    data = folder / "arms" / "my_data.jsonl"  # protected: the data being trained on
+    data.write_text("{}\n")
+    assert clear_experiment(folder, protect=[data]) == ["arms"]
+    assert sorted(p.name for p in folder.iterdir()) == ["arms", "notes.txt"]
+    assert clear_experiment(folder) == [] and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]

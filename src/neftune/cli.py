@@ -786,13 +786,10 @@ class _ExperimentBars:
         self.run(stage, done, total)
 
 
-#: What an experiment writes at the top of its folder (experiments.run); ``--overwrite`` removes only these.
-_EXPERIMENT_ENTRIES = ("experiment.json", "results.json", "arms", "report", CONFIG_NAME, "neftune.log")
-
-
 def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path], cfg, kind: str) -> None:
     """Refuse a folder with other content; with ``overwrite``, remove only a previous experiment's entries."""
-    from .outdirs import creation_problem, entries, remove_entries
+    from .experiments.run import clear_experiment
+    from .outdirs import creation_problem, entries
 
     problem = creation_problem(out)
     if problem:
@@ -811,7 +808,7 @@ def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path], 
             f"into a new or empty folder: choose another --out (e.g. {out / 'experiment'})"
         )
     if overwrite:
-        kept = remove_entries(out, set(_EXPERIMENT_ENTRIES) & present, protect)
+        kept = clear_experiment(out, protect)
         if kept:
             console.print(f"Kept (they hold your data): {', '.join(kept)}", highlight=False)
         if entries(out):

@@ -19,11 +19,13 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..configfile import CONFIG_NAME
 from ..data import DataError
 from ..data.bundle import DataBundle, resolve_data
 from ..io import read_json_object, write_json_atomic
@@ -36,6 +38,20 @@ from .stats import RESULTS_SCHEMA as SCHEMA
 
 RESULTS_FILE = "results.json"
 EXPERIMENT_FILE = "experiment.json"
+#: What an experiment writes at the top of its folder; ``overwrite`` removes only these.
+EXPERIMENT_ENTRIES = (EXPERIMENT_FILE, RESULTS_FILE, "arms", "report", CONFIG_NAME, "neftune.log")
+
+
+def clear_experiment(folder: Path, protect: Sequence[Path] = ()) -> list[str]:
+    """Remove what a previous experiment wrote in ``folder`` (never anything else); returns names kept.
+
+    Entries that are or hold a path in ``protect`` (the data being trained on) are kept.
+    """
+    from ..outdirs import entries, remove_entries
+
+    return remove_entries(folder, set(EXPERIMENT_ENTRIES) & entries(folder), protect)
+
+
 ARM_FILE = "arm.json"
 ACCURACY_CURVE_SPLIT = "eval_heldout_templates"
 
@@ -281,19 +297,20 @@ def run_experiment(
     failed. Rerunning resumes, with either executor. With ``report``, builds ``folder/report/``
     at the end (only when every arm finished).
     """
-    import shutil
-
     progress = progress or NullProgress()
     executor = executor or LocalExecutor()
     cfg.validate()
     folder = Path(folder).absolute()  # Ray workers do not share this process's working directory
-    if overwrite and folder.exists():
-        shutil.rmtree(folder)
     if folder.exists() and not folder.is_dir():
         raise RunError(f"--out {folder} is a file; choose a folder")
+    if overwrite and (folder / EXPERIMENT_FILE).exists():
+        clear_experiment(folder)  # only what the previous experiment wrote; the user's files stay
+        if any(folder.iterdir()):
+            _check_experiment(folder, cfg, kind)  # mark the folder as this new experiment
     if folder.exists() and any(folder.iterdir()) and not (folder / EXPERIMENT_FILE).exists():
         raise RunError(
-            f"{folder} is not empty and holds no neftune experiment; choose another --out or pass --overwrite"
+            f"{folder} is not empty and holds no neftune experiment (experiment.json); neftune writes only "
+            "into a new or empty folder, and overwrite replaces only a previous experiment: choose another folder"
         )
     bundle = resolve_data(cfg.train.data, seed=cfg.train.data_seed)  # fail fast on bad data
     if not bundle.train:
