@@ -44,6 +44,18 @@ def cli(*args) -> tuple[int, str]:
     return result.exit_code, " ".join(result.output.split())
 
 
+def load_script(relative: str):
+    """Import a file of the repository that is not a package module (e.g. ``benchmarks/soak.py``)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class InterruptAtSave:
     """A TrainerCallback that stops training (like Ctrl-C) right after the first checkpoint."""
 

@@ -35,7 +35,7 @@ def test_make_config_refuses_unknown_and_conflicting_settings():
         make_config(noise_alpha=5.0)
     with pytest.raises(TypeError, match="alpha given twice"):
         make_config(5.0, alpha=6.0)
-    with pytest.raises(TypeError, match="NEFTuneConfig, a number"):
+    with pytest.raises(TypeError, match="NEFTuneConfig, alpha"):
         make_config("5")
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         make_config(NEFTuneConfig(), alpha=-1.0)  # overrides are checked like the fields

@@ -29,9 +29,14 @@ def test_bad_alpha(alpha, exc, match):
     with pytest.raises(exc, match=match):
         neftune.add_noise(torch.zeros(1, 2, 4), alpha)
     with pytest.raises(exc, match=match):
-        neftune.activate(nn.Embedding(3, 4), alpha)
+        neftune.activate(nn.Embedding(3, 4), alpha=alpha)
     with pytest.raises(exc, match=match):
-        neftune.NEFTuneEmbedding(nn.Embedding(3, 4), alpha)
+        neftune.NEFTuneEmbedding(nn.Embedding(3, 4), alpha=alpha)
+    with pytest.raises(exc, match=match):
+        neftune.NEFTuneConfig(alpha=alpha)
+    if alpha is not None:  # positionally, None is "no config" (the defaults)
+        with pytest.raises((exc, TypeError)):
+            neftune.activate(nn.Embedding(3, 4), alpha)
 
 
 def test_alpha_as_tensor_scalar_is_accepted():

@@ -75,5 +75,6 @@ def make_config(config: NEFTuneConfig | float | None = None, **overrides: Any) -
             raise TypeError("alpha given twice: as the config argument and as alpha=")
         return NEFTuneConfig(alpha=config, **overrides)
     raise TypeError(
-        f"config must be a NEFTuneConfig, a number (alpha) or None, got {type(config).__name__} {config!r}"
+        f"config must be a NEFTuneConfig, alpha (a real number >= 0) or None, got {type(config).__name__} "
+        f"{config!r}"
     )

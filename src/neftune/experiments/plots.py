@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import statistics
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -65,6 +66,11 @@ _PREFERRED_SPLITS = ("eval_heldout_templates", "eval", "eval_heldout_families", 
 
 
 # --------------------------------------------------------------------------- output
+
+
+def _panel_title(m: Any) -> str:
+    """A metric panel's title: its label (wrapped at 44 characters, so neighbours do not overlap) and direction."""
+    return f"{textwrap.fill(sentence_case(m.label), 44)}\n({DIRECTION_TEXT[m.direction]})"
 
 
 def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
@@ -311,7 +317,7 @@ def _mean_panel(
         ax.plot(x, e.mean, "D" if c.is_baseline else "o", ms=7, color=color, zorder=4)
         if distinct:
             ax.annotate("*", (x, e.hi if e.hi is not None else e.mean), ha="center", va="bottom", fontsize=14)
-    ax.set_title(f"{sentence_case(m.label)}\n({DIRECTION_TEXT[m.direction]})", fontsize=9.5)
+    ax.set_title(_panel_title(m), fontsize=9.5)
     ax.grid(alpha=0.3)
     ax.margins(x=0.12)
 
@@ -385,7 +391,7 @@ def differences_figure(summary: Summary) -> Figure | None:
         ax.axvline(0, color="#555555", lw=1, ls=":")
         ax.tick_params(axis="y", labelsize=8.5)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
-        ax.set_title(f"{sentence_case(m.label)}\n({DIRECTION_TEXT[m.direction]})", fontsize=9.5)
+        ax.set_title(_panel_title(m), fontsize=9.5)
         ax.grid(alpha=0.3, axis="x")
     for ax in axes[len(chosen) :]:
         ax.set_visible(False)
