@@ -126,9 +126,11 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int | No
 
 def check_fused(x: torch.Tensor, scales: torch.Tensor, distribution: str) -> str:
     """One cheap sanity check that the timed kernel produces noise of the right energy."""
-    out = fused_add_noise(x, scales, distribution=distribution, seed=1)
+    # On zeros the output is the noise itself: added to x ~ N(0, 1) in bf16, noise of scale ~1e-3 is
+    # mostly rounded away (ulp 2^-7 near 1), which made this check report a mismatch that is not there.
+    out = fused_add_noise(torch.zeros_like(x), scales, distribution=distribution, seed=1)
     keep = scales > 0
-    eps2 = ((out.float() - x.float())[keep] / scales[keep][:, None]).pow(2).mean().item()
+    eps2 = (out.float()[keep] / scales[keep][:, None].float()).pow(2).mean().item()
     ok = abs(eps2 / M2[distribution] - 1) < 0.05
     return f"{'ok' if ok else 'MISMATCH'} (E[eps^2] = {eps2:.4f}, expected {M2[distribution]:.4f})"
 

@@ -459,7 +459,7 @@ def test_compiled_kernel_on_cuda(monkeypatch, dtype, distribution):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("distribution", ["uniform", "symmetric"])
-def test_compiled_kernel_matches_interpreter_bitwise(monkeypatch, dtype, distribution):
+def test_compiled_kernel_matches_interpreter_bitwise(monkeypatch, tmp_path, dtype, distribution):
     """Philox, int->float and the unfused multiply-add are exact IEEE ops, so the compiled
     kernel and the CPU interpreter must agree bit for bit (bf16 is excluded: the
     interpreter truncates where the GPU rounds to nearest even; gaussian is excluded:
@@ -469,6 +469,32 @@ def test_compiled_kernel_matches_interpreter_bitwise(monkeypatch, dtype, distrib
     s[0, 1] = 0.0
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     gpu = fused_add_noise(x.cuda(), s.cuda(), distribution=distribution, seed=77).cpu()
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    cpu = fused_add_noise(x, s, distribution=distribution, seed=77)
+    # Triton fixes interpreter or compiled mode per process: the interpreter runs in a fresh one.
+    cpu = _interpreted(x, s, distribution, 77, tmp_path)
     assert torch.equal(_int_view(gpu), _int_view(cpu))
+
+
+def _interpreted(x: torch.Tensor, s: torch.Tensor, distribution: str, seed: int, folder) -> torch.Tensor:
+    """``fused_add_noise`` in Triton's CPU interpreter, run in a fresh process (CPU tensors in and out)."""
+    import subprocess
+    import sys
+
+    src, dst = folder / "kernel_in.pt", folder / "kernel_out.pt"
+    torch.save({"x": x, "s": s}, src)
+    code = (
+        "import sys, torch\n"
+        "from neftune.kernels import fused_add_noise\n"
+        "d = torch.load(sys.argv[1])\n"
+        f"torch.save(fused_add_noise(d['x'], d['s'], distribution={distribution!r}, seed={seed}), sys.argv[2])\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run([sys.executable, "-c", code, str(src), str(dst)], env=env, check=True, timeout=600)
+    return torch.load(dst)
+
+
+def test_interpreter_in_a_fresh_process_matches_this_one(tmp_path):
+    """The helper the GPU bitwise test uses gives what the interpreter gives in this process."""
+    x = torch.randn(2, 3, 64)
+    s = torch.rand(2, 3)
+    here = fused_add_noise(x, s, distribution="uniform", seed=5)
+    assert torch.equal(_int_view(_interpreted(x, s, "uniform", 5, tmp_path)), _int_view(here))

@@ -350,7 +350,7 @@ def train(
         typer.Option(
             "--backend",
             "--noise-backend",
-            help="Noise op: auto (torch until the fused Triton kernel has passed on a GPU) | torch | "
+            help="Noise op: auto (torch; the fused Triton kernel was not faster on an H200) | torch | "
             "triton (forced)",
             rich_help_panel=NOISE,
         ),

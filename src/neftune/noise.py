@@ -261,8 +261,8 @@ def add_noise(
     ``backend``: ``"torch"`` (the reference: draws ``eps`` with ``generator``, or the
     default generator of ``embeds``' device), ``"triton"`` (one fused kernel; its seed is
     drawn from ``generator``, or from torch's default CPU generator, so ``torch.manual_seed``
-    still makes it reproducible) or ``"auto"`` (torch for now; the fused kernel once it has
-    passed on a GPU, see :mod:`neftune.kernels.backend`). Both give noise of the same
+    still makes it reproducible) or ``"auto"`` (torch: the fused kernel passed on an H200
+    but was not faster, see :mod:`neftune.kernels.backend`). Both give noise of the same
     distribution, not the same values.
     """
     if not isinstance(embeds, torch.Tensor):

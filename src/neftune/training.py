@@ -103,7 +103,7 @@ class TrainConfig:
     save_steps: int = 50
     bf16: bool | None = None  # default: on for CUDA with bf16 support
     backend: str = (
-        "auto"  # noise op: "auto" (torch until the fused kernel has passed on a GPU) | "torch" | "triton"
+        "auto"  # noise op: "auto" (torch: the fused kernel was not faster on an H200) | "torch" | "triton"
     )
     trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
     warmup_ratio: float = 0.03  # fraction of the steps with a linear learning-rate warm-up
