@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .config import NEFTuneConfig, make_config
-from .guards import transformers_noise_alpha
+from .guards import transformers_hooked
 from .kernels.backend import output_writable_in_place, resolve_backend
 from .noise import check_alpha, generator_device, noised
 from .streams import NoiseStream
@@ -79,7 +79,7 @@ class NEFTuneEmbedding(nn.Embedding):
         out = super().forward(input)
         if not (self.training and torch.is_grad_enabled()) or self.alpha == 0.0:
             return out
-        if transformers_noise_alpha([self]) is not None:
+        if transformers_hooked([self]) is not None:
             raise ValueError(
                 "transformers' own NEFTune hook was added to a NEFTuneEmbedding, which adds the noise "
                 "itself: the noise would be added twice; unset neftune_noise_alpha in the trainer arguments"

@@ -34,9 +34,8 @@ from .instructions.checkers import follows_all
 from .io import read_json_object, write_json_atomic
 from .metrics import (
     PER_PROMPT_FILE,
-    accuracy,
     alpacaeval_records,
-    instruction_following,
+    following_rates,
     length_stats,
     mean_rouge_l,
     repetition_rate,
@@ -313,7 +312,8 @@ def _instruction_metrics(
     """``ifeval/*`` metrics of ``answer(records, max_new_tokens)`` per instruction split; fills
     ``generations`` and ``per_prompt``."""
     out: dict[str, float] = {}
-    all_constraints: list[list[dict[str, Any]]] = []
+    all_strict: list[list[bool]] = []
+    all_loose: list[list[bool]] = []
     all_outs: list[str] = []
     for name, records in splits.items():
         subset = records[: cfg.n_generate]
@@ -321,10 +321,15 @@ def _instruction_metrics(
             continue
         outs = answer(subset, cfg.ifeval_max_new_tokens)
         constraints = [r.meta["constraints"] for r in subset]
+        # Each answer is checked once per mode; the split's, the overall and the per-prompt
+        # figures all come from these results.
+        strict = [follows_all(cs, o) for cs, o in zip(constraints, outs)]
+        loose = [follows_all(cs, o, loose=True) for cs, o in zip(constraints, outs)]
         suffix = IFEVAL_SPLIT_SUFFIX.get(name, name)
-        for key, value in instruction_following(constraints, outs).items():
+        for key, value in following_rates(strict, loose).items():
             out[f"ifeval/{key}/{suffix}"] = value
-        all_constraints += constraints
+        all_strict += strict
+        all_loose += loose
         all_outs += outs
         generations[name] = [{"prompt": r.messages[-2]["content"], "output": o} for r, o in zip(subset, outs)]
         per_prompt[name] = [
@@ -332,13 +337,13 @@ def _instruction_metrics(
                 "length_chars": len(o),
                 "variant": r.meta.get("variant"),
                 "kinds": [c["kind"] for c in cs],
-                "strict": follows_all(cs, o),
-                "loose": follows_all(cs, o, loose=True),
+                "strict": s,
+                "loose": lo,
             }
-            for r, cs, o in zip(subset, constraints, outs)
+            for r, cs, o, s, lo in zip(subset, constraints, outs, strict, loose)
         ]
     if all_outs:
-        for key, value in instruction_following(all_constraints, all_outs).items():
+        for key, value in following_rates(all_strict, all_loose).items():
             out[f"ifeval/{key}"] = value
         out["length_chars/ifeval"] = sum(map(len, all_outs)) / len(all_outs)
     return out
@@ -395,11 +400,11 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
                 )
             )
             if bundle.builtin:
-                examples = records_to_examples(subset)
-                metrics[f"accuracy/{name}"] = accuracy(examples, outs)
-                per_prompt[name] = [
-                    {"length_chars": len(o), "correct": check_answer(e, o)} for e, o in zip(examples, outs)
-                ]
+                correct = [check_answer(e, o) for e, o in zip(records_to_examples(subset), outs)]
+                metrics[f"accuracy/{name}"] = sum(correct) / len(
+                    correct
+                )  # metrics.accuracy, from these checks
+                per_prompt[name] = [{"length_chars": len(o), "correct": c} for o, c in zip(outs, correct)]
         metrics.update(_instruction_metrics(bundle.ifeval, cfg, answer, generations, per_prompt))
         train_gen = bundle.train[: cfg.n_generate]
         train_outs = answer(train_gen)

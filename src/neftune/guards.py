@@ -95,14 +95,10 @@ def check_embedding_output(module: nn.Module, output: Any) -> None:
     )
 
 
-def transformers_noise_alpha(modules: Iterable[nn.Module]) -> float | None:
-    """The alpha of transformers' own NEFTune hook on any of ``modules``, or None.
+def transformers_hooked(modules: Iterable[nn.Module]) -> nn.Module | None:
+    """The first of ``modules`` that transformers' own NEFTune hook is on, or None.
 
-    transformers marks the module it hooks with ``neftune_noise_alpha``; a second noise
-    source on the same embedding would add the noise twice.
+    transformers marks the module it hooks with ``neftune_noise_alpha`` (its alpha); a second
+    noise source on the same embedding would add the noise twice.
     """
-    for module in modules:
-        alpha = getattr(module, "neftune_noise_alpha", None)
-        if alpha is not None:
-            return alpha
-    return None
+    return next((m for m in modules if getattr(m, "neftune_noise_alpha", None) is not None), None)

@@ -36,11 +36,11 @@ from .guards import (
     check_embedding_output,
     check_overflow,
     refresh_compiled,
-    transformers_noise_alpha,
+    transformers_hooked,
 )
 from .kernels.backend import may_write_in_place, resolve_backend
 from .noise import generator_device, noised, token_scales
-from .schedules import ScheduledAlpha, resolve_schedule, schedule_name
+from .schedules import Schedule, ScheduledAlpha, resolve_schedule, schedule_name
 from .streams import NoiseStream, check_seed, stream_seed
 
 __all__ = [
@@ -121,7 +121,6 @@ class NEFTuneHandle:
     ):
         self._model = weakref.ref(model)
         self.config = config
-        self.schedule = config.resolved_schedule
         self.created_by = created_by
         self.record_stats = False
         self.last_backend: str | None = None
@@ -140,7 +139,7 @@ class NEFTuneHandle:
         self._attach(targets, owners)
         self.active = True
         try:
-            self._alpha = ScheduledAlpha(config.alpha, self.schedule, self._check_overflow)
+            self._alpha = ScheduledAlpha(config.alpha, config.resolved_schedule, self._check_overflow)
         except Exception:
             self.remove()
             raise
@@ -162,6 +161,11 @@ class NEFTuneHandle:
     @property
     def embedding(self) -> nn.Module | None:
         return self._targets[0][1]()
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """Alpha's multiplier as a function of (step, total_steps); None: constant."""
+        return self._alpha.schedule
 
     @property
     def alpha(self) -> float:
@@ -371,12 +375,11 @@ class NEFTuneHandle:
 
     def _check_single_source(self, watched: tuple[nn.Module, ...]) -> None:
         """Refuse to run beside transformers' own NEFTune hook (it marks the module it hooks)."""
-        alpha = transformers_noise_alpha(watched)
-        if alpha is not None:
-            marked = next(m for m in watched if getattr(m, "neftune_noise_alpha", None) is not None)
+        marked = transformers_hooked(watched)
+        if marked is not None:
             raise ValueError(
-                f"transformers' own NEFTune hook (neftune_noise_alpha={alpha}) was added to "
-                f"{type(marked).__name__} while neftune is active: the noise would be added twice. "
+                f"transformers' own NEFTune hook (neftune_noise_alpha={marked.neftune_noise_alpha}) was "
+                f"added to {type(marked).__name__} while neftune is active: the noise would be added twice. "
                 "Unset neftune_noise_alpha in the trainer arguments (neftune's per-sequence noise "
                 "replaces it), or neftune.deactivate(model) to use transformers' hook instead"
             )
@@ -521,10 +524,11 @@ def _refuse_other_noise(root: nn.Module, path: str, module: nn.Module, created_b
             f"NEFTune is already active on {label}{where}; call neftune.deactivate() first "
             "(two activations would add the noise twice)"
         )
-    alpha = transformers_noise_alpha(module.modules())
-    if alpha is not None:
+    marked = transformers_hooked(module.modules())
+    if marked is not None:
         raise ValueError(
-            f"transformers' own NEFTune hook is active on this embedding (neftune_noise_alpha={alpha}); "
+            "transformers' own NEFTune hook is active on this embedding (neftune_noise_alpha="
+            f"{marked.neftune_noise_alpha}); "
             "unset neftune_noise_alpha in the trainer arguments, or the noise would be added twice"
         )
     for sub in module.modules():

@@ -21,6 +21,7 @@ __all__ = [
     "alpacaeval_records",
     "exact_match",
     "following_by_kind",
+    "following_rates",
     "instruction_following",
     "length_stats",
     "mean_rouge_l",
@@ -144,9 +145,16 @@ def instruction_following(
     prompt with three constraints weighs three times as much). See :mod:`neftune.instructions`.
     """
     _same_length(constraints, responses, "constraint lists and responses")
+    return following_rates(
+        [follows_all(c, r) for c, r in zip(constraints, responses)],
+        [follows_all(c, r, loose=True) for c, r in zip(constraints, responses)],
+    )
+
+
+def following_rates(strict: Sequence[Sequence[bool]], loose: Sequence[Sequence[bool]]) -> dict[str, float]:
+    """:func:`instruction_following` from each prompt's per-constraint results (:func:`follows_all`)."""
     out = {}
-    for mode in ("strict", "loose"):
-        hits = [follows_all(c, r, loose=mode == "loose") for c, r in zip(constraints, responses)]
+    for mode, hits in (("strict", strict), ("loose", loose)):
         n_instructions = sum(len(h) for h in hits)
         out[f"prompt_{mode}"] = sum(all(h) for h in hits) / len(hits)
         out[f"instruction_{mode}"] = sum(map(sum, hits)) / n_instructions if n_instructions else math.nan
