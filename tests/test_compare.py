@@ -261,3 +261,16 @@ def test_library_overwrite_never_deletes_a_users_files(tmp_path):
     assert clear_experiment(folder, protect=[data]) == ["arms"]
     assert sorted(p.name for p in folder.iterdir()) == ["arms", "notes.txt"]
     assert clear_experiment(folder) == [] and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_library_overwrite_replaces_a_previous_experiment_beside_a_users_file(tmp_path):
+    folder = tmp_path / "exp"
+    (folder / "arms" / "old-arm").mkdir(parents=True)
+    (folder / "experiment.json").write_text('{"shared": {"train": {"max_steps": 999}}}')
+    (folder / "notes.txt").write_text("mine")
+    results = run_experiment(
+        tiny_experiment(alphas=[0.0], curve_every=0), folder, overwrite=True, report=False
+    )
+    assert results["status"] == "complete"
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert not (folder / "arms" / "old-arm").exists()

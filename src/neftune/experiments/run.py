@@ -303,11 +303,10 @@ def run_experiment(
     folder = Path(folder).absolute()  # Ray workers do not share this process's working directory
     if folder.exists() and not folder.is_dir():
         raise RunError(f"--out {folder} is a file; choose a folder")
-    if overwrite and (folder / EXPERIMENT_FILE).exists():
+    replaced = overwrite and (folder / EXPERIMENT_FILE).exists()
+    if replaced:
         clear_experiment(folder)  # only what the previous experiment wrote; the user's files stay
-        if any(folder.iterdir()):
-            _check_experiment(folder, cfg, kind)  # mark the folder as this new experiment
-    if folder.exists() and any(folder.iterdir()) and not (folder / EXPERIMENT_FILE).exists():
+    elif folder.exists() and any(folder.iterdir()) and not (folder / EXPERIMENT_FILE).exists():
         raise RunError(
             f"{folder} is not empty and holds no neftune experiment (experiment.json); neftune writes only "
             "into a new or empty folder, and overwrite replaces only a previous experiment: choose another folder"
