@@ -4,7 +4,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo noise-demo test lint format clean
+.PHONY: setup demo noise-demo test test-integrations lint format clean
 
 setup: $(BIN)/neftune-installed
 
@@ -28,6 +28,10 @@ noise-demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2
+
+# Real frameworks (Axolotl, LLaMA-Factory, TRL's CLI, ...) from the registry, each in .venvs/<name>.
+test-integrations: setup
+	bash framework_tests/run.sh all
 
 lint: setup
 	$(BIN)/ruff check src tests examples benchmarks scripts
