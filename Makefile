@@ -34,12 +34,12 @@ test-integrations: setup
 	bash framework_tests/run.sh all
 
 lint: setup
-	$(BIN)/ruff check src tests examples benchmarks scripts
-	$(BIN)/ruff format --check src tests examples benchmarks scripts
+	$(BIN)/ruff check src tests examples benchmarks scripts framework_tests
+	$(BIN)/ruff format --check src tests examples benchmarks scripts framework_tests
 
 format: setup
-	$(BIN)/ruff format src tests examples benchmarks scripts
-	$(BIN)/ruff check --fix src tests examples benchmarks scripts
+	$(BIN)/ruff format src tests examples benchmarks scripts framework_tests
+	$(BIN)/ruff check --fix src tests examples benchmarks scripts framework_tests
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
