@@ -408,15 +408,14 @@ def test_cli_train_rejects_data(tmp_path, monkeypatch, make, message):
 
 
 def test_cli_hub_ids_fail_cleanly_offline(tmp_path, monkeypatch):
-    """Unknown hub ids without network: one clear line each (offline mode: no retries)."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    """Unknown hub ids without network: one clear line each, before any retry of the download."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     code, out = cli("train", *FAST[2:], "--model", "someone/model", "--out", "r1")
-    assert code == 2 and "could not load model 'someone/model'" in out, out
+    assert code == 2 and "--model someone/model: this machine is offline (HF_HUB_OFFLINE is set)" in out, out
     code, out = cli("train", *FAST, "--data", "someone/dataset", "--out", "r2")
-    assert code == 2 and "loading it as a hub dataset failed" in out, out
+    assert code == 2 and "--data someone/dataset: this machine is offline" in out, out
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
 
 
 # ----------------------------------------------------------------------------- CLI: run folders

@@ -72,7 +72,7 @@ def test_config_file_with_command_line_overrides_and_reproduction(tmp_path):
         (
             "lerning_rate: 1e-4\nalpha: 5\nbogus: 1\n",
             "c.yaml",
-            "unknown options for neftune train: 'lerning_rate', 'bogus'",
+            "unknown options for neftune train: 'lerning_rate' (did you mean learning_rate?), 'bogus'; known:",
         ),
         ("[1, 2]\n", "c.yaml", "expected a mapping of option names to values, got list"),
         ("alpha: [5\n", "c.yaml", "invalid YAML"),
@@ -162,7 +162,7 @@ def test_help_shows_defaults_groups_and_presets():
             else default
         )
         assert f"[default: {shown}]" in flat, (param.name, shown)
-    assert "[default: 2 x --lora-r]" in flat and "Not the noise: that is --alpha" in flat
+    assert "[default: (2 x --lora-r)]" in flat and "Not the noise: that is --alpha" in flat
     for alias in ("--output-dir", "--learning-rate", "--num-train-epochs", "--per-device-train-batch-size",
                   "--gradient-accumulation-steps", "--warmup-ratio", "--lr-scheduler-type", "--report-to",
                   "--lora-alpha", "--lora-dropout", "--lora-target-modules"):  # fmt: skip

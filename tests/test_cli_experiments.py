@@ -92,7 +92,7 @@ def test_compare_scalings_then_length_control_in_the_report(tmp_path):
         (["--alphas", "0,x"], "alphas must be comma-separated numbers"),
         (["--alphas", "0,-5"], "alphas must be >= 0"),
         (["--alphas", "0,500"], "far outside the useful range"),
-        (["--seeds", "0"], "seeds must be a count"),
+        (["--seeds", "-1"], "seeds must be a count"),
         (["--preset", "huge"], "unknown preset"),
         (["--distribution", "laplace"], "unknown distributions"),
         (["--scalings", "per_sequence,padded"], "unknown scalings"),

@@ -101,8 +101,9 @@ def test_parsers():
     assert parse_names("constant,linear", "schedules") == [None, "linear"]
     with pytest.raises(RunError, match="alphas must be comma-separated numbers"):
         parse_floats("5,x", "alphas")
+    assert parse_seeds("0") == [0], "--seeds 0 is the seed 0 (a count of 0 seeds means nothing)"
     with pytest.raises(RunError, match="seeds must be a count"):
-        parse_seeds("0")
+        parse_seeds("-1")
     with pytest.raises(RunError, match="unknown preset"):
         from_preset("huge")
 

@@ -3,24 +3,57 @@
 import neftune
 handle = neftune.activate(model, alpha=5.0)   # train as usual
 neftune.deactivate(handle)
+
+The names below load on first use (PEP 562), so that ``import neftune`` and the ``neftune``
+command's ``--version`` do not import torch; ``from neftune import activate`` works as usual.
 """
 
-from .compat import activate_neftune, deactivate_neftune, neftune_post_forward_hook
-from .discovery import EmbeddingNotFoundError, find_input_embedding, unwrap_model
-from .hooks import (
-    NEFTuneConfig,
-    NEFTuneEmbedding,
-    NEFTuneHandle,
-    activate,
-    deactivate,
-    get_handle,
-    is_active,
-    noisy_embeddings,
-)
-from .noise import DISTRIBUTIONS, SCALINGS, add_noise, expected_noise_norm, segment_lengths, token_scales
-from .schedules import resolve_schedule
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .compat import activate_neftune, deactivate_neftune, neftune_post_forward_hook
+    from .discovery import EmbeddingNotFoundError, find_input_embedding, unwrap_model
+    from .hooks import (
+        NEFTuneConfig,
+        NEFTuneEmbedding,
+        NEFTuneHandle,
+        activate,
+        deactivate,
+        get_handle,
+        is_active,
+        noisy_embeddings,
+    )
+    from .noise import DISTRIBUTIONS, SCALINGS, add_noise, expected_noise_norm, segment_lengths, token_scales
+    from .schedules import resolve_schedule
 
 __version__ = "0.1.0"
+
+#: Public name -> the submodule that defines it.
+_EXPORTS = {
+    **dict.fromkeys(("activate_neftune", "deactivate_neftune", "neftune_post_forward_hook"), "compat"),
+    **dict.fromkeys(("EmbeddingNotFoundError", "find_input_embedding", "unwrap_model"), "discovery"),
+    **dict.fromkeys(
+        (
+            "NEFTuneConfig",
+            "NEFTuneEmbedding",
+            "NEFTuneHandle",
+            "activate",
+            "deactivate",
+            "get_handle",
+            "is_active",
+            "noisy_embeddings",
+        ),
+        "hooks",
+    ),
+    **dict.fromkeys(
+        ("DISTRIBUTIONS", "SCALINGS", "add_noise", "expected_noise_norm", "segment_lengths", "token_scales"),
+        "noise",
+    ),
+    "resolve_schedule": "schedules",
+}
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -46,3 +79,22 @@ __all__ = [
     "token_scales",
     "unwrap_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name (or a submodule, e.g. ``neftune.noise``) on first access."""
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    try:
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

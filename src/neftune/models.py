@@ -178,6 +178,27 @@ def resolve_model(spec: str) -> str:
     )
 
 
+def is_hub_id(spec: str) -> bool:
+    """Whether :func:`resolve_model` reads ``spec`` as a hub id (not a preset or a local folder)."""
+    return resolve_model(spec) == spec and not Path(spec).expanduser().is_dir()
+
+
+def check_model(spec: str) -> bool:
+    """Raise :class:`ModelError` unless ``spec`` can be loaded here, without loading it: a preset, a
+    model folder, or a hub id that is cached or exists on a reachable hub (one request; a wrong id or
+    no network fails at once, instead of after a minute of retries). Returns True for a hub id that
+    is only in the local cache (load it with ``local_files_only``)."""
+    if not is_hub_id(spec):
+        return False
+    from .hub import hub_problem, hub_status
+
+    status = hub_status(spec, "model")
+    problem = hub_problem(status, spec, "--model")
+    if problem:
+        raise ModelError(problem)
+    return status.state == "cached"
+
+
 def load_model_and_tokenizer(spec: str, *, dtype=None, trust_remote_code: bool = False):
     """Load ``(model, tokenizer)``; pad token falls back to EOS. Raises ModelError with a hint.
 
@@ -188,10 +209,11 @@ def load_model_and_tokenizer(spec: str, *, dtype=None, trust_remote_code: bool =
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where = resolve_model(spec)
+    local = {"local_files_only": True} if check_model(spec) else {}
     try:
-        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **local)
         model = AutoModelForCausalLM.from_pretrained(
-            where, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+            where, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **local
         )
     except OSError as exc:
         raise ModelError(

@@ -31,6 +31,7 @@ from .configfile import CONFIG_NAME, write_config
 from .data import DataError, Record
 from .data.bundle import resolve_data
 from .data.formats import parse_field_map
+from .data.turns import ASSISTANT_TURNS, training_rows
 from .io import read_json_object, write_json_atomic
 from .models import chat_token_ids, resolve_model
 from .outdirs import creation_problem, entries, remove_entries
@@ -113,6 +114,9 @@ class TrainConfig:
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"  # or comma-separated module names, e.g. q_proj,v_proj
     field_map: str | None = None  # data fields under other names, e.g. "instruction=question,output=answer"
+    assistant_turns: str = (
+        "all"  # multi-turn records: train every assistant turn ("all") or the last ("last")
+    )
 
     @property
     def noise(self) -> NEFTuneConfig:
@@ -154,6 +158,10 @@ class TrainConfig:
         if not [m for m in self.lora_target_modules.split(",") if m.strip()]:
             raise RunError("lora_target_modules is empty; give all-linear or module names like q_proj,v_proj")
         parse_field_map(self.field_map)
+        if self.assistant_turns not in ASSISTANT_TURNS:
+            raise RunError(
+                f"assistant_turns must be one of {', '.join(ASSISTANT_TURNS)}, got {self.assistant_turns!r}"
+            )
         _check_scheduler(self.lr_scheduler_type)
         _check_report_to(self.report_to)
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
@@ -316,10 +324,6 @@ def check_resume_config(out: Path, cfg: TrainConfig) -> None:
             f"--resume with other settings than the interrupted run in {out} ({'; '.join(changed)}); "
             "rerun with the same options, or pass --overwrite to start over"
         )
-
-
-def _to_prompt_completion(records: list[Record]) -> list[dict[str, Any]]:
-    return [{"prompt": r.prompt_messages, "completion": [r.messages[-1]]} for r in records]
 
 
 def check_prompt_lengths(records: list[Record], tokenizer: Any, max_length: int, source: str) -> None:
@@ -597,6 +601,8 @@ def train(
         cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32, trust_remote_code=cfg.trust_remote_code
     )
     check_prompt_lengths(bundle.train, tokenizer, cfg.max_length, cfg.data)
+    # Tokenized here (TRL takes them as they are): every assistant turn, or the last (cfg.assistant_turns).
+    rows = training_rows(bundle.train, tokenizer, cfg.assistant_turns)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -665,7 +671,7 @@ def train(
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=Dataset.from_list(_to_prompt_completion(bundle.train)),
+            train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             callbacks=[*(callbacks or []), *extra_callbacks],
         )

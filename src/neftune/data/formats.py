@@ -18,14 +18,19 @@ Accepted inputs (see :func:`load_records`):
 
 The format is detected per record from the fields present, so one file may mix
 both kinds. Problems raise :class:`DataError` naming the file, the 1-based line
-(JSONL), the 0-based item (``file.json[3]``) or row, and the offending field.
+(JSONL), the 0-based item (``file.json[3]``) or row, and the offending field. A field map
+(``--field-map instruction=question``) naming a column the file does not have is refused with
+the file's columns; records with an empty answer are refused, all of them counted and named.
+A record may hold several assistant turns; which of them are trained is
+:mod:`neftune.data.turns`' job.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -34,8 +39,10 @@ from .tasks import FAMILIES, Example
 
 __all__ = [
     "DataError",
+    "EmptyAnswer",
     "Record",
     "apply_field_map",
+    "check_field_map",
     "examples_to_records",
     "load_records",
     "parse_field_map",
@@ -68,6 +75,10 @@ class DataError(ValueError):
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
+class EmptyAnswer(DataError):
+    """A record whose answer (an assistant turn) is empty: nothing to train on."""
+
+
 @dataclass
 class Record:
     """One training conversation. ``messages[-1]`` is the assistant response."""
@@ -90,10 +101,10 @@ class Record:
 
 
 class _Fail(Protocol):
-    def __call__(self, message: str, fld: str | None = None, /) -> NoReturn: ...
+    def __call__(self, message: str, fld: str | None = None, /, *, empty: bool = False) -> NoReturn: ...
 
 
-def _validate_messages(messages: Any, fail: _Fail) -> list[dict[str, str]]:
+def _validate_messages(messages: Any, fail: _Fail, field: str = "messages") -> list[dict[str, str]]:
     if not isinstance(messages, list):
         fail(f"field 'messages' must be a list, got {type(messages).__name__}", "messages")
     if not messages:
@@ -133,6 +144,10 @@ def _validate_messages(messages: Any, fail: _Fail) -> list[dict[str, str]]:
             f"got {out[-1]['role']!r}",
             f"messages[{len(out) - 1}].role",
         )
+    for i, msg in enumerate(out):
+        if msg["role"] == "assistant" and not msg["content"].strip():
+            name = f"{field}[{i}].{'value' if field == 'conversations' else 'content'}"
+            fail(f"field '{name}' (an assistant turn) is empty", name, empty=True)
     return out
 
 
@@ -147,18 +162,41 @@ def _string_field(obj: dict[str, Any], key: str, fail: _Fail, *, required: bool)
     return value
 
 
-def parse_record(obj: Any, *, source: str | None = None, where: str | None = None) -> Record:
-    """Turn one Alpaca or chat object into a :class:`Record`, or raise :class:`DataError`."""
+#: Field names a record may hold (what ``--field-map NAME=COLUMN`` may name as NAME).
+FIELDS = ("instruction", "input", "output", "system", "prompt", "completion", "messages", "conversations")
+#: Column names often used for the question and the answer, for the --field-map hint.
+_QUESTION_NAMES = ("question", "query", "problem", "instruction_text", "input_text", "human", "user", "task")
+_ANSWER_NAMES = ("answer", "response", "reply", "solution", "target", "output_text", "assistant", "gpt")
 
-    def fail(message: str, fld: str | None = None, /) -> NoReturn:
-        raise DataError(message, source=source, where=where, field=fld)
+
+def _field_map_hint(keys: list[str], **known: str) -> str:
+    """``--field-map instruction=question,output=answer`` for columns like these, else ''."""
+    lower = {k.lower(): k for k in keys}
+    pairs = dict(known)
+    for target, names in (("instruction", _QUESTION_NAMES), ("output", _ANSWER_NAMES)):
+        if target not in pairs:
+            found = next((lower[n] for n in names if n in lower), None)
+            if found is not None:
+                pairs[target] = found
+    if len(pairs) < 2:
+        return ""
+    return ",".join(f"{t}={c}" for t, c in pairs.items())
+
+
+def parse_record(obj: Any, *, source: str | None = None, where: str | None = None) -> Record:
+    """Turn one Alpaca, chat, prompt/completion or ShareGPT object into a :class:`Record`, or raise
+    :class:`DataError` (:class:`EmptyAnswer` for an empty answer)."""
+
+    def fail(message: str, fld: str | None = None, /, *, empty: bool = False) -> NoReturn:
+        raise (EmptyAnswer if empty else DataError)(message, source=source, where=where, field=fld)
 
     if not isinstance(obj, dict):
         fail(f"expected a JSON object, got {type(obj).__name__}")
     if "prompt" in obj and "completion" in obj:
         return _prompt_completion(obj, fail)
     if "conversations" in obj:
-        messages = _validate_messages(_sharegpt_messages(obj["conversations"], fail), fail)
+        turns = _sharegpt_messages(obj["conversations"], fail)
+        messages = _validate_messages(turns, fail, "conversations")
         return Record(messages=messages, meta={k: v for k, v in obj.items() if k != "conversations"})
     if "messages" in obj:
         messages = _validate_messages(obj["messages"], fail)
@@ -171,16 +209,34 @@ def parse_record(obj: Any, *, source: str | None = None, where: str | None = Non
         system = _string_field(obj, "system", fail, required=False)
         if not instruction.strip():
             fail("field 'instruction' is empty", "instruction")
+        if not output.strip():
+            fail("field 'output' (the answer) is empty", "output", empty=True)
         prompt = f"{instruction}\n\n{inp}" if inp else instruction
         messages = [{"role": "system", "content": system}] if system else []
         messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
         meta = {k: v for k, v in obj.items() if k not in ("instruction", "input", "output", "system")}
         meta.update({"instruction": instruction, "input": inp})
         return Record(messages=messages, meta=meta)
-    keys = ", ".join(repr(k) for k in list(obj)[:8]) or "none"
+    keys = [str(k) for k in obj]
+    if "prompt" in obj or "completion" in obj:
+        have, missing = ("prompt", "completion") if "prompt" in obj else ("completion", "prompt")
+        answer = _field_map_hint(keys, instruction="prompt").partition("output=")[2]
+        hint = (
+            f"; if your answers are in {answer!r}: --field-map completion={answer}"
+            if answer and have == "prompt"
+            else ""
+        )
+        fail(
+            f"field {missing!r} is missing: TRL prompt/completion records need both 'prompt' and "
+            f"'completion' (this one has {have!r}){hint}",
+            missing,
+        )
+    shown = ", ".join(repr(k) for k in keys[:8]) or "none"
+    suggestion = _field_map_hint(keys)
     fail(
-        f"unrecognised record (fields: {keys}); expected 'messages' (chat), 'instruction' and 'output' "
+        f"unrecognised record (fields: {shown}); expected 'messages' (chat), 'instruction' and 'output' "
         "(Alpaca), 'prompt' and 'completion' (TRL) or 'conversations' (ShareGPT); other names: --field-map"
+        + (f" {suggestion}" if suggestion else " NAME=COLUMN,...")
     )
 
 
@@ -191,12 +247,22 @@ def _prompt_completion(obj: dict[str, Any], fail: _Fail) -> Record:
     if isinstance(prompt, str) and isinstance(completion, str):
         if not prompt.strip():
             fail("field 'prompt' is empty", "prompt")
+        if not completion.strip():
+            fail("field 'completion' (the answer) is empty", "completion", empty=True)
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
         return Record(messages=messages, meta={**meta, "instruction": prompt, "input": ""})
     if isinstance(prompt, list) and isinstance(completion, list):
         if len(completion) != 1:
             fail(f"field 'completion' must hold one assistant message, got {len(completion)}", "completion")
-        return Record(messages=_validate_messages([*prompt, *completion], fail), meta=meta)
+        answer = completion[0] if completion else None
+        if (
+            isinstance(answer, dict)
+            and isinstance(answer.get("content"), str)
+            and not answer["content"].strip()
+        ):
+            fail("field 'completion[0].content' (the answer) is empty", "completion[0].content", empty=True)
+        messages = _validate_messages([*prompt, *completion], fail)
+        return Record(messages=messages, meta=meta)
     fail(
         "fields 'prompt' and 'completion' must both be strings (standard) or both lists of "
         f"{{role, content}} messages (conversational); got {type(prompt).__name__} and "
@@ -248,8 +314,61 @@ def parse_field_map(text: str | None) -> dict[str, str]:
             raise DataError(
                 f"--field-map entries are NAME=COLUMN pairs like instruction=question; got {part!r}"
             )
+        if target not in FIELDS:
+            reversed_hint = f" (reversed? {source}={target})" if source in FIELDS else ""
+            raise DataError(
+                f"--field-map {part.strip()}: {target!r} is not a field neftune reads{reversed_hint}; NAME is one "
+                f"of {', '.join(FIELDS)} and COLUMN your file's name for it, e.g. instruction=question"
+            )
         out[target] = source
     return out
+
+
+def check_field_map(field_map: dict[str, str] | None, objs: Sequence[Any], source: str) -> None:
+    """Raise :class:`DataError` when a column ``field_map`` reads is in none of ``objs`` (a typo),
+    listing the columns the data has."""
+    if not field_map:
+        return
+    columns: dict[str, None] = {}
+    for obj in objs:
+        if isinstance(obj, dict):
+            columns.update(dict.fromkeys(str(k) for k in obj))
+    for target, column in field_map.items():
+        if column in columns:
+            continue
+        close = difflib.get_close_matches(column, list(columns), n=1)
+        did_you_mean = f"; did you mean {target}={close[0]}?" if close else ""
+        raise DataError(
+            f"--field-map {target}={column}: {column!r} is not a column of this data{did_you_mean} "
+            f"(its columns: {', '.join(columns) or 'none'})",
+            source=source,
+        )
+
+
+def _parse_all(items: Iterable[tuple[str, str | None, Any]], source: str) -> list[Record]:
+    """Records of ``(source label, where, object)`` items. Every record with an empty answer is
+    counted before one :class:`DataError` names them all (fix the file once, not once per record)."""
+    records: list[Record] = []
+    empty: list[EmptyAnswer] = []
+    total = 0
+    for label, where, obj in items:
+        total += 1
+        try:
+            records.append(parse_record(obj, source=label, where=where))
+        except EmptyAnswer as exc:
+            empty.append(exc)
+    if empty:
+        # "line 3" (JSONL), "row 4" (tables), "[2]" (a JSON list: the label is "file.json[2]")
+        places = [f"{e.source.removeprefix(source)} {e.where or ''}".strip() for e in empty]
+        shown = ", ".join(places[:8]) + (f" and {len(places) - 8} more" if len(places) > 8 else "")
+        fields = sorted({e.field or "?" for e in empty})
+        raise DataError(
+            f"{len(empty)} of {total} records have an empty answer (field {', '.join(fields)}): {shown}; "
+            "fill them in or remove them (neftune does not train on empty answers)",
+            source=source,
+            field=fields[0],
+        )
+    return records
 
 
 # --------------------------------------------------------------------------- files
@@ -259,16 +378,24 @@ def _json_error(exc: json.JSONDecodeError) -> str:
     return f"invalid JSON ({exc.msg} at column {exc.colno})"
 
 
-def _iter_jsonl(text: str, source: str, field_map: dict[str, str] | None = None) -> Iterator[Record]:
+def _jsonl_objects(text: str, source: str) -> list[tuple[str, Any]]:
+    """``(where, object)`` of every non-blank line."""
+    out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"line {lineno}"
         try:
-            obj = json.loads(line)
+            out.append((where, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise DataError(_json_error(exc), source=source, where=where) from None
-        yield parse_record(apply_field_map(obj, field_map), source=source, where=where)
+    return out
+
+
+def _parse_jsonl(text: str, source: str, field_map: dict[str, str] | None = None) -> list[Record]:
+    objs = _jsonl_objects(text, source)
+    check_field_map(field_map, [o for _, o in objs], source)
+    return _parse_all(((source, where, apply_field_map(o, field_map)) for where, o in objs), source)
 
 
 def _table_rows(path: Path, source: str) -> list[dict[str, Any]]:
@@ -298,7 +425,8 @@ def _table_rows(path: Path, source: str) -> list[dict[str, Any]]:
 def _load_file(path: Path, source: str, field_map: dict[str, str] | None = None) -> list[Record]:
     if path.suffix.lower() in _TABLE_SUFFIXES:
         rows = _table_rows(path, source)
-        return _records_from_rows((apply_field_map(r, field_map) for r in rows), source, start=1)
+        check_field_map(field_map, rows, source)
+        return _records_from_rows([apply_field_map(r, field_map) for r in rows], source, start=1)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -309,23 +437,23 @@ def _load_file(path: Path, source: str, field_map: dict[str, str] | None = None)
         raise DataError("no records found (the file is empty)", source=source)
     suffix = path.suffix.lower()
     if suffix in _JSONL_SUFFIXES:
-        records = list(_iter_jsonl(text, source, field_map))
+        records = _parse_jsonl(text, source, field_map)
     elif suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data" and text.lstrip().startswith("{"):
                 # JSON Lines saved with a .json suffix.
-                return _nonempty(list(_iter_jsonl(text, source, field_map)), source)
+                return _nonempty(_parse_jsonl(text, source, field_map), source)
             raise DataError(_json_error(exc), source=source, where=f"line {exc.lineno}") from None
         if isinstance(data, dict) and ("messages" in data or "instruction" in data):
             data = [data]
         if not isinstance(data, list):
             raise DataError(f"expected a JSON list of records, got {type(data).__name__}", source=source)
-        records = [
-            parse_record(apply_field_map(obj, field_map), source=f"{source}[{i}]")
-            for i, obj in enumerate(data)
-        ]
+        check_field_map(field_map, data, source)
+        records = _parse_all(
+            ((f"{source}[{i}]", None, apply_field_map(obj, field_map)) for i, obj in enumerate(data)), source
+        )
     else:
         raise DataError(
             f"unsupported file type {suffix or '(none)'!r}; use .json, .jsonl, .csv, .tsv or .parquet, "
@@ -342,10 +470,8 @@ def _nonempty(records: list[Record], source: str) -> list[Record]:
 
 
 def _records_from_rows(rows: Iterable[dict[str, Any]], source: str, start: int = 0) -> list[Record]:
-    return _nonempty(
-        [parse_record(row, source=source, where=f"row {i}") for i, row in enumerate(rows, start=start)],
-        source,
-    )
+    items = ((source, f"row {i}", row) for i, row in enumerate(rows, start=start))
+    return _nonempty(_parse_all(items, source), source)
 
 
 def _load_saved_dataset(
@@ -374,7 +500,9 @@ def _load_saved_dataset(
             raise DataError(f"split {name!r} not found; available: {', '.join(ds)}", source=source)
         ds = ds[name]
         source = f"{source} (split {name!r})"
-    return _records_from_rows((apply_field_map(r, field_map) for r in ds), source)
+    rows = list(ds)
+    check_field_map(field_map, rows[:1] or [dict.fromkeys(ds.column_names)], source)
+    return _records_from_rows([apply_field_map(r, field_map) for r in rows], source)
 
 
 def _load_hub_dataset(name: str, split: str | None, field_map: dict[str, str] | None = None) -> list[Record]:
@@ -383,6 +511,11 @@ def _load_hub_dataset(name: str, split: str | None, field_map: dict[str, str] | 
     except ImportError:  # pragma: no cover
         raise DataError("loading a hub dataset needs the 'datasets' package", source=name) from None
     split_name = split or "train"
+    from ..hub import hub_problem, hub_status
+
+    problem = hub_problem(hub_status(name, "dataset"), name, "--data")
+    if problem:
+        raise DataError(problem)
     try:
         ds = datasets.load_dataset(name, split=split_name)
     except Exception as exc:
@@ -392,7 +525,10 @@ def _load_hub_dataset(name: str, split: str | None, field_map: dict[str, str] | 
             f"{type(exc).__name__}: {exc}",
             source=name,
         ) from None
-    return _records_from_rows((apply_field_map(r, field_map) for r in ds), f"{name} (split {split_name!r})")
+    source = f"{name} (split {split_name!r})"
+    rows = list(ds)
+    check_field_map(field_map, rows[:1] or [dict.fromkeys(ds.column_names)], source)
+    return _records_from_rows([apply_field_map(r, field_map) for r in rows], source)
 
 
 def load_records(

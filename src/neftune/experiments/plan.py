@@ -197,13 +197,13 @@ def parse_floats(text: str, name: str) -> list[float]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"3"`` -> seeds 0, 1, 2; ``"0,4,7"`` -> those seeds."""
+    """``"3"`` -> seeds 0, 1, 2; ``"0,4,7"`` -> those seeds; ``"0"`` -> the seed 0 (no count is 0)."""
     try:
         if "," not in text:
             n = int(text)
-            if n < 1:
+            if n < 0:
                 raise ValueError
-            return list(range(n))
+            return list(range(max(n, 1)))
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise RunError(

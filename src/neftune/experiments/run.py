@@ -205,7 +205,11 @@ def run_arm(
     metrics = read_json_object(eval_file)
     if metrics is None:
         eval_cfg = EvalConfig(
-            model=str(arm_dir), data=cfg.train.data, out=str(arm_dir / "eval"), seed=cfg.train.data_seed
+            model=str(arm_dir),
+            data=cfg.train.data,
+            out=str(arm_dir / "eval"),
+            seed=cfg.train.data_seed,
+            trust_remote_code=cfg.train.trust_remote_code,
         )
         eval_cfg = replace(eval_cfg, **cfg.eval)
         metrics = evaluate(eval_cfg, progress=progress)
@@ -311,7 +315,8 @@ def run_experiment(
             f"{folder} is not empty and holds no neftune experiment (experiment.json); neftune writes only "
             "into a new or empty folder, and overwrite replaces only a previous experiment: choose another folder"
         )
-    bundle = resolve_data(cfg.train.data, seed=cfg.train.data_seed)  # fail fast on bad data
+    # fail fast on bad data
+    bundle = resolve_data(cfg.train.data, seed=cfg.train.data_seed, field_map=cfg.train.field_map)
     if not bundle.train:
         raise DataError(f"{cfg.train.data}: no training records")
     folder.mkdir(parents=True, exist_ok=True)
