@@ -89,7 +89,10 @@ def test_the_experiment_gets_every_given_option():
     ("args", "message"),
     [
         (["train", "--alpha", "abc"], "Invalid value for '--alpha': Input should be a valid number"),
-        (["train", "--lora-alpha", "abc"], "Invalid value for '--lora-alpha': Input should be a valid integer"),
+        (
+            ["train", "--lora-alpha", "abc"],
+            "Invalid value for '--lora-alpha': Input should be a valid integer",
+        ),
         (["compare", "--lora-r", "x"], "Invalid value for '--lora-r'"),
         (["sweep", "--eval-batch-size", "1.5"], "Invalid value for '--eval-batch-size'"),
         (["train", "--alpah", "5"], "No such option: --alpah"),

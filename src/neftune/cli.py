@@ -103,7 +103,9 @@ def _fit_help_to_the_terminal() -> None:
             super().add_row(*cells, **kwargs)
             for cell, column in zip(cells[:-1], self.columns):
                 # As wide as its longest spelling: wraps between spellings, never inside one.
-                longest = max((len(w) for w in cell.plain.split()), default=0) if isinstance(cell, Text) else 0
+                longest = (
+                    max((len(w) for w in cell.plain.split()), default=0) if isinstance(cell, Text) else 0
+                )
                 if longest:
                     column.width = max(column.width or 0, longest)
             for column in self.columns:

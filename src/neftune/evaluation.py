@@ -427,7 +427,9 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
         metrics["length_tokens"] = stats.get("mean_tokens")
         metrics["repetition_2gram"] = sum(repetition_rate(t) for t in held_out_texts) / len(held_out_texts)
         counts["rouge_l_train"] = len(train_gen)
-        counts.update(dict.fromkeys(("length_chars", "length_tokens", "repetition_2gram"), len(held_out_texts)))
+        counts.update(
+            dict.fromkeys(("length_chars", "length_tokens", "repetition_2gram"), len(held_out_texts))
+        )
         generations["train"] = _generation_rows(train_gen, train_outs)
     out = eval_out_dir(cfg)
     for name in ("generations.json", "alpaca_eval.json", PER_PROMPT_FILE):  # an earlier evaluation's
