@@ -119,6 +119,13 @@ def test_saved_dataset_folder(tmp_path: Path) -> None:
         load_records(tmp_path / "dict", split="validation")
 
 
+def _hub_answers(monkeypatch: pytest.MonkeyPatch, state: str) -> None:
+    """The hub's answer about any id, without a network (see test_hub_status_* for the real probe)."""
+    from neftune import hub
+
+    monkeypatch.setattr(hub, "hub_status", lambda repo_id, repo_type="model": hub.HubStatus(state))
+
+
 def test_hub_dataset_id_uses_load_dataset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     calls = []
@@ -128,6 +135,7 @@ def test_hub_dataset_id_uses_load_dataset(monkeypatch: pytest.MonkeyPatch, tmp_p
         return datasets.Dataset.from_list(ALPACA[:1])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    _hub_answers(monkeypatch, "found")
     monkeypatch.chdir(tmp_path)
     records = load_records("someone/tiny-set", split="validation")
     assert calls == [("someone/tiny-set", "validation")]
@@ -141,6 +149,7 @@ def test_hub_failure_becomes_data_error(monkeypatch: pytest.MonkeyPatch, tmp_pat
         raise ConnectionError("offline")
 
     monkeypatch.setattr(datasets, "load_dataset", failing)
+    _hub_answers(monkeypatch, "found")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match=r"someone/missing.*no network access.*ConnectionError: offline"):
         load_records("someone/missing")
@@ -486,3 +495,255 @@ def test_train_with_a_csv_and_a_field_map(tmp_path: Path) -> None:
     assert code == 0, text
     code, text = cli("eval", "--model", out, "--n-generate", "0")
     assert code == 0, text  # the run's field map applies to its own data
+
+
+# --------------------------------------------------------------------------- issue 24: messages that name the problem
+
+
+def test_field_map_typo_lists_the_columns(tmp_path: Path) -> None:
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\nCapital of France?,Paris\n2+2?,4\n")
+    with pytest.raises(DataError) as info:
+        load_records(path, field_map="instruction=questoin,output=answer")
+    assert str(info.value) == (
+        f"{path}: --field-map instruction=questoin: 'questoin' is not a column of this data; did you mean "
+        "instruction=question? (its columns: question, answer)"
+    )
+    jsonl = _write_jsonl(tmp_path / "qa.jsonl", [{"q": "a", "a": "b"}, {"q": "c", "a": "d", "ctx": "e"}])
+    with pytest.raises(DataError, match=r"'context' is not a column .*\(its columns: q, a, ctx\)"):
+        load_records(jsonl, field_map="instruction=q,output=a,input=context")
+    # A column present in some records only (an optional field) is not a typo.
+    assert (
+        load_records(jsonl, field_map="instruction=q,output=a,input=ctx")[1].messages[0]["content"]
+        == "c\n\ne"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field_map", "pattern"),
+    [
+        (
+            "question=instruction",
+            r"'question' is not a field neftune reads \(reversed\? instruction=question\)",
+        ),
+        ("answer=output", r"'answer' is not a field neftune reads \(reversed\? output=answer\)"),
+        ("instrution=q", r"'instrution' is not a field neftune reads; NAME is one of instruction, input"),
+    ],
+)
+def test_field_map_names_a_field_neftune_reads(tmp_path: Path, field_map: str, pattern: str) -> None:
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\na,b\n")
+    with pytest.raises(DataError, match=pattern):
+        load_records(path, field_map=field_map)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            {"prompt": "Hi"},
+            "field 'completion' is missing: TRL prompt/completion records need both 'prompt' and 'completion' "
+            "(this one has 'prompt')",
+        ),
+        (
+            {"prompt": "Hi", "response": "Hello"},
+            "field 'completion' is missing: TRL prompt/completion records need both 'prompt' and 'completion' "
+            "(this one has 'prompt'); if your answers are in 'response': --field-map completion=response",
+        ),
+        (
+            {"completion": "Hello"},
+            "field 'prompt' is missing: TRL prompt/completion records need both 'prompt' and 'completion' "
+            "(this one has 'completion')",
+        ),
+        (
+            {"question": "Hi", "answer": "Hello"},
+            "unrecognised record (fields: 'question', 'answer'); expected 'messages' (chat), 'instruction' and "
+            "'output' (Alpaca), 'prompt' and 'completion' (TRL) or 'conversations' (ShareGPT); other names: "
+            "--field-map instruction=question,output=answer",
+        ),
+    ],
+)
+def test_incomplete_records_say_what_is_missing(tmp_path: Path, row: dict, message: str) -> None:
+    path = _write_jsonl(tmp_path / "d.jsonl", [row])
+    with pytest.raises(DataError) as info:
+        load_records(path)
+    assert str(info.value) == f"{path} line 1: {message}"
+
+
+def test_empty_answers_are_refused_all_of_them_named(tmp_path: Path) -> None:
+    rows = "".join(f"Question {i},{'' if i in (2, 5) else 'Answer'}\n" for i in range(7))
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\n" + rows + "Last,   \n")
+    with pytest.raises(DataError) as info:
+        load_records(path, field_map="instruction=question,output=answer")
+    assert str(info.value) == (
+        f"{path}: 3 of 8 records have an empty answer (field output): row 3, row 6, row 8; fill them in or "
+        "remove them (neftune does not train on empty answers)"
+    )
+    chat = [
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]},
+        {
+            "conversations": [
+                {"from": "human", "value": "a"},
+                {"from": "gpt", "value": ""},
+                {"from": "human", "value": "b"},
+                {"from": "gpt", "value": "c"},
+            ]
+        },  # fmt: skip
+        {"prompt": "a", "completion": ""},
+        {"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "assistant", "content": ""}]},
+        {"instruction": "a", "output": "b"},
+    ]
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(chat))
+    with pytest.raises(DataError) as info:
+        load_records(path)
+    assert str(info.value) == (
+        f"{path}: 4 of 5 records have an empty answer (field completion, completion[0].content, "
+        "conversations[1].value, messages[1].content): [0], [1], [2], [3]; fill them in or remove them "
+        "(neftune does not train on empty answers)"
+    )
+
+
+def test_hub_status_one_request_classified(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub id is checked with one request: offline, no such id, or found (no download retries)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from neftune import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = []
+
+    def answer(outcome):
+        def info(self, repo_id, timeout=None):
+            calls.append((repo_id, timeout))
+            if outcome is not None:
+                raise outcome
+            return {"id": repo_id}
+
+        return info
+
+    class ConnectError(Exception):  # what httpx raises when DNS fails
+        pass
+
+    class NotFound(RepositoryNotFoundError):  # the hub's 404 (its real constructor wants a response)
+        def __init__(self) -> None:
+            Exception.__init__(self, "404 Client Error: Repository Not Found")
+
+    cases = [
+        (ConnectError("[Errno -2] Name or service not known"), "offline"),
+        (OSError("Network is unreachable"), "offline"),
+        (NotFound(), "missing"),
+        (None, "found"),
+    ]
+    for outcome, state in cases:
+        monkeypatch.setattr(HfApi, "model_info", answer(outcome))
+        assert hub.hub_status("someone/nope").state == state, outcome
+    assert len(calls) == len(cases) and calls[0] == ("someone/nope", hub.TIMEOUT)
+    problem = hub.hub_problem(
+        hub.HubStatus("missing", "no such repository on the hub"), "someone/nope", "--model"
+    )
+    assert problem == "--model someone/nope: the id looks wrong: no such repository on the hub"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(HfApi, "model_info", answer(AssertionError("no request when offline")))
+    assert hub.hub_status("someone/nope") == hub.HubStatus("offline", "HF_HUB_OFFLINE is set")
+
+
+# --------------------------------------------------------------------------- multi-turn records
+
+MULTI_TURN = [
+    {"role": "user", "content": "Name a colour."},
+    {"role": "assistant", "content": "Blue."},
+    {"role": "user", "content": "Thanks! Say it again briefly."},
+    {"role": "assistant", "content": "Blue"},
+]
+
+
+@pytest.fixture
+def tiny_tokenizer(neftune_cache):
+    transformers = pytest.importorskip("transformers")
+    from neftune.models import resolve_model
+
+    return transformers.AutoTokenizer.from_pretrained(resolve_model("tiny"))
+
+
+def _spans(ids: list[int], mask: list[int], tokenizer) -> list[str]:
+    """The decoded runs of tokens whose mask is 1."""
+    spans, current = [], []
+    for token, bit in zip(ids, mask):
+        if bit:
+            current.append(token)
+        elif current:
+            spans.append(tokenizer.decode(current))
+            current = []
+    return [*spans, tokenizer.decode(current)] if current else spans
+
+
+def test_every_assistant_turn_is_trained_by_default(tiny_tokenizer) -> None:
+    from neftune.data.turns import assistant_mask
+
+    ids, mask = assistant_mask(tiny_tokenizer, MULTI_TURN)
+    assert _spans(ids, mask, tiny_tokenizer) == ["Blue.<|im_end|>\n", "Blue<|im_end|>\n"]
+    ids_last, mask_last = assistant_mask(tiny_tokenizer, MULTI_TURN, "last")
+    assert ids_last == ids and _spans(ids, mask_last, tiny_tokenizer) == ["Blue<|im_end|>\n"]
+    with pytest.raises(ValueError, match="turns must be one of all, last"):
+        assistant_mask(tiny_tokenizer, MULTI_TURN, "first")
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused(tiny_tokenizer) -> None:
+    """A template that renders an earlier answer differently later (as reasoning templates drop their
+    thoughts) cannot say which tokens were that answer: refused, with the way out."""
+    from neftune.data.turns import assistant_mask
+
+    tiny_tokenizer.chat_template = (
+        "{% for m in messages %}{% if m.role == 'assistant' and not loop.last %}<|im_start|>assistant\n..."
+        "<|im_end|>\n{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    with pytest.raises(DataError, match=r"renders assistant turn 1 differently .*--assistant-turns last"):
+        assistant_mask(tiny_tokenizer, MULTI_TURN)
+    ids, mask = assistant_mask(tiny_tokenizer, MULTI_TURN, "last")
+    assert _spans(ids, mask, tiny_tokenizer) == ["Blue<|im_end|>\n"]
+
+
+def test_single_turn_rows_are_what_trl_makes_of_prompt_completion(tiny_tokenizer, tmp_path) -> None:
+    """Tokenizing ourselves changes nothing for single-turn data: the same input ids and labels as
+    TRL's own prompt/completion path (which neftune used before), through SFTTrainer itself."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from neftune.data.turns import training_rows
+    from neftune.models import resolve_model
+
+    records = load_records(_write_jsonl(tmp_path / "d.jsonl", [*ALPACA, *CHAT[:1]]))
+    model = AutoModelForCausalLM.from_pretrained(resolve_model("tiny"))
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"), max_length=None, padding_free=True, completion_only_loss=True,
+        use_cpu=True, report_to="none", dataset_num_proc=None,
+    )  # fmt: skip
+    pairs = [{"prompt": r.prompt_messages, "completion": [r.messages[-1]]} for r in records]
+
+    def prepared(rows):
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer
+        )
+        return trainer.train_dataset["input_ids"], trainer.train_dataset["labels"]
+
+    theirs, ours = prepared(pairs), prepared(training_rows(records, tiny_tokenizer))
+    assert ours == theirs
+    assert all(any(label != -100 for label in labels) for labels in ours[1])
+
+
+def test_alpaca_eval_export_holds_the_conversation() -> None:
+    from neftune.data.turns import conversation_text
+
+    assert conversation_text(MULTI_TURN) == (
+        "User: Name a colour.\n\nAssistant: Blue.\n\nUser: Thanks! Say it again briefly."
+    )
+    system = [{"role": "system", "content": "Be terse."}, *MULTI_TURN]
+    assert conversation_text(system).startswith("System: Be terse.\n\nUser: Name a colour.")
+    assert conversation_text(CHAT[0]["messages"]) == "Hi", "a single turn stays the plain instruction"
+    assert conversation_text([{"role": "system", "content": "s"}, *CHAT[0]["messages"]]) == "Hi"
