@@ -203,6 +203,12 @@ def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Path | N
     return value
 
 
+def _tidy_paths(values: dict) -> dict:
+    """Relative paths among ``values`` (model, data, out) as one spelling (``./qa.csv`` -> ``qa.csv``),
+    so that a run's config.yaml read back gives the same settings (a resume compares them)."""
+    return resolve_paths(values, ".")
+
+
 _Config = Annotated[
     Path | None,
     typer.Option(
@@ -425,8 +431,8 @@ def train(
     from .training import train as run_train
 
     given = dict(locals())
+    given.update(_tidy_paths({"model": model, "data": data, "out": str(out)}))
     cfg = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
-    cfg.out = str(out)
     if not is_main_process():  # under torchrun / accelerate launch: rank 0 prints and reports for all
         try:
             run_train(cfg, overwrite=overwrite, resume=resume)
@@ -517,10 +523,11 @@ def eval_(
 
     from .evaluation import EvalConfig, check_eval_config, check_eval_out, evaluate
 
+    paths = _tidy_paths({"model": model, "data": data, "out": str(out) if out else None})
     cfg = EvalConfig(
-        model=model,
-        data=data,
-        out=str(out) if out else None,
+        model=paths["model"],
+        data=paths["data"],
+        out=paths["out"],
         max_new_tokens=max_new_tokens,
         repetition_penalty=repetition_penalty,
         batch_size=batch_size,
@@ -842,7 +849,7 @@ def _run_grid(kind: str, ctx: typer.Context, options: dict, always: tuple[str, .
             gpus_per_arm=options["gpus_per_arm"],
             max_retries=options["max_retries"],
         )
-        given = {**_given(ctx, options), **{k: options[k] for k in always}}
+        given = _tidy_paths({**_given(ctx, options), **{k: options[k] for k in always}})
         cfg = _experiment_config(kind, options["preset"], given)
         cfg.validate()
         if 0.0 not in cfg.alphas:
