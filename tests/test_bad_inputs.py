@@ -22,13 +22,28 @@ from neftune.data.bundle import resolve_data
 from neftune.evaluation import EvalConfig, check_eval_config
 from neftune.training import RUN_FILE, TrainConfig
 
-from conftest import cli, tiny_llama
+from conftest import tiny_llama
 
 pytest.importorskip("typer.testing")
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
 
 FAST = ["--model", "tiny", "--batch-size", "2", "--max-steps", "1", "--max-length", "256"]
+
+
+def cli(*args) -> tuple[int, str]:
+    """``conftest.cli`` that also checks that a refusal is one line: ``Error: ...`` (issue 24)."""
+    from typer.testing import CliRunner
+
+    from neftune.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"}, terminal_width=200)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+    if result.exit_code != 0:
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return result.exit_code, " ".join(result.output.split())
 
 
 # ----------------------------------------------------------------------------- library arguments

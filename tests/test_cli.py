@@ -59,6 +59,13 @@ def test_train_then_eval(tmp_path):
     ):
         assert key in metrics, key
     assert metrics["loss/train"] > 0
+    # How many records each metric was computed on (the table's "records" column).
+    records = metrics["records"]
+    assert set(records) == {k for k, v in metrics.items() if isinstance(v, float)}
+    assert records["loss/train"] == 100 and records["loss/eval_heldout_families"] == 60, "all held out"
+    assert records["accuracy/eval_heldout_templates"] == 2 and records["rouge_l_train"] == 2
+    assert records["ifeval/prompt_strict/seen_types"] == 2 and records["ifeval/prompt_strict"] == 4
+    assert records["length_chars"] == records["repetition_2gram"] == 6, "2 per held-out task split"
     export = json.loads((out / "eval" / "alpaca_eval.json").read_text())
     assert len(export) == 6 and set(export[0]) == {"instruction", "output", "generator"}
     per_prompt = json.loads((out / "eval" / "per_prompt.json").read_text())["splits"]

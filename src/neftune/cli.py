@@ -204,9 +204,14 @@ def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Path | N
 
 
 def _tidy_paths(values: dict) -> dict:
-    """Relative paths among ``values`` (model, data, out) as one spelling (``./qa.csv`` -> ``qa.csv``),
-    so that a run's config.yaml read back gives the same settings (a resume compares them)."""
-    return resolve_paths(values, ".")
+    """Relative paths among ``values`` (the out folder, and a model or data that exists) in one spelling
+    (``./qa.csv`` -> ``qa.csv``), so that a run's config.yaml read back gives the same settings (a
+    resume compares them); what does not exist stays as typed, for the error message."""
+    tidy = resolve_paths(values, ".")
+    return {
+        k: tidy[k] if k == "out" or (isinstance(v, str) and Path(v).exists()) else v
+        for k, v in values.items()
+    }
 
 
 _Config = Annotated[
