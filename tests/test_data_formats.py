@@ -589,7 +589,7 @@ def test_empty_answers_are_refused_all_of_them_named(tmp_path: Path) -> None:
                 {"from": "human", "value": "b"},
                 {"from": "gpt", "value": "c"},
             ]
-        },  # fmt: skip
+        },
         {"prompt": "a", "completion": ""},
         {"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "assistant", "content": ""}]},
         {"instruction": "a", "output": "b"},
