@@ -20,7 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import cli_options as opts
-from .cli_options import MODEL, OUTPUT
+from .cli_options import OUTPUT
 from .configfile import CONFIG_NAME, ConfigFileError, load_config_file, read_options, resolve_paths
 from .evaluation import EvalConfig
 from .progress import RichBars
@@ -596,24 +596,10 @@ def eval_(
 
 @app.command()
 def export(
-    model: Annotated[
-        str, typer.Option(help="Run folder from `neftune train` (full or LoRA).", rich_help_panel=MODEL)
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out", "--output-dir", help="New folder for the standalone model.", rich_help_panel=OUTPUT
-        ),
-    ],
-    merge: Annotated[
-        bool,
-        typer.Option(
-            "--merge/--no-merge",
-            help="Merge a LoRA adapter into its base model (needed for a standalone model).",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = True,
-    trust_remote_code: Annotated[bool, typer.Option(help=opts.TRUST_HELP, rich_help_panel=MODEL)] = False,
+    model: opts.ExportModel,
+    out: opts.ExportOut,
+    merge: opts.Merge = True,
+    trust_remote_code: opts.TrustRemoteCode = False,
 ) -> None:
     """Write a run as a plain transformers folder (safetensors + tokenizer), a LoRA adapter merged in.
 
@@ -1111,21 +1097,14 @@ def sweep(
 
 @app.command()
 def analyze(
-    model: Annotated[str, typer.Option(help=opts.MODEL_HELP)] = "smollm2-135m",
-    alphas: Annotated[str, typer.Option(help="Comma-separated alphas to measure.")] = "0,1,5,10,15,20,30",
-    distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
-    data: Annotated[
-        str, typer.Option(help="Where the real token ids and sequence lengths come from. " + opts.DATA_HELP)
-    ] = "builtin:quick",
-    n_sequences: Annotated[int, typer.Option(help="Sequences sampled from --data.")] = 300,
-    max_length: Annotated[int, typer.Option(help="Cut sequences at this many tokens.")] = 512,
-    seed: Annotated[int, typer.Option(help="Seed of the sample and of the noise.")] = 0,
-    out: Annotated[
-        Path,
-        typer.Option(
-            help="Folder for analyze.json / analyze.png (use EXPERIMENT/analyze to add it to a report)."
-        ),
-    ] = Path("runs/analyze"),
+    model: opts.Model = _T.model,
+    alphas: opts.MeasuredAlphas = "0,1,5,10,15,20,30",
+    distribution: opts.Distribution = _T.distribution,
+    data: opts.SampleData = _T.data,
+    n_sequences: opts.NSequences = 300,
+    max_length: opts.CutLength = _T.max_length,
+    seed: opts.SampleSeed = 0,
+    out: opts.AnalyzeOut = Path("runs/analyze"),
 ) -> None:
     """What the noise does to the model's real token embeddings: L2, cosine, SNR, nearest-token flips."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -1179,20 +1158,13 @@ def analyze(
 
 @app.command()
 def viz(
-    model: Annotated[str, typer.Option(help=opts.MODEL_HELP)] = "smollm2-135m",
-    alpha: Annotated[float, typer.Option(help="Noise magnitude alpha.")] = 5.0,
-    length: Annotated[
-        int | None,
-        typer.Option(help="Sequence length L the noise is scaled for \\[default: median of --data]."),
-    ] = None,
-    distribution: Annotated[str, typer.Option(help="uniform | gaussian | symmetric")] = "uniform",
-    data: Annotated[
-        str, typer.Option(help="Data whose median length is the default --length.")
-    ] = "builtin:quick",
-    seed: Annotated[int, typer.Option(help="Seed of the noise and of t-SNE.")] = 0,
-    out: Annotated[
-        Path, typer.Option(help="Folder for viz.png / viz.json (use EXPERIMENT/viz to add it to a report).")
-    ] = Path("runs/viz"),
+    model: opts.Model = _T.model,
+    alpha: opts.Alpha = _T.alpha,
+    length: opts.NoiseLength = None,
+    distribution: opts.Distribution = _T.distribution,
+    data: opts.LengthData = _T.data,
+    seed: opts.VizSeed = 0,
+    out: opts.VizOut = Path("runs/viz"),
 ) -> None:
     """2-D projections (PCA, t-SNE) of real token embeddings from a few word groups, clean vs noisy."""
     from .experiments.projection import VizConfig, run_viz
@@ -1218,7 +1190,7 @@ def viz(
 
 @app.command("report")
 def report_(
-    folder: Annotated[Path, typer.Argument(help="Experiment folder holding results.json.")],
+    folder: opts.ExperimentFolder,
 ) -> None:
     """Rebuild report.html, summary.md and the plots of an experiment from its results.json."""
     from .experiments.report import build_report, load_results

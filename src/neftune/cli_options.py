@@ -1,7 +1,8 @@
 """The options of the ``neftune`` commands, each declared once (flags, help, help panel).
 
-``train``, ``eval``, ``compare`` and ``sweep`` use the same declaration for the same option, so
-their spellings and help cannot drift apart. A declaration is an ``Annotated`` type for a typer
+Every command's options are here (``--config``, whose callback reads the file, is in the CLI
+itself). ``train``, ``eval``, ``compare`` and ``sweep`` use the same declaration for the same
+option, so their spellings and help cannot drift apart. A declaration is an ``Annotated`` type for a typer
 parameter; the command gives the default::
 
     lora_r: opts.LoraR = TrainConfig().lora_r          # in train
@@ -416,3 +417,77 @@ GpusPerArm = Annotated[
 MaxRetries = Annotated[
     int, typer.Option(help="Retries of an arm whose Ray worker dies.", rich_help_panel=EXECUTION)
 ]
+
+# --------------------------------------------------------------------------- export
+
+ExportModel = Annotated[
+    str,
+    typer.Option("--model", help="Run folder from `neftune train` (full or LoRA).", rich_help_panel=MODEL),
+]
+ExportOut = Annotated[
+    Path,
+    typer.Option(
+        "--out", "--output-dir", help="New folder for the standalone model.", rich_help_panel=OUTPUT
+    ),
+]
+Merge = Annotated[
+    bool,
+    typer.Option(
+        "--merge/--no-merge",
+        help="Merge a LoRA adapter into its base model (needed for a standalone model).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+
+# --------------------------------------------------------------------------- analyze, viz, report
+
+MeasuredAlphas = Annotated[
+    str, typer.Option("--alphas", help="Comma-separated alphas to measure.", rich_help_panel=NOISE)
+]
+SampleData = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="Where the real token ids and sequence lengths come from. " + DATA_HELP,
+        rich_help_panel=DATA,
+    ),
+]
+NSequences = Annotated[int, typer.Option(help="Sequences sampled from --data.", rich_help_panel=DATA)]
+CutLength = Annotated[
+    int, typer.Option("--max-length", help="Cut sequences at this many tokens.", rich_help_panel=DATA)
+]
+SampleSeed = Annotated[
+    int, typer.Option("--seed", help="Seed of the sample and of the noise.", rich_help_panel=DATA)
+]
+AnalyzeOut = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Folder for analyze.json / analyze.png (use EXPERIMENT/analyze to add it to a report).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+NoiseLength = Annotated[
+    int | None,
+    typer.Option(
+        help="Sequence length L the noise is scaled for.",
+        show_default="median of --data",
+        rich_help_panel=NOISE,
+    ),
+]
+LengthData = Annotated[
+    str,
+    typer.Option("--data", help="Data whose median length is the default --length.", rich_help_panel=DATA),
+]
+VizSeed = Annotated[
+    int, typer.Option("--seed", help="Seed of the noise and of t-SNE.", rich_help_panel=NOISE)
+]
+VizOut = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Folder for viz.png / viz.json (use EXPERIMENT/viz to add it to a report).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+ExperimentFolder = Annotated[Path, typer.Argument(help="Experiment folder holding results.json.")]

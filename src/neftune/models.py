@@ -180,7 +180,9 @@ def resolve_model(spec: str) -> str:
 
 def is_hub_id(spec: str) -> bool:
     """Whether :func:`resolve_model` reads ``spec`` as a hub id (not a preset or a local folder)."""
-    return resolve_model(spec) == spec and not Path(spec).expanduser().is_dir()
+    if spec in (*PRESETS, "default") or Path(spec).expanduser().exists():
+        return False
+    return resolve_model(spec) == spec
 
 
 def check_model(spec: str) -> bool:
