@@ -218,7 +218,7 @@ def test_a_new_users_session(tmp_path, monkeypatch):
     code, lines = _run(*compare, "--max-steps", "1", "--overwrite")
     assert code == 0, lines
     kept = [line for line in lines if "Kept (--overwrite removes only what neftune wrote)" in line]
-    assert len(kept) == 1 and "summary-for-my-boss.md" in kept[0], lines
+    assert len(kept) == 1 and f"arms/{arms[1].name}/eval/reading.md" in kept[0], lines
     assert json.loads((arms[0] / "neftune_run.json").read_text())["config"]["max_steps"] == 1
 
     # Nothing of theirs lost or changed.
