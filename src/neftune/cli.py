@@ -34,13 +34,26 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def _click():
+    """The click typer runs on: its own copy (typer >= 0.20), else the click package."""
+    try:
+        from typer import _click as vendored
+
+        return vendored
+    except ImportError:  # older typer
+        import click
+        import click.core
+        import click.exceptions
+
+        return click
+
+
 class _OneLineErrors(TyperGroup):
     """The ``neftune`` group: a usage error (a value that is not a number, an unknown option, a missing
     one) prints one ``Error:`` line naming the option and exits 2, instead of typer's boxed usage panel."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
-        from typer._click import exceptions as click_errors
-
+        click_errors = _click().exceptions
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -65,11 +78,14 @@ def _usage_message(exc, where: str) -> str:
     (``where``: the command, when the error has no context to say it)."""
     message = _one_line(exc.format_message())
     ctx, param = getattr(exc, "ctx", None), getattr(exc, "param", None)
-    if ctx is not None and param is not None and param.name:
-        from typer._click.core import ParameterSource
-
-        if ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT_MAP:
-            message = message.rstrip(".") + " (the value comes from the --config file)."
+    from_file = _click().core.ParameterSource.DEFAULT_MAP
+    if (
+        ctx is not None
+        and param is not None
+        and param.name
+        and ctx.get_parameter_source(param.name) is from_file
+    ):
+        message = message.rstrip(".") + " (the value comes from the --config file)."
     return f"{message.rstrip('.')}. Options: {ctx.command_path if ctx is not None else where} -h"
 
 
@@ -777,8 +793,7 @@ _GRID_OPTIONS = ("preset", "alphas", "seeds", "distribution", "distributions", "
 
 def _given(ctx: typer.Context, options: dict) -> dict:
     """The options the user set (command line or ``--config``), not left at their defaults."""
-    from typer._click.core import ParameterSource
-
+    ParameterSource = _click().core.ParameterSource
     return {
         k: v for k, v in options.items() if ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)
     }
