@@ -73,7 +73,7 @@ def test_the_experiment_gets_every_given_option():
         "schedule": "linear", "n_train_loss": 7, "eval_batch_size": 3, "repetition_penalty": 1.2,
         "seeds": "0", "alphas": "0,5",
     }  # fmt: skip
-    cfg = _experiment_config("compare", "quick", given)
+    cfg = _experiment_config("quick", given)
     t = cfg.train
     assert (t.lora, t.lora_r, t.lora_alpha, t.lora_target_modules) == (True, 4, 8, "q_proj")
     assert (t.field_map, t.assistant_turns, t.grad_accum, t.warmup_ratio) == ("instruction=q", "last", 2, 0.1)
@@ -82,7 +82,7 @@ def test_the_experiment_gets_every_given_option():
     assert cfg.schedules == ["linear"] and cfg.seeds == [0] and cfg.alphas == [0.0, 5.0]
     assert cfg.eval == {"n_generate": 60, "max_new_tokens": 48, "n_train_loss": 7, "batch_size": 3,
                         "repetition_penalty": 1.2}  # fmt: skip
-    assert _experiment_config("compare", "quick", {"epochs": 2.0}).train.max_steps == -1, "--epochs wins"
+    assert _experiment_config("quick", {"epochs": 2.0}).train.max_steps == -1, "--epochs wins"
 
 
 @pytest.mark.parametrize(

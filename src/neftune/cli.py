@@ -786,9 +786,6 @@ def _grid_values(kind: str, preset: str, cfg, out: Path, report: bool, names: se
 
 #: ``ExperimentConfig.eval`` keys whose option has another name in compare and sweep.
 _EVAL_OPTION = {"batch_size": "eval_batch_size"}
-#: Options of compare and sweep that are not training or evaluation options.
-_GRID_OPTIONS = ("preset", "alphas", "seeds", "distribution", "distributions", "schedule", "schedules",
-                 "scalings", "curve_every", "out", "overwrite", "report", "config")  # fmt: skip
 
 
 def _given(ctx: typer.Context, options: dict) -> dict:
@@ -799,7 +796,7 @@ def _given(ctx: typer.Context, options: dict) -> dict:
     }
 
 
-def _experiment_config(kind: str, preset: str, given: dict):
+def _experiment_config(preset: str, given: dict):
     """The :class:`~neftune.experiments.plan.ExperimentConfig` of ``--preset`` with every given option
     applied: grid options, training options (all of train's but what the arms vary) and evaluation ones."""
     from dataclasses import fields, replace
@@ -830,11 +827,9 @@ def _experiment_config(kind: str, preset: str, given: dict):
     train = {k: v for k, v in given.items() if k in train_fields}
     if "epochs" in train and "max_steps" not in train:
         train["max_steps"] = -1  # --epochs given: train by epochs, not the preset's steps
-    for key in ("model", "data", "lora", "epochs", "max_steps", "batch_size", "max_length"):
-        if (
-            train.get(key, 0) is None
-        ):  # None: the preset's or TrainConfig's (a run's config.yaml has no None here)
-            del train[key]
+    # None (compare's default of data, epochs, max_steps, batch_size): the preset's or TrainConfig's.
+    required = ("model", "data", "lora", "epochs", "max_steps", "batch_size", "max_length")
+    train = {k: v for k, v in train.items() if not (v is None and k in required)}
     cfg.train = replace(cfg.train, **train)
     eval_fields = {f.name for f in fields(EvalConfig)} - {"model", "data", "out", "seed", "field_map"}
     eval_fields -= {"trust_remote_code", "batch_size"}
@@ -870,7 +865,7 @@ def _run_grid(kind: str, ctx: typer.Context, options: dict, always: tuple[str, .
             max_retries=options["max_retries"],
         )
         given = _tidy_paths({**_given(ctx, options), **{k: options[k] for k in always}})
-        cfg = _experiment_config(kind, options["preset"], given)
+        cfg = _experiment_config(options["preset"], given)
         cfg.validate()
         if 0.0 not in cfg.alphas:
             _fail(
