@@ -95,6 +95,7 @@ class NEFTuneEmbedding(nn.Embedding):
             attention_mask=attention_mask,
             position_ids=position_ids,
             cu_seqlens=cu_seqlens,
+            need_noise=False,
         )
         return result
 

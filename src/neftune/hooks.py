@@ -439,6 +439,7 @@ class NEFTuneHandle:
             scaling=self.config.scaling,
             generator=self.generator(generator_device(backend, output)),
             inplace=inplace,
+            need_noise=self.record_stats or (outside and not compiling and per_sequence and not batch),
             **batch,
         )
         self.last_backend, self.last_inplace = backend, inplace

@@ -20,7 +20,8 @@ import torch
 
 from .kernels import fused_add_noise
 from .kernels.backend import check_backend, draw_seed, resolve_backend
-from .kernels.reference import sample_eps, scaled_noise
+from .kernels.reference import sample_eps, torch_add_noise
+from .kernels.scales import kernel_scales, scale_value
 
 DISTRIBUTIONS = ("uniform", "gaussian", "symmetric")
 SCALINGS = ("per_sequence", "batch")
@@ -168,8 +169,9 @@ def token_scales(
         cu_seqlens=cu_seqlens,
         device=embeds.device,
     )
-    lf = lengths.to(torch.float32)
-    scales = torch.where(lengths > 0, alpha / torch.sqrt(lf.clamp(min=1.0) * dim), torch.zeros_like(lf))
+    # fl(fl(1 / fl(sqrt(fl(L * d)))) * alpha) in float32; padding (L = 0, an inf here) set to 0.
+    scales = (lengths.to(torch.float32) * dim).sqrt_().reciprocal_().mul_(alpha)
+    scales = scales.masked_fill_(lengths == 0, 0.0)
     return scales if embeds.dim() == 3 else scales.squeeze(0)
 
 
@@ -213,6 +215,7 @@ def noised(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    need_noise: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The one noise path: ``(embeds + noise, noise)``; every caller (``add_noise``, the hook, the module) uses it.
 
@@ -224,18 +227,32 @@ def noised(
     fused kernel returns no separate noise tensor (``None``) and writes into ``embeds`` when
     ``inplace``; the torch path never modifies ``embeds``. The result keeps ``embeds``'
     autograd graph (identity gradient); the noise itself is not differentiated.
+
+    Cost over the embeddings: the torch path draws ``eps`` and applies the scales in one fused
+    multiply-add (two passes; :func:`neftune.kernels.reference.torch_add_noise`), and returns the
+    noise only when ``need_noise`` (which can cost a third pass); the fused kernel reads and
+    writes once, its scales computed in the kernel where it can
+    (:func:`neftune.kernels.kernel_scales`).
     """
     if scaling == "batch":
         noise = batch_scaled_noise(embeds, alpha, distribution=distribution, generator=generator)
         return embeds + noise, noise
-    scales = token_scales(
-        embeds, alpha, attention_mask=attention_mask, position_ids=position_ids, cu_seqlens=cu_seqlens
-    )
+    batch = {"attention_mask": attention_mask, "position_ids": position_ids, "cu_seqlens": cu_seqlens}
     if backend == "triton":
         seed = draw_seed(generator)
+        scales = kernel_scales(embeds, alpha, **batch)
+        if scales is None:  # a case the kernel cannot scale by itself: the torch reference's scales
+            scales = token_scales(embeds, alpha, **batch)
         return fused_add_noise(embeds, scales, distribution=distribution, seed=seed, inplace=inplace), None
-    noise = scaled_noise(embeds, scales, distribution=distribution, generator=generator)
-    return embeds + noise, noise
+    no_lengths = attention_mask is None and position_ids is None and cu_seqlens is None
+    if no_lengths and isinstance(alpha, Real) and embeds.dim() in (2, 3):
+        # One sequence per row: token_scales' value for every token, without its ~10 small kernels.
+        scales: torch.Tensor | float = scale_value(embeds.shape[-2], embeds.shape[-1], alpha)
+    else:
+        scales = token_scales(embeds, alpha, **batch)
+    return torch_add_noise(
+        embeds, scales, distribution=distribution, generator=generator, need_noise=need_noise
+    )
 
 
 def add_noise(
@@ -281,5 +298,6 @@ def add_noise(
         attention_mask=attention_mask,
         position_ids=position_ids,
         cu_seqlens=cu_seqlens,
+        need_noise=False,
     )
     return result
