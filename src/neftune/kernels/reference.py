@@ -85,10 +85,8 @@ def torch_add_noise(
             factor = float(scales) if one_scale else scales.to(dtype).unsqueeze(-1)
     if noise is not None:
         return embeds + noise, noise
-    if one_scale:
-        out = torch.add(embeds, eps, alpha=factor)
-    else:
-        out = torch.addcmul(embeds, eps, factor)  # autograd keeps neither eps nor the scales
+    # One fused multiply-add; autograd keeps neither eps nor the scales.
+    out = torch.add(embeds, eps, alpha=factor) if one_scale else torch.addcmul(embeds, eps, factor)
     with torch.no_grad():
         return out, (eps.mul_(factor) if need_noise else None)
 
