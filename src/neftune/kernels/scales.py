@@ -8,8 +8,9 @@
 * a 2-D ``attention_mask`` (0/1 or segment ids) and/or ``position_ids``: one scan kernel writes a
   float32 scale per token, then the noise kernel reads it (two launches).
 
-Anything else (a 4-D mask, ``cu_seqlens`` together with a mask, alpha given as a tensor while
-torch.compile traces, inputs that do not fit the embeddings) returns None: the caller then passes
+Anything else (a 4-D block mask, ``cu_seqlens`` together with a mask, a ``pad_mask`` of pad-token
+tails, alpha given as a tensor while torch.compile traces, inputs that do not fit the
+embeddings) returns None: the caller then passes
 :func:`neftune.noise.token_scales` (the torch reference, ~20 small kernels), which also raises
 the errors for bad input. The scales equal ``token_scales`` bit for bit (tested).
 
@@ -103,6 +104,7 @@ def kernel_scales(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    pad_mask: torch.Tensor | None = None,
     chunk: int = SCAN_CHUNK,
 ) -> ScaleArgs | None:
     """Per-token scales for the fused kernel, or None where only ``token_scales`` can make them.
@@ -112,8 +114,8 @@ def kernel_scales(
     synchronises with the device. ``chunk``: the scan's tokens per loop step (tests vary it: the
     scales must not change).
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, Real):
-        return None  # e.g. a 0-d tensor while torch.compile traces
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or pad_mask is not None:
+        return None  # alpha: e.g. a 0-d tensor while torch.compile traces
     shape = _rows_cols_dim(embeds)
     if shape is None:
         return None
