@@ -230,9 +230,12 @@ def token_scales(
         pad_mask=pad_mask,
         device=embeds.device,
     )
-    # fl(fl(1 / fl(sqrt(fl(L * d)))) * alpha) in float32; padding (L = 0, an inf here) set to 0.
-    scales = (lengths.to(torch.float32) * dim).sqrt_().reciprocal_().mul_(alpha)
-    scales = scales.masked_fill_(lengths == 0, 0.0)
+    # fl(fl(1 / sqrt(L * d)) * alpha) in float64, rounded once to float32: the same value on every
+    # device (torch's float32 sqrt on the CPU is not always correctly rounded) and in the fused
+    # kernels (neftune.kernels.scales.scale_value). Padding (L = 0, an inf here) is set to 0.
+    wide = torch.float32 if lengths.device.type == "mps" else torch.float64  # MPS has no float64
+    scales = (lengths.to(wide) * dim).sqrt_().reciprocal_().mul_(alpha)
+    scales = scales.masked_fill_(lengths == 0, 0.0).to(torch.float32)
     return scales if embeds.dim() == 3 else scales.squeeze(0)
 
 

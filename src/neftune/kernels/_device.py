@@ -20,7 +20,7 @@ _LN2 = tl.constexpr(0.6931471805599453)
 
 #: Runtime arguments that are never specialisation keys: the row count changes with every packed
 #: batch, the seed and scale every call, the cu_seqlens length with the batch.
-NOT_SPECIALIZED = ["n_rows", "seed", "scale_value", "n_aux", "aux_steps"]
+NOT_SPECIALIZED = ["n_rows", "seed", "scale_value", "alpha_bits", "n_aux", "aux_steps"]
 
 
 @triton.jit
@@ -154,15 +154,28 @@ def _add_noise(xf, scale, seed, groups, DIST: tl.constexpr, GROUP: tl.constexpr)
 
 
 @triton.jit
-def scale_from_length(length, d, alpha):
-    """``alpha / sqrt(L * d)`` rounded as ``neftune.noise.token_scales`` does: fl(fl(1 / sqrt(fl(L * d))) * alpha)."""
-    prod = length.to(tl.float32) * d.to(tl.float32)
-    return tl.math.div_rn(tl.full(prod.shape, 1.0, tl.float32), tl.math.sqrt_rn(prod)) * alpha
+def scale_from_length(length, d, alpha_bits):
+    """``alpha / sqrt(L * d)`` as ``neftune.noise.token_scales`` computes it: in float64
+    (``fl(fl(1 / fl(sqrt(L * d))) * alpha)``, IEEE division and square root) rounded once to float32.
+    ``alpha_bits``: alpha's float64 bit pattern (an int64 argument: exact in every Triton version)."""
+    prod = length.to(tl.float64) * d.to(tl.float64)
+    r = tl.full(prod.shape, 1.0, tl.float64) / tl.sqrt(prod)
+    return (r * alpha_bits.to(tl.float64, bitcast=True)).to(tl.float32)
 
 
 @triton.jit
 def _token_scales(
-    rows, ok, d, scale_value, scale_ptr, scale2_ptr, aux_ptr, n_aux, aux_steps, SCALE_MODE: tl.constexpr
+    rows,
+    ok,
+    d,
+    scale_value,
+    alpha_bits,
+    scale_ptr,
+    scale2_ptr,
+    aux_ptr,
+    n_aux,
+    aux_steps,
+    SCALE_MODE: tl.constexpr,
 ):
     """Float32 scale of each token index in ``rows`` (any shape); 0 on padding."""
     if SCALE_MODE == 0:
@@ -196,7 +209,7 @@ def _token_scales(
         length = tl.load(aux_ptr + seg + 1, mask=inside, other=0) - tl.load(
             aux_ptr + seg, mask=inside, other=0
         )
-        s = tl.where(inside & (length > 0), scale_from_length(tl.maximum(length, 1), d, scale_value), 0.0)
+        s = tl.where(inside & (length > 0), scale_from_length(tl.maximum(length, 1), d, alpha_bits), 0.0)
     return s
 
 
@@ -210,6 +223,7 @@ def noise_rows_kernel(
     out_stride,
     seed,
     scale_value,
+    alpha_bits,
     scale_ptr,
     scale2_ptr,
     aux_ptr,
@@ -233,7 +247,17 @@ def noise_rows_kernel(
     row_ok = rows < n_rows
     mask = row_ok[:, None] & (cols < n_cols)[None, :]
     scale = _token_scales(
-        rows, row_ok, n_cols, scale_value, scale_ptr, scale2_ptr, aux_ptr, n_aux, aux_steps, SCALE_MODE
+        rows,
+        row_ok,
+        n_cols,
+        scale_value,
+        alpha_bits,
+        scale_ptr,
+        scale2_ptr,
+        aux_ptr,
+        n_aux,
+        aux_steps,
+        SCALE_MODE,
     )
     groups = rows[:, None] * (n_cols // GROUP) + gcols[None, :]
     x = tl.load(x_ptr + rows[:, None] * x_stride + cols[None, :], mask=mask, other=0.0)
@@ -251,6 +275,7 @@ def noise_flat_kernel(
     out_stride,
     seed,
     scale_value,
+    alpha_bits,
     scale_ptr,
     scale2_ptr,
     aux_ptr,
@@ -275,7 +300,17 @@ def noise_flat_kernel(
     rows = idx // n_cols
     cols = idx - rows * n_cols
     scale = _token_scales(
-        rows, ok, n_cols, scale_value, scale_ptr, scale2_ptr, aux_ptr, n_aux, aux_steps, SCALE_MODE
+        rows,
+        ok,
+        n_cols,
+        scale_value,
+        alpha_bits,
+        scale_ptr,
+        scale2_ptr,
+        aux_ptr,
+        n_aux,
+        aux_steps,
+        SCALE_MODE,
     )
     x = tl.load(x_ptr + rows * x_stride + cols, mask=ok, other=0.0)
     y = _add_noise(x.to(tl.float32), scale, seed, groups, DIST, GROUP)
@@ -323,7 +358,7 @@ def _scan_row(
     T,
     seg,
     d,
-    alpha,
+    alpha_bits,
     out_ptr,
     out2_ptr,
     store2,
@@ -367,7 +402,7 @@ def _scan_row(
         c1 = tl.associative_scan(tl.where(next_starts, upto, total), 0, _min_combine, reverse=True)
         c1 = tl.minimum(c1, carry_c1)
         length = c1 - tl.load(c0_ptr + base + t, mask=ok, other=0)
-        s = tl.where(valid & (length > 0), scale_from_length(tl.maximum(length, 1), d, alpha), 0.0)
+        s = tl.where(valid & (length > 0), scale_from_length(tl.maximum(length, 1), d, alpha_bits), 0.0)
         tl.store(out_ptr + base + t, s, mask=ok)
         tl.store(out2_ptr + base + t, s, mask=t < T * store2)  # store2: 0 or 1
         carry_after = carry_after + tl.sum(v, 0)
@@ -375,7 +410,7 @@ def _scan_row(
     tl.debug_barrier()  # c0 may be rewritten by a second scan of this row
 
 
-@triton.jit(do_not_specialize=["T", "alpha"])
+@triton.jit(do_not_specialize=["T", "alpha_bits"])
 def segment_scales_kernel(
     mask_ptr,
     pos_ptr,
@@ -385,7 +420,7 @@ def segment_scales_kernel(
     c0_ptr,
     T,
     d,
-    alpha,
+    alpha_bits,
     HAS_MASK: tl.constexpr,
     SEG_IDS: tl.constexpr,
     HAS_POS: tl.constexpr,
@@ -419,16 +454,16 @@ def segment_scales_kernel(
         tl.store(flag_ptr + b, (row_max > 1).to(tl.int32))
         two_readings = (row_max <= 1) & (count > 0) & (last - first + 1 > count)
         _scan_row(
-            mask_ptr, pos_ptr, base, T, True, d, alpha, out_ptr, out2_ptr, 1 - two_readings.to(tl.int32), c0_ptr,
+            mask_ptr, pos_ptr, base, T, True, d, alpha_bits, out_ptr, out2_ptr, 1 - two_readings.to(tl.int32), c0_ptr,
             HAS_MASK, HAS_POS, CHUNK,
         )  # fmt: skip
         if two_readings:
             _scan_row(
-                mask_ptr, pos_ptr, base, T, False, d, alpha, out2_ptr, out2_ptr, 0, c0_ptr,
+                mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out2_ptr, out2_ptr, 0, c0_ptr,
                 HAS_MASK, HAS_POS, CHUNK,
             )  # fmt: skip
     else:
         _scan_row(
-            mask_ptr, pos_ptr, base, T, False, d, alpha, out_ptr, out_ptr, 0, c0_ptr,
+            mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out_ptr, out_ptr, 0, c0_ptr,
             HAS_MASK, HAS_POS, CHUNK,
         )  # fmt: skip

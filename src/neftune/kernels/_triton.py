@@ -52,7 +52,7 @@ from types import ModuleType
 import torch
 import triton
 
-from .scales import SCALE_TOKEN, SCALE_TOKEN2, ScaleArgs
+from .scales import SCALE_TOKEN, SCALE_TOKEN2, ScaleArgs, float64_bits
 
 DIST_CODES = {"uniform": 0, "gaussian": 1, "symmetric": 2, "none": 3}
 
@@ -119,17 +119,20 @@ def launch(
     *,
     blocks: tuple[int, int] | None = None,
     flat: bool | None = None,
+    group: int | None = None,
 ) -> None:
     """Write ``x2 + scale * eps`` into ``out2`` (one kernel launch).
 
     ``x2``/``out2``: 2-D ``(n_rows, d)`` with unit stride on the last dim (rows may be strided,
     ``out2`` may alias ``x2``). ``blocks`` (``(BLOCK_ROWS, BLOCK_COLS)``, or ``(1, BLOCK)`` for the
     flat kernel) and ``flat`` override the choices, for tests: the output must not change.
+    ``group`` (tests) runs a float32 tensor with the 16-bit lane layout (8), so that those values
+    can be checked at full precision.
     """
     n_rows, n_cols = x2.shape
     if n_rows == 0 or n_cols == 0:
         return
-    group = group_size(x2.dtype)
+    group = group or group_size(x2.dtype)
     placeholder = x2
     args = (
         x2,
@@ -140,6 +143,7 @@ def launch(
         out2.stride(0),
         seed,
         float(scale.value),
+        float64_bits(scale.value),
         scale.scales if scale.scales is not None else placeholder,
         scale.scales2 if scale.scales2 is not None else placeholder,
         scale.aux if scale.aux is not None else placeholder,
@@ -205,7 +209,7 @@ def segment_scales(
         c0,
         cols,
         d,
-        alpha,
+        float64_bits(alpha),
     )
     if rows and cols:
         kernel = device_code().segment_scales_kernel

@@ -52,20 +52,24 @@ class ScaleArgs:
         return (self.aux.numel() - 1).bit_length() if self.mode == SCALE_CU else 0
 
 
+def float64_bits(x: float) -> int:
+    """The bit pattern of ``x`` as a float64, as a signed int64 (how alpha reaches the kernels)."""
+    return struct.unpack("<q", struct.pack("<d", float(x)))[0]
+
+
 def _f32(x: float) -> float:
     """``x`` rounded to float32 (round to nearest even)."""
-    return struct.unpack("f", struct.pack("f", x))[0]
+    return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
 def scale_value(length: int, d: int, alpha: float) -> float:
-    """``alpha / sqrt(L * d)`` as :func:`neftune.noise.token_scales` rounds it in float32.
+    """``alpha / sqrt(L * d)`` as :func:`neftune.noise.token_scales` and the kernels compute it.
 
-    ``token_scales`` computes ``fl(fl(1 / fl(sqrt(fl(L * d)))) * alpha)`` in float32. Each step
-    here is done in double and rounded to float32, which gives the correctly rounded float32
-    result for +, *, / and sqrt (double carries more than 2 * 24 + 2 bits), so the two agree.
+    In float64, ``fl(fl(1 / fl(sqrt(L * d))) * alpha)`` with IEEE division and square root
+    (Python's floats), then rounded once to float32. (Not in float32: torch's CPU ``sqrt`` for
+    float32 is not always correctly rounded, so float32 scales would differ between devices.)
     """
-    prod = _f32(_f32(float(length)) * _f32(float(d)))
-    return _f32(_f32(1.0 / _f32(math.sqrt(prod))) * _f32(alpha))
+    return _f32((1.0 / math.sqrt(float(length) * float(d))) * float(alpha))
 
 
 def _rows_cols_dim(embeds: torch.Tensor) -> tuple[int, int, int] | None:
@@ -105,14 +109,15 @@ def kernel_scales(
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     pad_mask: torch.Tensor | None = None,
-    chunk: int = SCAN_CHUNK,
+    chunk: int | None = None,
 ) -> ScaleArgs | None:
     """Per-token scales for the fused kernel, or None where only ``token_scales`` can make them.
 
     ``embeds``: ``(B, T, d)`` or ``(T, d)``. Same length sources and meaning as
     :func:`neftune.noise.segment_lengths`. May launch one scan kernel (masks, positions); never
     synchronises with the device. ``chunk``: the scan's tokens per loop step (tests vary it: the
-    scales must not change).
+    scales must not change); default :data:`SCAN_CHUNK`, or the row length's next power of two if
+    smaller under Triton's interpreter (whose scans run element by element in Python).
     """
     if isinstance(alpha, bool) or not isinstance(alpha, Real) or pad_mask is not None:
         return None  # alpha: e.g. a 0-d tensor while torch.compile traces
@@ -138,4 +143,8 @@ def kernel_scales(
             return None
     from . import _triton
 
+    if chunk is None:
+        chunk = SCAN_CHUNK
+        if _triton.triton.knobs.runtime.interpret:
+            chunk = min(chunk, 1 << max(cols - 1, 1).bit_length())
     return _triton.segment_scales(mask, pos, rows, cols, d, alpha, chunk=chunk)
