@@ -17,7 +17,7 @@ then prints the size of each call against the limit and the exact ``run`` calls.
 the root of the checkout the GPU session will send:
 
     python benchmarks/gpu_prepare.py                 # everything
-    python benchmarks/gpu_prepare.py --only suite    # wheels + tokenizer (issue 17's suite)
+    python benchmarks/gpu_prepare.py --only suite    # wheels + tokenizer (the benchmark suite, -v2 files)
 """
 
 from __future__ import annotations
@@ -48,11 +48,12 @@ PLATFORMS = (
 
 #: The calls, as the device tool's ``run`` takes them (carry paths, timeout, command).
 CALLS = {
+    # Issue 27's figures: files named *-v2.json, committed as benchmarks/results/h200-*-v2.json.
     "suite": {
         "carry": [".gpu/wheels", ".gpu/tokenizer"],
-        "timeout_s": 480,
+        "timeout_s": 540,
         "command": "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_suite.py --wheels .gpu/wheels "
-        "--tokenizer .gpu/tokenizer --budget-s 450 --out $OUT",
+        "--tokenizer .gpu/tokenizer --budget-s 480 --tag v2 --out $OUT",
     },
     "compare-a": {
         "carry": [".gpu/model-a"],
