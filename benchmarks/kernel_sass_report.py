@@ -117,7 +117,7 @@ def configurations() -> list[dict]:
                         "what": f"{dist} noise, {dtype}, per-token scales {scales}",
                     }
                 )
-    block = _triton.NUM_WARPS * 32 * _triton.VECTORS_PER_THREAD * 8
+    block = _triton.FLAT_BLOCK
     configs.append(
         {
             "name": "uniform-bf16-flat-fallback",
@@ -228,7 +228,7 @@ def compile_one(cfg: dict) -> dict:
     usage = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", res.stdout))
     ops = []
     for line in sass.splitlines():
-        m = re.match(r"\s+/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        m = re.match(r"\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
         if m and m.group(1) != "NOP":
             ops.append(m.group(1))
     opcodes = Counter(ops)
@@ -302,10 +302,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"--only: unknown configuration(s) {sorted(unknown)}; known: {[c['name'] for c in configs]}"
             )
         configs = [c for c in configs if c["name"] in wanted]
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    ptxas_path = get_ptxas(90).path  # the ptxas triton runs for sm_90
     ptxas = (
-        subprocess.run([tool("ptxas"), "--version"], capture_output=True, text=True)
-        .stdout.strip()
-        .splitlines()
+        subprocess.run([ptxas_path, "--version"], capture_output=True, text=True).stdout.strip().splitlines()
     )
     rows = []
     print(
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 "target": "cuda sm_90 (compile only, no device)",
                 "command": " ".join([sys.executable, *sys.argv]),
                 "triton": triton.__version__,
-                "ptxas": ptxas[-1] if ptxas else None,
+                "ptxas": f"{Path(ptxas_path).name}: {ptxas[-1]}" if ptxas else None,
                 "torch": torch.__version__,
                 "shape": list(SHAPE),
                 "targets": TARGETS,

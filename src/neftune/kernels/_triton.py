@@ -59,6 +59,9 @@ DIST_CODES = {"uniform": 0, "gaussian": 1, "symmetric": 2, "none": 3}
 #: 128-bit vectors per thread in one tile (8 bf16 or 4 fp32 values each).
 VECTORS_PER_THREAD = 2
 NUM_WARPS = 4
+#: Elements per program of the flat fallback: 8 per thread. Its per-element division and scalar
+#: loads need registers; at 8 per thread it compiles to 64 registers for sm_90 (16 per thread: 119).
+FLAT_BLOCK = NUM_WARPS * 32 * 8
 _INT32_LIMIT = 2**31 - 1
 
 
@@ -154,11 +157,7 @@ def launch(
     meta = {"DIST": DIST_CODES[distribution], "GROUP": group, "SCALE_MODE": scale.mode, "INT64": int64}
     use_flat = n_cols % group != 0 if flat is None else flat
     if use_flat:
-        block = (
-            blocks[1]
-            if blocks is not None
-            else NUM_WARPS * 32 * VECTORS_PER_THREAD * (16 // x2.element_size())
-        )
+        block = blocks[1] if blocks is not None else FLAT_BLOCK
         grid = (triton.cdiv(n_rows * n_cols, block),)
         kernel, meta = device_code().noise_flat_kernel, {**meta, "BLOCK": block}
     else:
@@ -215,7 +214,7 @@ def segment_scales(
         kernel = device_code().segment_scales_kernel
         if device.type == "cuda" and not triton.knobs.runtime.interpret:
             with torch.cuda.device(device):
-                kernel[(rows,)](*args, **meta, num_warps=4)
+                kernel[(rows,)](*args, **meta, num_warps=4, enable_fp_fusion=False)
         else:
             kernel[(rows,)](*args, **meta)
     if seg_ids:
