@@ -347,7 +347,9 @@ def _packed(lengths_per_row: list[list[int]], cols: int) -> tuple[torch.Tensor, 
     return seg, pos
 
 
-@pytest.mark.parametrize("source", ["segment-ids", "segment-ids+positions", "positions", "padded"])
+@pytest.mark.parametrize(
+    "source", ["segment-ids", "segment-ids+positions", "positions", "padded", "pad-tail+positions"]
+)
 def test_fused_hook_scales_packed_batches_like_token_scales(source, monkeypatch):
     """Through a model: the scales the kernel computes itself (segment ids, positions, a 0/1 mask)
     are token_scales' for the same batch. +-1 noise makes |noise| = the scale; recovered as
@@ -361,12 +363,19 @@ def test_fused_hook_scales_packed_batches_like_token_scales(source, monkeypatch)
         inputs["position_ids"] = pos
     if source == "padded":
         inputs["attention_mask"] = (seg > 0).long()
+    pad_token_id = None
+    if source == "pad-tail+positions":  # Axolotl with sdpa: the padded tail is one more "sequence"
+        pad_token_id = 0
+        inputs["input_ids"][seg == 0] = 0
+        inputs["position_ids"] = torch.where(seg > 0, pos, torch.arange(64) - 60)
     planned = []  # the kernel computed the scales itself, not token_scales
     real_plan = neftune.noise.kernel_scales
     monkeypatch.setattr(
         neftune.noise, "kernel_scales", lambda *a, **k: planned.append(real_plan(*a, **k)) or planned[-1]
     )
-    handle = neftune.activate(model, 5.0, backend="triton", distribution="symmetric", seed=3)
+    handle = neftune.activate(
+        model, 5.0, backend="triton", distribution="symmetric", seed=3, pad_token_id=pad_token_id
+    )
     capture = _Capture(model.get_input_embeddings())
     model(**inputs)
     assert handle.last_backend == "triton" and handle.last_inplace
@@ -374,7 +383,11 @@ def test_fused_hook_scales_packed_batches_like_token_scales(source, monkeypatch)
     with torch.no_grad():
         noise = capture.values[0] - model.get_input_embeddings()(inputs["input_ids"])
     batch = {k: v for k, v in inputs.items() if k != "input_ids"}
+    if pad_token_id is not None:
+        batch["pad_mask"] = inputs["input_ids"] == pad_token_id
     want = neftune.token_scales(noise, 5.0, **batch)[..., None].expand_as(noise)
+    if pad_token_id is not None:
+        assert torch.all(want[1, 60:] == 0), "the pad-token tail is padding"
     assert torch.allclose(noise.abs(), want, rtol=0, atol=2.0**-22)
     assert torch.all(noise[want == 0] == 0)
 

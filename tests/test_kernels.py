@@ -362,6 +362,10 @@ def _batches() -> dict[str, tuple[tuple[int, int], dict]]:
     )
     packed_pos = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 0]])
     cu = torch.tensor([0, 3, 7, 12, 12, 20, 25], dtype=torch.int32)  # an empty segment; 5 padding tokens
+    # Pad-token ids: Axolotl's packed tail with positions of its own (row 0: tokens 7..9; row 2:
+    # 5..9), and pad ids inside a sequence that has real tokens too (row 1: they count).
+    pads = torch.zeros(3, 10, dtype=torch.bool)
+    pads[0, 7:], pads[1, 4:6], pads[2, 5:] = True, True, True
     return {
         "no_mask": ((3, 10), {}),
         "right_padded": ((3, 10), {"attention_mask": right}),
@@ -375,6 +379,9 @@ def _batches() -> dict[str, tuple[tuple[int, int], dict]]:
         "segment_ids": ((3, 10), {"attention_mask": seg}),
         "segment_ids_and_positions": ((3, 10), {"attention_mask": seg, "position_ids": pos}),
         "cu_seqlens": ((3, 10), {"cu_seqlens": cu}),
+        "pad_tokens_and_positions": ((3, 10), {"position_ids": pos, "pad_mask": pads}),
+        "pad_tokens_and_segment_ids": ((3, 10), {"attention_mask": seg, "pad_mask": pads}),
+        "pad_tokens_only": ((3, 10), {"pad_mask": pads}),
         "cu_seqlens_int64_all_real": ((2, 8), {"cu_seqlens": torch.tensor([0, 5, 16])}),
         "one_row_2d_embeds": ((0, 10), {"attention_mask": right[1]}),
     }
@@ -453,6 +460,7 @@ def _count_launches(monkeypatch) -> list[str]:
         ("bool_mask_with_holes", SCALE_TOKEN, 2),
         ("packed_positions", SCALE_TOKEN, 2),
         ("segment_ids_and_positions", SCALE_TOKEN2, 2),
+        ("pad_tokens_and_positions", SCALE_TOKEN, 2),
     ],
 )
 def test_noise_with_per_token_scales_takes_at_most_two_launches(monkeypatch, name, mode, launches):
@@ -472,11 +480,12 @@ def test_cases_left_to_token_scales():
     cu = torch.tensor([0, 6, 12])
     assert kernel_scales(x, 5.0, attention_mask=mask4d) is None
     assert kernel_scales(x, 5.0, attention_mask=torch.ones(2, 6), cu_seqlens=cu) is None
-    assert kernel_scales(x, 5.0, pad_mask=torch.zeros(2, 6, dtype=torch.bool)) is None
+    assert kernel_scales(x, 5.0, pad_mask=torch.zeros(2, 6, dtype=torch.bool), cu_seqlens=cu) is None
+    assert kernel_scales(x, 5.0, pad_mask=torch.zeros(2, 6)) is None  # not bool: as token_scales reads it
     assert kernel_scales(x, torch.tensor(5.0)) is None  # alpha traced by torch.compile
     assert kernel_scales(x, 5.0, attention_mask=torch.ones(2, 5)) is None  # wrong shape: token_scales raises
     assert kernel_scales(x, 5.0, cu_seqlens=torch.tensor([0, 20])) is None  # past the tokens: idem
-    for batch in ({"attention_mask": mask4d}, {"pad_mask": torch.zeros(2, 6, dtype=torch.bool)}):
+    for batch in ({"attention_mask": mask4d}, {"cu_seqlens": cu, "attention_mask": torch.ones(2, 6)}):
         out, _ = noised(x, 5.0, backend="triton", distribution="symmetric", **batch)
         assert torch.equal(out.abs().amax(-1), token_scales(x, 5.0, **batch))
 

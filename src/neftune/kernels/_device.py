@@ -363,8 +363,11 @@ def _scan_row(
     out2_ptr,
     store2,
     c0_ptr,
+    pad_ptr,
+    p0_ptr,
     HAS_MASK: tl.constexpr,
     HAS_POS: tl.constexpr,
+    HAS_PAD: tl.constexpr,
     CHUNK: tl.constexpr,
 ):
     """Scales of one row's tokens: ``alpha / sqrt(L d)`` with ``L`` the real tokens of the token's
@@ -374,11 +377,16 @@ def _scan_row(
               real-token count at each start: the count never decreases), kept in ``c0_ptr``;
     backward: c1[t] = real tokens up to the end of t's sequence (a running min, from the right,
               of the count just before each later start); L = c1 - c0.
+
+    ``HAS_PAD``: the same two counts of the real tokens that are pad-token ids (``pad_ptr``,
+    scratch ``p0_ptr``); a sequence made only of them is padding.
     """
     offs = tl.arange(0, CHUNK)
     n_chunks = tl.cdiv(T, CHUNK)
     carry_count = tl.full((), 0, tl.int32)
     carry_c0 = tl.full((), 0, tl.int32)
+    carry_pads = tl.full((), 0, tl.int32)
+    carry_p0 = tl.full((), 0, tl.int32)
     for ci in range(n_chunks):
         t = ci * CHUNK + offs
         valid, start = _valid_and_start(mask_ptr, pos_ptr, base, t, T, seg, HAS_MASK, HAS_POS)
@@ -388,10 +396,20 @@ def _scan_row(
         tl.store(c0_ptr + base + t, c0, mask=t < T)
         carry_count = carry_count + tl.sum(v, 0)
         carry_c0 = tl.max(c0, 0)
+        if HAS_PAD:
+            pv = (valid & (tl.load(pad_ptr + base + t, mask=t < T, other=0) != 0)).to(tl.int32)
+            pads_before = carry_pads + tl.cumsum(pv, 0) - pv
+            p0 = tl.maximum(tl.associative_scan(tl.where(start, pads_before, 0), 0, _max_combine), carry_p0)
+            tl.store(p0_ptr + base + t, p0, mask=t < T)
+            carry_pads = carry_pads + tl.sum(pv, 0)
+            carry_p0 = tl.max(p0, 0)
     total = carry_count
+    total_pads = carry_pads
     tl.debug_barrier()  # c0 is read back below, possibly by other threads
     carry_after = tl.full((), 0, tl.int32)
     carry_c1 = total
+    carry_pads_after = tl.full((), 0, tl.int32)
+    carry_p1 = total_pads
     for k in range(n_chunks):
         t = (n_chunks - 1 - k) * CHUNK + offs
         ok = t < T
@@ -402,7 +420,18 @@ def _scan_row(
         c1 = tl.associative_scan(tl.where(next_starts, upto, total), 0, _min_combine, reverse=True)
         c1 = tl.minimum(c1, carry_c1)
         length = c1 - tl.load(c0_ptr + base + t, mask=ok, other=0)
-        s = tl.where(valid & (length > 0), scale_from_length(tl.maximum(length, 1), d, alpha_bits), 0.0)
+        keep = valid & (length > 0)
+        if HAS_PAD:
+            pv = (valid & (tl.load(pad_ptr + base + t, mask=ok, other=0) != 0)).to(tl.int32)
+            pads_upto = total_pads - (carry_pads_after + tl.cumsum(pv, 0, reverse=True)) + pv
+            p1 = tl.associative_scan(
+                tl.where(next_starts, pads_upto, total_pads), 0, _min_combine, reverse=True
+            )
+            p1 = tl.minimum(p1, carry_p1)
+            keep = keep & (p1 - tl.load(p0_ptr + base + t, mask=ok, other=0) != length)  # not all pads
+            carry_pads_after = carry_pads_after + tl.sum(pv, 0)
+            carry_p1 = tl.min(p1, 0)
+        s = tl.where(keep, scale_from_length(tl.maximum(length, 1), d, alpha_bits), 0.0)
         tl.store(out_ptr + base + t, s, mask=ok)
         tl.store(out2_ptr + base + t, s, mask=t < T * store2)  # store2: 0 or 1
         carry_after = carry_after + tl.sum(v, 0)
@@ -418,12 +447,15 @@ def segment_scales_kernel(
     out2_ptr,
     flag_ptr,
     c0_ptr,
+    pad_ptr,
+    p0_ptr,
     T,
     d,
     alpha_bits,
     HAS_MASK: tl.constexpr,
     SEG_IDS: tl.constexpr,
     HAS_POS: tl.constexpr,
+    HAS_PAD: tl.constexpr,
     CHUNK: tl.constexpr,
 ):
     """One program per batch row: the scale of each of its ``T`` tokens into ``out_ptr``.
@@ -454,16 +486,16 @@ def segment_scales_kernel(
         tl.store(flag_ptr + b, (row_max > 1).to(tl.int32))
         two_readings = (row_max <= 1) & (count > 0) & (last - first + 1 > count)
         _scan_row(
-            mask_ptr, pos_ptr, base, T, True, d, alpha_bits, out_ptr, out2_ptr, 1 - two_readings.to(tl.int32), c0_ptr,
-            HAS_MASK, HAS_POS, CHUNK,
+            mask_ptr, pos_ptr, base, T, True, d, alpha_bits, out_ptr, out2_ptr, 1 - two_readings.to(tl.int32), c0_ptr, pad_ptr, p0_ptr,
+            HAS_MASK, HAS_POS, HAS_PAD, CHUNK,
         )  # fmt: skip
         if two_readings:
             _scan_row(
-                mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out2_ptr, out2_ptr, 0, c0_ptr,
-                HAS_MASK, HAS_POS, CHUNK,
+                mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out2_ptr, out2_ptr, 0, c0_ptr, pad_ptr, p0_ptr,
+                HAS_MASK, HAS_POS, HAS_PAD, CHUNK,
             )  # fmt: skip
     else:
         _scan_row(
-            mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out_ptr, out_ptr, 0, c0_ptr,
-            HAS_MASK, HAS_POS, CHUNK,
+            mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out_ptr, out_ptr, 0, c0_ptr, pad_ptr, p0_ptr,
+            HAS_MASK, HAS_POS, HAS_PAD, CHUNK,
         )  # fmt: skip

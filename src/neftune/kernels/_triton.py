@@ -185,27 +185,38 @@ def segment_scales(
     alpha: float,
     *,
     chunk: int,
+    pad: torch.Tensor | None = None,
 ) -> ScaleArgs:
-    """Launch the scan kernel (one program per row) for a (rows, cols) mask and/or position ids.
+    """Launch the scan kernel (one program per row) for a (rows, cols) mask, position ids and/or
+    pad-token flags (``pad``: nonzero on pad-token ids; a sequence made only of them is padding).
 
     A mask that may hold segment ids (any dtype but bool) gets two scale arrays and per-row flags
     (``SCALE_TOKEN2``), so that the noise kernel can apply the batch-wide rule without a sync.
     """
-    device = (mask if mask is not None else pos).device
+    given = next(t for t in (mask, pos, pad) if t is not None)
+    device = given.device
     out = torch.empty(rows * cols, dtype=torch.float32, device=device)
     c0 = torch.empty(rows * cols, dtype=torch.int32, device=device)
+    p0 = torch.empty_like(c0) if pad is not None else c0
     seg_ids = mask is not None and mask.dtype != torch.bool
     out2 = torch.empty_like(out) if seg_ids else out
     flags = torch.empty(rows, dtype=torch.int32, device=device) if seg_ids else c0
-    placeholder = mask if mask is not None else pos
-    meta = {"HAS_MASK": mask is not None, "SEG_IDS": seg_ids, "HAS_POS": pos is not None, "CHUNK": chunk}
+    meta = {
+        "HAS_MASK": mask is not None,
+        "SEG_IDS": seg_ids,
+        "HAS_POS": pos is not None,
+        "HAS_PAD": pad is not None,
+        "CHUNK": chunk,
+    }
     args = (
-        mask if mask is not None else placeholder,
-        pos if pos is not None else placeholder,
+        mask if mask is not None else given,
+        pos if pos is not None else given,
         out,
         out2,
         flags,
         c0,
+        pad if pad is not None else given,
+        p0,
         cols,
         d,
         float64_bits(alpha),

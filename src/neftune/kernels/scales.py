@@ -5,12 +5,12 @@
 * no mask, positions or ``cu_seqlens``: one value for every token (``L`` = the row length), the
   noise kernel is the only launch;
 * ``cu_seqlens`` (no mask): the noise kernel searches it for each token's sequence (one launch);
-* a 2-D ``attention_mask`` (0/1 or segment ids) and/or ``position_ids``: one scan kernel writes a
-  float32 scale per token, then the noise kernel reads it (two launches).
+* a 2-D ``attention_mask`` (0/1 or segment ids), ``position_ids`` and/or a ``pad_mask`` (pad-token
+  ids; a sequence made only of them is padding): one scan kernel writes a float32 scale per token,
+  then the noise kernel reads it (two launches).
 
-Anything else (a 4-D block mask, ``cu_seqlens`` together with a mask, a ``pad_mask`` of pad-token
-tails, alpha given as a tensor while torch.compile traces, inputs that do not fit the
-embeddings) returns None: the caller then passes
+Anything else (a 4-D block mask, ``cu_seqlens`` together with a mask or pad flags, alpha given as
+a tensor while torch.compile traces, inputs that do not fit the embeddings) returns None: the caller then passes
 :func:`neftune.noise.token_scales` (the torch reference, ~20 small kernels), which also raises
 the errors for bad input. The scales equal ``token_scales`` bit for bit (tested).
 
@@ -119,20 +119,26 @@ def kernel_scales(
     scales must not change); default :data:`SCAN_CHUNK`, or the row length's next power of two if
     smaller under Triton's interpreter (whose scans run element by element in Python).
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, Real) or pad_mask is not None:
-        return None  # alpha: e.g. a 0-d tensor while torch.compile traces
+    if isinstance(alpha, bool) or not isinstance(alpha, Real):
+        return None  # e.g. a 0-d tensor while torch.compile traces
     shape = _rows_cols_dim(embeds)
     if shape is None:
         return None
     rows, cols, d = shape
     alpha = float(alpha)
     if cu_seqlens is not None:
-        if attention_mask is not None or not _cu_seqlens_ok(cu_seqlens, rows * cols, embeds.device):
+        if attention_mask is not None or pad_mask is not None:
+            return None
+        if not _cu_seqlens_ok(cu_seqlens, rows * cols, embeds.device):
             return None
         return ScaleArgs(SCALE_CU, value=alpha, aux=cu_seqlens.contiguous())
-    if attention_mask is None and position_ids is None:
+    if attention_mask is None and position_ids is None and pad_mask is None:
         return ScaleArgs(SCALE_CONST, value=scale_value(cols, d, alpha))
-    mask = pos = None
+    mask = pos = pad = None
+    if pad_mask is not None:
+        pad = _as_rows(pad_mask, rows, cols, embeds.device)
+        if pad is None or pad.dtype != torch.bool:
+            return None
     if attention_mask is not None:
         mask = _as_rows(attention_mask, rows, cols, embeds.device)
         if mask is None:
@@ -147,4 +153,4 @@ def kernel_scales(
         chunk = SCAN_CHUNK
         if _triton.triton.knobs.runtime.interpret:
             chunk = min(chunk, 1 << max(cols - 1, 1).bit_length())
-    return _triton.segment_scales(mask, pos, rows, cols, d, alpha, chunk=chunk)
+    return _triton.segment_scales(mask, pos, rows, cols, d, alpha, chunk=chunk, pad=pad)
