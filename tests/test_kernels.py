@@ -275,6 +275,18 @@ def test_same_noise_for_every_block_size_and_the_flat_kernel(distribution, dtype
         assert torch.equal(_run(x, s, distribution, 3, flat=True, blocks=(1, block)), want), block
 
 
+@pytest.mark.parametrize("flat", [False, True])
+def test_int64_indexing_gives_the_same_noise(monkeypatch, flat):
+    """Tensors past 2^31 elements index in int64 (counters (g mod 2^32, g >> 32)); forced here on a
+    small tensor, the noise must be the int32 path's."""
+    x = torch.randn(6, 40)
+    s = torch.rand(6)
+    want = _run(x, s, "uniform", 9, flat=flat)
+    monkeypatch.setattr(K, "_INT32_LIMIT", 16)
+    assert K._needs_int64(6, 40, 40, 40)
+    assert torch.equal(_run(x, s, "uniform", 9, flat=flat), want)
+
+
 def test_row_count_does_not_change_a_rows_noise():
     """Noise is keyed on the logical index: the first rows of a longer batch get the same noise."""
     x = torch.zeros(9, 32)
@@ -951,6 +963,27 @@ def test_compiled_same_noise_for_every_block_size(monkeypatch, dtype):
     for blocks in [(1, 512), (4, 512), (16, 128), (2, 64)]:
         assert torch.equal(_run(x, s, "uniform", 5, blocks=blocks), want), blocks
     assert torch.equal(_run(x, s, "uniform", 5, flat=True, blocks=(1, 256 * g)), want)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_kernel_is_not_recompiled_for_new_row_counts(monkeypatch):
+    """Packed batches change the row count every step: it is not a specialisation key (nor 1 nor
+    a multiple of 16), so one compiled kernel serves them all."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    kernel = K.device_code().noise_rows_kernel
+    caches = getattr(kernel, "device_caches", None)
+    if caches is None:
+        pytest.skip("this Triton keeps no device_caches to inspect")
+    before = sum(len(c[0]) for c in caches.values())
+    for rows in (1, 37, 64, 1000, 4097):
+        fused_add_noise(
+            torch.zeros(rows, 512, device="cuda", dtype=torch.bfloat16),
+            0.5,
+            distribution="uniform",
+            seed=rows,
+        )
+    assert sum(len(c[0]) for c in caches.values()) - before <= 1
 
 
 def _interpreted(cases: list, distribution: str, seed: int, folder) -> list[torch.Tensor]:
