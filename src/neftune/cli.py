@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_frameworks import add_framework_commands
 from .configfile import CONFIG_NAME, ConfigFileError, load_config_file, normalize_keys
 from .progress import RichBars
 from .training import TrainConfig
@@ -1395,6 +1396,9 @@ def report_(
     except _user_errors() as exc:  # ReportError is a ValueError
         _fail(str(exc))
     console.print(f"Report: {paths['html']}  (Markdown: {paths['markdown']})")
+
+
+add_framework_commands(app)  # neftune llamafactory train, neftune trl sft
 
 
 def main() -> None:
