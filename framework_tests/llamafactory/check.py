@@ -3,10 +3,12 @@
 Run with .venvs/llamafactory/bin/python (see run.sh). It
 
 1. trains through neftune's entry (``neftune.integrations.llamafactory.train``, what
-   ``neftune llamafactory train`` calls) with ``neftune_alpha: 5`` and checks, with the independent
-   probe, the noise every packed sequence received: within tolerance of alpha/sqrt(3), zero on padding;
-2. trains the same config with LLaMA-Factory's own ``neftune_noise_alpha: 5`` (transformers' hook) and
-   records what each sequence got there (not checked: the comparison for the docs);
+   ``neftune llamafactory train`` calls) with ``neftune_alpha: 5``, with ``neat_packing`` (a 4-D
+   block-diagonal mask) and with plain ``packing`` (boundaries only in position_ids), and checks, with
+   the independent probe, the noise every packed sequence received: within tolerance of
+   alpha/sqrt(3), zero on padding;
+2. trains the same configs with LLaMA-Factory's own ``neftune_noise_alpha: 5`` (transformers' hook)
+   and records what each sequence got there (not checked: the comparison for the docs);
 3. runs the ``neftune llamafactory train`` command itself: one short training (exit 0) and the
    refusals (``neftune_noise_alpha`` in the YAML or as an override, an unknown ``neftune_*`` key, a bad
    alpha): exit 2 and one line naming the key.
@@ -97,7 +99,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def check_refusal(problems: list[str], name: str, proc: subprocess.CompletedProcess, must_name: str) -> None:
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]  # after any warnings
     ok = proc.returncode == 2 and len(lines) == 1 and must_name in lines[0] and "Traceback" not in proc.stderr
     print(f"refusal {name}: exit {proc.returncode}: {lines[-1] if lines else '(no message)'}")
     if not ok:
@@ -120,23 +122,29 @@ def main() -> int:
     base, pad = write_inputs(work)
     timings, problems = {}, []
 
-    # 1. neftune's entry, probe attached.
+    # 1. neftune's entry, probe attached: neat_packing (4-D block-diagonal mask), then plain packing
+    #    (a 2-D mask of ones; the boundaries are only in position_ids).
     ours = {**base, "output_dir": str(work / "out-neftune"), "neftune_alpha": ALPHA, "neftune_seed": 0}
     cfg = write_yaml(work / "neftune.yaml", ours)
-    probe = probe_callback(pad, max_calls=base["max_steps"])
-    start = time.perf_counter()
-    train(cfg, callbacks=[probe], launch=False)
-    timings["neftune_run_s"] = round(time.perf_counter() - start, 1)
-    neftune_results = probe.probe.results()
-    problems += [f"neftune: {p}" for p in verdict(neftune_results, ALPHA)]
+    runs = {}
+    for name, overrides in [("neat_packing", []), ("packing", ["neat_packing=false"])]:
+        probe = probe_callback(pad, max_calls=base["max_steps"])
+        start = time.perf_counter()
+        train(
+            cfg, [*overrides, f"output_dir={work / ('out-neftune-' + name)}"], callbacks=[probe], launch=False
+        )
+        timings[f"neftune_{name}_run_s"] = round(time.perf_counter() - start, 1)
+        runs[f"neftune_{name}"] = probe.probe.results()
+        problems += [f"neftune ({name}): {p}" for p in verdict(runs[f"neftune_{name}"], ALPHA)]
 
-    # 2. LLaMA-Factory's own NEFTune (transformers' hook) on the same config.
-    theirs = {**base, "output_dir": str(work / "out-framework"), "neftune_noise_alpha": ALPHA}
-    probe = probe_callback(pad, max_calls=base["max_steps"])
-    start = time.perf_counter()
-    run_exp(theirs, callbacks=[probe])
-    timings["framework_run_s"] = round(time.perf_counter() - start, 1)
-    framework_results = probe.probe.results()
+    # 2. LLaMA-Factory's own NEFTune (transformers' hook) on the same configs.
+    for name, neat in [("neat_packing", True), ("packing", False)]:
+        theirs = {**base, "neat_packing": neat, "output_dir": str(work / f"out-framework-{name}")}
+        probe = probe_callback(pad, max_calls=base["max_steps"])
+        start = time.perf_counter()
+        run_exp({**theirs, "neftune_noise_alpha": ALPHA}, callbacks=[probe])
+        timings[f"framework_{name}_run_s"] = round(time.perf_counter() - start, 1)
+        runs[f"framework_{name}"] = probe.probe.results()
 
     # 3. The command itself: one short training, then the refusals.
     start = time.perf_counter()
@@ -156,15 +164,17 @@ def main() -> int:
         "versions": {"llamafactory": llamafactory.__version__, "transformers": transformers.__version__},
         "alpha": ALPHA,
         "target_norm": ALPHA / 3**0.5,
-        "neftune": {"summary": summary(neftune_results), "calls": neftune_results},
-        "framework": {"summary": summary(framework_results), "calls": framework_results},
+        "runs": {name: {"summary": summary(calls), "calls": calls} for name, calls in runs.items()},
         "timings": timings,
         "problems": problems,
     }
     (work / "results.json").write_text(json.dumps(report, indent=1))
-    for name in ("neftune", "framework"):
-        s = report[name]["summary"]
-        print(f"{name:9s}: {s['sequences']} sequences ({s['lengths']} tokens), noise norm "
+    for name, run in report["runs"].items():
+        s = run["summary"]
+        if not s["sequences"]:
+            print(f"{name:24s}: no sequences recorded")
+            continue
+        print(f"{name:24s}: {s['sequences']} sequences ({s['lengths']} tokens), noise norm "
               f"min {s['norm_min']:.3f} mean {s['norm_mean']:.3f} max {s['norm_max']:.3f} "
               f"(target {report['target_norm']:.3f}); padding {s['padding']}")  # fmt: skip
     print(f"timings: {timings}")

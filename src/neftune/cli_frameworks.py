@@ -46,7 +46,7 @@ def llamafactory_train(
         typer.Argument(help="LLaMA-Factory's YAML (or JSON), plus neftune_* keys (neftune_alpha: 5, ...)."),
     ],
 ) -> None:
-    """Run `llamafactory-cli train CONFIG [key=value ...]` with neftune's noise instead of neftune_noise_alpha.
+    """Run `llamafactory-cli train CONFIG key=value ...` with neftune's noise instead of neftune_noise_alpha.
 
     The neftune_* keys are the NEFTuneConfig fields: neftune_alpha, neftune_distribution,
     neftune_scaling, neftune_seed, neftune_schedule, neftune_backend.

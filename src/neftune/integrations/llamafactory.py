@@ -138,7 +138,8 @@ def train(
     """
     from .transformers import NEFTuneCallback
 
-    args, noise = split_neftune_args(load_args(config, overrides), source=str(config))
+    source = f"{config} with the overrides {' '.join(overrides)}" if overrides else str(config)
+    args, noise = split_neftune_args(load_args(config, overrides), source=source)
     if launch and _distributed():
         return _torchrun(config, overrides)
     from llamafactory.train.tuner import run_exp

@@ -74,7 +74,7 @@ class NEFTuneArguments:
                 backend=self.neftune_backend,
             )
         except (TypeError, ValueError) as exc:
-            raise TrlCliError(f"--neftune_*: {exc}") from None
+            raise TrlCliError(f"--neftune_* options: {exc}") from None
 
 
 def make_parser(prog: str = "neftune trl sft") -> Any:

@@ -1,0 +1,103 @@
+"""How the LLaMA-Factory and ms-swift entries read neftune's settings, and what they refuse.
+
+No framework needed: these are the pure parts. The frameworks' own training runs are in
+framework_tests/ (each framework in its own venv).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+import pytest
+
+from neftune.config import NEFTuneConfig
+from neftune.integrations.llamafactory import LlamaFactoryError, split_neftune_args
+from neftune.integrations.ms_swift import (
+    PLUGIN_FILE,
+    SwiftNEFTuneCallback,
+    config_from_env,
+    register,
+)
+
+LF_ARGS = {"model_name_or_path": "m", "stage": "sft", "packing": True}
+
+
+def test_llamafactory_neftune_keys_become_the_config_and_leave_the_rest():
+    args, config = split_neftune_args({**LF_ARGS, "neftune_alpha": 10, "neftune_seed": 3})
+    assert args == LF_ARGS
+    assert config == NEFTuneConfig(alpha=10.0, seed=3)
+
+
+def test_llamafactory_defaults_and_explicit_null_of_its_own_key():
+    args, config = split_neftune_args({**LF_ARGS, "neftune_noise_alpha": None})
+    assert args == LF_ARGS and config == NEFTuneConfig()
+
+
+@pytest.mark.parametrize("value", [5, 0.0])
+def test_llamafactory_refuses_its_own_neftune_beside_ours(value):
+    with pytest.raises(
+        LlamaFactoryError, match=r"cfg.yaml sets neftune_noise_alpha: .*added twice.*neftune_alpha"
+    ):
+        split_neftune_args({**LF_ARGS, "neftune_noise_alpha": value}, source="cfg.yaml")
+
+
+def test_llamafactory_unknown_and_bad_keys_are_named():
+    with pytest.raises(
+        LlamaFactoryError, match="unknown key neftune_alhpa; neftune's keys are neftune_alpha"
+    ):
+        split_neftune_args({**LF_ARGS, "neftune_alhpa": 5})
+    with pytest.raises(LlamaFactoryError, match="distribution"):
+        split_neftune_args({**LF_ARGS, "neftune_distribution": "cauchy"})
+
+
+def test_swift_settings_from_the_environment():
+    assert config_from_env({}) == NEFTuneConfig()
+    env = {
+        "NEFTUNE_ALPHA": "10",
+        "NEFTUNE_SEED": "7",
+        "NEFTUNE_DISTRIBUTION": "gaussian",
+        "NEFTUNE_BACKEND": "",
+    }
+    assert config_from_env(env) == NEFTuneConfig(alpha=10.0, seed=7, distribution="gaussian")
+    with pytest.raises(ValueError, match="NEFTUNE_ALPHA='five'"):
+        config_from_env({"NEFTUNE_ALPHA": "five"})
+    with pytest.raises(ValueError, match="NEFTUNE_.*alpha must be >= 0"):
+        config_from_env({"NEFTUNE_ALPHA": "-1"})
+
+
+def test_swift_callback_refuses_transformers_hook(monkeypatch):
+    monkeypatch.setenv("NEFTUNE_ALPHA", "5")
+    callback = SwiftNEFTuneCallback(types.SimpleNamespace(neftune_noise_alpha=None), trainer=None)
+    assert callback.config.alpha == 5.0
+    with pytest.raises(ValueError, match="--neftune_noise_alpha 5 .* drop --neftune_noise_alpha"):
+        SwiftNEFTuneCallback(types.SimpleNamespace(neftune_noise_alpha=5.0), trainer=None)
+
+
+def test_swift_plugin_file_imports_the_way_ms_swift_imports_it(monkeypatch):
+    """ms-swift puts the file's folder first on sys.path and imports it by its bare name: nothing in
+    that folder may shadow a real package (our integrations/transformers.py would)."""
+    from pathlib import Path
+
+    folder = Path(PLUGIN_FILE).parent
+    assert sorted(p.name for p in folder.glob("*.py")) == [
+        "__init__.py",
+        "__main__.py",
+        "neftune_swift_plugin.py",
+    ]
+    callbacks_map: dict = {}
+    fake = types.ModuleType("swift.callbacks")
+    fake.callbacks_map = callbacks_map  # ms-swift's registry (the real one: framework_tests/ms_swift)
+    monkeypatch.setitem(sys.modules, "swift", types.ModuleType("swift"))
+    monkeypatch.setitem(sys.modules, "swift.callbacks", fake)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "neftune_swift_plugin", raising=False)
+    importlib.import_module("neftune_swift_plugin")
+    assert callbacks_map == {"neftune": SwiftNEFTuneCallback}
+
+
+def test_swift_register_without_ms_swift_says_what_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "swift.callbacks", None)
+    with pytest.raises(ImportError, match="needs ms-swift >= 4"):
+        register()
