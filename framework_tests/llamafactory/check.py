@@ -126,7 +126,7 @@ def main() -> int:
     #    (a 2-D mask of ones; the boundaries are only in position_ids).
     ours = {**base, "output_dir": str(work / "out-neftune"), "neftune_alpha": ALPHA, "neftune_seed": 0}
     cfg = write_yaml(work / "neftune.yaml", ours)
-    runs = {}
+    runs, mask_dims = {}, {}
     for name, overrides in [("neat_packing", []), ("packing", ["neat_packing=false"])]:
         probe = probe_callback(pad, max_calls=base["max_steps"])
         start = time.perf_counter()
@@ -135,6 +135,9 @@ def main() -> int:
         )
         timings[f"neftune_{name}_run_s"] = round(time.perf_counter() - start, 1)
         runs[f"neftune_{name}"] = probe.probe.results()
+        mask_dims[name] = sorted(
+            {c["attention_mask"].dim() for c in probe.probe.calls if c["attention_mask"] is not None}
+        )
         problems += [f"neftune ({name}): {p}" for p in verdict(runs[f"neftune_{name}"], ALPHA)]
 
     # 2. LLaMA-Factory's own NEFTune (transformers' hook) on the same configs.
@@ -165,6 +168,7 @@ def main() -> int:
         "alpha": ALPHA,
         "target_norm": ALPHA / 3**0.5,
         "runs": {name: {"summary": summary(calls), "calls": calls} for name, calls in runs.items()},
+        "attention_mask_dims": mask_dims,
         "timings": timings,
         "problems": problems,
     }
@@ -177,7 +181,10 @@ def main() -> int:
         print(f"{name:24s}: {s['sequences']} sequences ({s['lengths']} tokens), noise norm "
               f"min {s['norm_min']:.3f} mean {s['norm_mean']:.3f} max {s['norm_max']:.3f} "
               f"(target {report['target_norm']:.3f}); padding {s['padding']}")  # fmt: skip
+    print(f"attention_mask dims the model got: {mask_dims}")
     print(f"timings: {timings}")
+    if mask_dims.get("neat_packing") != [4] or mask_dims.get("packing") != [2]:
+        problems.append(f"expected a 4-D mask with neat_packing and a 2-D one without: {mask_dims}")
     for p in problems:
         print(f"FAIL {p}")
     print(f"results: {work / 'results.json'}")
