@@ -101,3 +101,16 @@ def test_swift_register_without_ms_swift_says_what_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "swift.callbacks", None)
     with pytest.raises(ImportError, match="needs ms-swift >= 4"):
         register()
+
+
+def test_pad_token_id_comes_from_the_tokenizer_unless_given():
+    from neftune.integrations.frameworks import pad_token_id_of, with_pad_token_id
+
+    tokenizer = types.SimpleNamespace(pad_token_id=7)
+    processor = types.SimpleNamespace(tokenizer=tokenizer)  # a VLM processor holds the tokenizer
+    assert pad_token_id_of(tokenizer) == pad_token_id_of(processor) == 7
+    assert pad_token_id_of(None) is None and pad_token_id_of(types.SimpleNamespace(pad_token_id=None)) is None
+    assert with_pad_token_id(NEFTuneConfig(alpha=3.0), processor) == NEFTuneConfig(alpha=3.0, pad_token_id=7)
+    assert with_pad_token_id(NEFTuneConfig(pad_token_id=2), tokenizer).pad_token_id == 2
+    _, config = split_neftune_args({**LF_ARGS, "neftune_pad_token_id": 5})
+    assert config.pad_token_id == 5

@@ -66,7 +66,7 @@ def write_inputs(work: Path) -> tuple[dict, int]:
         "dataset": "tiny",
         "dataset_dir": str(data_dir),
         "template": "empty",
-        "cutoff_len": 160,
+        "cutoff_len": 384,
         "packing": True,
         "neat_packing": True,
         "flash_attn": "sdpa",

@@ -5,7 +5,8 @@
 
 The YAML is LLaMA-Factory's own, plus ``neftune_*`` keys (the :class:`~neftune.NEFTuneConfig` fields:
 ``neftune_alpha``, ``neftune_distribution``, ``neftune_scaling``, ``neftune_seed``,
-``neftune_schedule``, ``neftune_backend``). They are taken out before LLaMA-Factory parses the rest,
+``neftune_schedule``, ``neftune_backend``, ``neftune_pad_token_id``; by default the pad id of the
+tokenizer LLaMA-Factory builds, which pads packed rows with it, each pad token at position 0). They are taken out before LLaMA-Factory parses the rest,
 so its parser still rejects anything it does not know. LLaMA-Factory's own ``neftune_noise_alpha``
 (transformers' hook) is refused: the noise would be added twice.
 
@@ -136,7 +137,7 @@ def train(
     exit code (0). Raises :class:`LlamaFactoryError` for a refused config, and when training
     finished without the noise ever being switched on (a stage whose trainer runs no callbacks).
     """
-    from .transformers import NEFTuneCallback
+    from .frameworks import FrameworkNEFTuneCallback
 
     source = f"{config} with the overrides {' '.join(overrides)}" if overrides else str(config)
     args, noise = split_neftune_args(load_args(config, overrides), source=source)
@@ -144,7 +145,7 @@ def train(
         return _torchrun(config, overrides)
     from llamafactory.train.tuner import run_exp
 
-    callback = NEFTuneCallback(noise)
+    callback = FrameworkNEFTuneCallback(noise)  # + the tokenizer's pad id (LLaMA-Factory pads with it)
     run_exp(args, callbacks=[callback, *callbacks])
     if callback.handle is None:  # on_train_begin never ran
         raise LlamaFactoryError(

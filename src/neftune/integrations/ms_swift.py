@@ -10,7 +10,7 @@ package). That file calls :func:`register`, which adds ``"neftune"`` to ms-swift
 :class:`SwiftNEFTuneCallback` (a :class:`~neftune.integrations.transformers.NEFTuneCallback`).
 ms-swift's parser refuses arguments it does not declare, so the settings come from the environment:
 ``NEFTUNE_ALPHA``, ``NEFTUNE_DISTRIBUTION``, ``NEFTUNE_SCALING``, ``NEFTUNE_SEED``,
-``NEFTUNE_SCHEDULE``, ``NEFTUNE_BACKEND`` (the :class:`~neftune.NEFTuneConfig` fields; unset = default).
+``NEFTUNE_SCHEDULE``, ``NEFTUNE_BACKEND``, ``NEFTUNE_PAD_TOKEN_ID`` (the :class:`~neftune.NEFTuneConfig` fields; unset = default).
 ms-swift's own ``--neftune_noise_alpha`` (transformers' hook) is refused when the trainer is built.
 
 ``python -m neftune.integrations.swift_plugin`` prints the plugin file's path (:data:`PLUGIN_FILE`).
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from neftune.config import FIELDS, NEFTuneConfig
-from neftune.integrations.transformers import NEFTuneCallback
+from neftune.integrations.frameworks import FrameworkNEFTuneCallback
 
 __all__ = ["CALLBACK_NAME", "PLUGIN_FILE", "SwiftNEFTuneCallback", "config_from_env", "register"]
 
@@ -33,7 +33,7 @@ CALLBACK_NAME = "neftune"
 #: The file to pass to ``--external_plugins``.
 PLUGIN_FILE = str(Path(__file__).with_name("swift_plugin") / "neftune_swift_plugin.py")
 _ENV_PREFIX = "NEFTUNE_"
-_PARSERS = {"alpha": float, "seed": int}
+_PARSERS = {"alpha": float, "seed": int, "pad_token_id": int}
 
 
 def config_from_env(environ: Mapping[str, str] | None = None) -> NEFTuneConfig:
@@ -56,8 +56,9 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> NEFTuneConfig:
         raise ValueError(f"neftune settings from {_ENV_PREFIX}* variables: {exc}") from None
 
 
-class SwiftNEFTuneCallback(NEFTuneCallback):
-    """:class:`NEFTuneCallback` built the way ms-swift builds the callbacks it maps: ``cls(args, trainer)``."""
+class SwiftNEFTuneCallback(FrameworkNEFTuneCallback):
+    """neftune's callback built the way ms-swift builds the callbacks it maps: ``cls(args, trainer)``;
+    the pad id of the trainer's tokenizer unless ``NEFTUNE_PAD_TOKEN_ID`` names one."""
 
     def __init__(self, args: Any = None, trainer: Any = None) -> None:
         alpha = getattr(args, "neftune_noise_alpha", None)

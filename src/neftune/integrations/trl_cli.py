@@ -62,6 +62,12 @@ class NEFTuneArguments:
         default=_DEFAULTS.backend,
         metadata={"help": "neftune: noise backend.", "choices": ["auto", "torch", "triton"]},
     )
+    neftune_pad_token_id: int | None = field(
+        default=None,
+        metadata={
+            "help": "neftune: a sequence made only of this token id is padding (default: the tokenizer's pad id)."
+        },
+    )
 
     def to_config(self) -> NEFTuneConfig:
         try:
@@ -72,6 +78,7 @@ class NEFTuneArguments:
                 seed=self.neftune_seed,
                 schedule=self.neftune_schedule,
                 backend=self.neftune_backend,
+                pad_token_id=self.neftune_pad_token_id,
             )
         except (TypeError, ValueError) as exc:
             raise TrlCliError(f"--neftune_* options: {exc}") from None
@@ -104,6 +111,7 @@ def _sft_trainer_with(config: NEFTuneConfig, callbacks: Sequence[Any]) -> Iterat
     removed also if ``train()`` raises), then adds ``callbacks``. Yields the NEFTuneCallbacks attached."""
     import trl
 
+    from .frameworks import with_pad_token_id
     from .transformers import attach
 
     original = trl.SFTTrainer
@@ -112,7 +120,7 @@ def _sft_trainer_with(config: NEFTuneConfig, callbacks: Sequence[Any]) -> Iterat
     class SFTTrainer(original):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            attached.append(attach(self, config))
+            attached.append(attach(self, with_pad_token_id(config, self.processing_class)))
             for callback in callbacks:
                 self.add_callback(callback)
 
