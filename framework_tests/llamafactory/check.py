@@ -9,7 +9,8 @@ Run with .venvs/llamafactory/bin/python (see run.sh). It
    alpha/sqrt(3), zero on padding;
 2. trains the same configs with LLaMA-Factory's own ``neftune_noise_alpha: 5`` (transformers' hook)
    and records what each sequence got there (not checked: the comparison for the docs);
-3. runs the ``neftune llamafactory train`` command itself: one short training (exit 0) and the
+3. runs the ``neftune llamafactory train`` command itself: one short training (exit 0), one relaunched
+   through torchrun in two processes (``FORCE_TORCHRUN=1 NPROC_PER_NODE=2``, gloo on the CPU), and the
    refusals (``neftune_noise_alpha`` in the YAML or as an override, an unknown ``neftune_*`` key, a bad
    alpha): exit 2 and one line naming the key.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -93,9 +95,11 @@ def write_yaml(path: Path, values: dict) -> Path:
     return path
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     neftune = Path(sys.executable).with_name("neftune")
-    return subprocess.run([str(neftune), "llamafactory", "train", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [str(neftune), "llamafactory", "train", *args], capture_output=True, text=True, env=env
+    )
 
 
 def check_refusal(problems: list[str], name: str, proc: subprocess.CompletedProcess, must_name: str) -> None:
@@ -156,6 +160,17 @@ def main() -> int:
     print(f"neftune llamafactory train: exit {proc.returncode}")
     if proc.returncode != 0:
         problems.append(f"neftune llamafactory train exited {proc.returncode}: {proc.stderr[-3000:]}")
+    # Two processes (gloo on the CPU), relaunched through torchrun as llamafactory-cli train does.
+    start = time.perf_counter()
+    env = {**os.environ, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}
+    proc = run_cli(str(cfg), "max_steps=1", f"output_dir={work / 'out-torchrun'}", env=env)
+    timings["cli_torchrun_2_processes_s"] = round(time.perf_counter() - start, 1)
+    text = proc.stdout + proc.stderr
+    print(f"FORCE_TORCHRUN=1 NPROC_PER_NODE=2 neftune llamafactory train: exit {proc.returncode}")
+    if proc.returncode != 0 or "world size: 2" not in text or "neftune/alpha" not in text:
+        problems.append(
+            f"torchrun launch: exit {proc.returncode}, no 'world size: 2' or neftune/alpha: {text[-3000:]}"
+        )
     both = write_yaml(work / "both.yaml", {**ours, "neftune_noise_alpha": ALPHA})
     check_refusal(problems, "neftune_noise_alpha in the YAML", run_cli(str(both)), "neftune_noise_alpha")
     check_refusal(problems, "neftune_noise_alpha override", run_cli(str(cfg), "neftune_noise_alpha=5"),
