@@ -99,7 +99,8 @@ def main() -> int:
         problems.append(f"refusal: exit {proc.returncode}: {proc.stderr[-2000:]}")
     proc, _ = swift_sft(work, "packing", "--packing", "true")
     packing_refusal = next(
-        (ln for ln in proc.stderr.splitlines() if "requires a flash attention" in ln), None
+        (ln for ln in proc.stderr.splitlines() if ln.startswith("ValueError") and "flash attention" in ln),
+        None,
     )
     print(f"ms-swift --packing true with sdpa: exit {proc.returncode}: {packing_refusal}")
 
