@@ -7,6 +7,7 @@ framework_tests/ (each framework in its own venv).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 
@@ -114,3 +115,15 @@ def test_pad_token_id_comes_from_the_tokenizer_unless_given():
     assert with_pad_token_id(NEFTuneConfig(pad_token_id=2), tokenizer).pad_token_id == 2
     _, config = split_neftune_args({**LF_ARGS, "neftune_pad_token_id": 5})
     assert config.pad_token_id == 5
+
+
+def test_llamafactory_command_without_llamafactory_says_how_to_install(tmp_path):
+    pytest.importorskip("typer")
+    if importlib.util.find_spec("llamafactory") is not None:
+        pytest.skip("LLaMA-Factory is installed here")
+    from conftest import cli
+
+    config = tmp_path / "c.yaml"
+    config.write_text("neftune_alpha: 5\n")
+    code, out = cli("llamafactory", "train", config)
+    assert code == 2 and "LLaMA-Factory is not installed" in out and "pip install llamafactory" in out
