@@ -5,13 +5,15 @@
 
 The YAML is LLaMA-Factory's own, plus ``neftune_*`` keys (the :class:`~neftune.NEFTuneConfig` fields:
 ``neftune_alpha``, ``neftune_distribution``, ``neftune_scaling``, ``neftune_seed``,
-``neftune_schedule``, ``neftune_backend``, ``neftune_pad_token_id``; by default the pad id of the
-tokenizer LLaMA-Factory builds, which pads packed rows with it, each pad token at position 0). They are taken out before LLaMA-Factory parses the rest,
-so its parser still rejects anything it does not know. LLaMA-Factory's own ``neftune_noise_alpha``
+``neftune_schedule``, ``neftune_backend``, ``neftune_pad_token_id``; the pad id defaults to that of
+the tokenizer LLaMA-Factory builds, which pads packed rows with it, each pad token at position 0).
+They are taken out before LLaMA-Factory parses the rest, so its parser still rejects anything it
+does not know. LLaMA-Factory's own ``neftune_noise_alpha``
 (transformers' hook) is refused: the noise would be added twice.
 
 LLaMA-Factory has no plugin mechanism, but ``run_exp(args, callbacks=[...])`` hands callbacks to the
-trainer it builds: :class:`~neftune.integrations.transformers.NEFTuneCallback` goes there. Multi-GPU
+trainer it builds: neftune's callback
+(:class:`~neftune.integrations.frameworks.FrameworkNEFTuneCallback`) goes there. Multi-GPU
 runs are relaunched through ``torchrun`` the way ``llamafactory-cli train`` does (``FORCE_TORCHRUN=1``
 or more than one device; ``NPROC_PER_NODE``, ``NNODES``, ``NODE_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT`` as there).
