@@ -89,6 +89,7 @@ def segment_lengths(
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Length ``L`` of the sequence each token belongs to, shape ``(B, T)`` int64; 0 on padding.
 
@@ -96,7 +97,9 @@ def segment_lengths(
     its last entry are padding), ``position_ids`` (a new sequence starts where the id is 0
     or does not continue the previous one), then one sequence per row. An
     ``attention_mask`` (nonzero = real token) is combined with any of them: masked
-    tokens are padding and do not count towards ``L``.
+    tokens are padding and do not count towards ``L``. ``ignore`` (``(B, T)`` bool, True = a
+    token to leave out, e.g. a VLM's image placeholders) is applied last, like padding that
+    does not split a sequence.
     """
     rows, cols = shape
     if device is None:
@@ -138,6 +141,8 @@ def segment_lengths(
             starts[:, 0] = True
         seg = starts.long().cumsum(1) - 1  # segment index within the row
         row_offset = torch.arange(rows, device=device).unsqueeze(1) * cols
+    if ignore is not None:
+        valid = valid & ~_check_2d(ignore, "ignore", rows, cols).to(device=device, dtype=torch.bool)
     # Count real tokens per (row, segment) with one scatter over globally unique ids.
     gid = (seg + row_offset).view(-1)
     # cu_seqlens may list more (empty) segments than there are tokens: size for both.
@@ -155,10 +160,11 @@ def token_scales(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token noise scale ``alpha / sqrt(L * d)``, shape ``(B, T)`` float32 (``(T,)`` for 2-D embeds).
 
-    Exactly 0.0 on padding positions.
+    Exactly 0.0 on padding positions and on ``ignore``d tokens (see :func:`segment_lengths`).
     """
     rows, cols, dim = _as_rows(embeds)
     lengths = segment_lengths(
@@ -167,6 +173,7 @@ def token_scales(
         position_ids=position_ids,
         cu_seqlens=cu_seqlens,
         device=embeds.device,
+        ignore=ignore,
     )
     lf = lengths.to(torch.float32)
     scales = torch.where(lengths > 0, alpha / torch.sqrt(lf.clamp(min=1.0) * dim), torch.zeros_like(lf))
@@ -213,6 +220,7 @@ def noised(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The one noise path: ``(embeds + noise, noise)``; every caller (``add_noise``, the hook, the module) uses it.
 
@@ -223,13 +231,19 @@ def noised(
     ``generator`` must be on :func:`generator_device` (``None``: torch's default RNG). The
     fused kernel returns no separate noise tensor (``None``) and writes into ``embeds`` when
     ``inplace``; the torch path never modifies ``embeds``. The result keeps ``embeds``'
-    autograd graph (identity gradient); the noise itself is not differentiated.
+    autograd graph (identity gradient); the noise itself is not differentiated. ``ignore``:
+    ``(B, T)`` bool, tokens that get no noise and do not count in ``L`` (per-sequence only).
     """
     if scaling == "batch":
         noise = batch_scaled_noise(embeds, alpha, distribution=distribution, generator=generator)
         return embeds + noise, noise
     scales = token_scales(
-        embeds, alpha, attention_mask=attention_mask, position_ids=position_ids, cu_seqlens=cu_seqlens
+        embeds,
+        alpha,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cu_seqlens=cu_seqlens,
+        ignore=ignore,
     )
     if backend == "triton":
         seed = draw_seed(generator)
