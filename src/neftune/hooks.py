@@ -31,7 +31,13 @@ import torch
 from torch import nn
 
 from .batch_context import BatchContext
-from .checkpointing import differentiated_reentrant_forward, draw_key, in_backward, replaying
+from .checkpointing import (
+    JOURNAL_SIZE,
+    differentiated_reentrant_forward,
+    draw_key,
+    in_backward,
+    replaying,
+)
 from .config import NEFTuneConfig, make_config
 from .discovery import find_input_embedding, placeholder_mask, placeholder_token_ids, unwrap_model
 from .embedding import NEFTuneEmbedding
@@ -405,12 +411,17 @@ class NEFTuneHandle:
                 "replaces it), or neftune.deactivate(model) to use transformers' hook instead"
             )
 
-    def _ignored(self, ids: object, output: torch.Tensor) -> torch.Tensor | None:
-        """Placeholder positions: in the ids the embedding got, or in the model's own ``input_ids``."""
+    def _ignored(self, role: str, ids: object, output: torch.Tensor) -> torch.Tensor | None:
+        """Placeholder positions: in the ids the embedding got, or in the model's own ``input_ids``.
+
+        A decoder's embedding (``role="decoder"``) reads only its own ids: the model's
+        ``input_ids`` are the encoder's.
+        """
         if not self.ignore_token_ids:
             return None
         shape = tuple(output.shape[:-1])
-        found = [placeholder_mask(t, self.ignore_token_ids, shape) for t in (ids, self._model_ids)]
+        sources = (ids,) if role == "decoder" else (ids, self._model_ids)
+        found = [placeholder_mask(t, self.ignore_token_ids, shape) for t in sources]
         masks = [m for m in found if m is not None]
         if not masks:
             return None
@@ -444,7 +455,8 @@ class NEFTuneHandle:
                     "recompute",
                     "NEFTune: the input embedding was recomputed during backward (activation "
                     "checkpointing around it), but the forward call it repeats was not recorded "
-                    "(more than 32 forwards before the backward, or a call from a backward hook): "
+                    f"(more than {JOURNAL_SIZE} forwards before the backward, a new optimizer step "
+                    "between them, or a call from a backward hook): "
                     "its noise may differ from the forward's.",
                 )
             params = self._fresh_params(role, module, ids, output, compiling)
@@ -519,7 +531,7 @@ class NEFTuneHandle:
         return {
             "alpha": alpha,
             "batch": self._batch.for_embedding(role, output),
-            "ignore": self._ignored(ids, output) if per_sequence else None,
+            "ignore": self._ignored(role, ids, output) if per_sequence else None,
             "outside": outside,
             "backend": backend,
             "inplace": inplace,
