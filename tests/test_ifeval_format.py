@@ -289,3 +289,12 @@ def test_eval_ifeval_bad_file_fails_before_the_model_loads(tmp_path):
     bad = _write(tmp_path, "input.jsonl", ["{nope"])
     code, text = cli("eval", "--model", "does-not-exist", "--ifeval", bad, "--out", tmp_path / "ev")
     assert code == 2 and f"{bad}:1: not a JSON object" in text
+
+
+def test_compare_ifeval_bad_file_fails_before_any_arm(tmp_path):
+    bad = _write(tmp_path, "input.jsonl", ["{nope"])
+    out = tmp_path / "cmp"
+    code, text = cli(
+        "compare", "--model", "tiny", "--alphas", "0,5", "--seeds", "1", "--ifeval", bad, "--out", out
+    )
+    assert code == 2 and f"{bad}:1: not a JSON object" in text and not out.exists()

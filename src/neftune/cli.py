@@ -842,7 +842,7 @@ def _grid_values(kind: str, options: dict, cfg, out: Path) -> dict:
     values.update(batch_size=t.batch_size, max_length=t.max_length, lora=t.lora)
     if t.lr is not None:
         values["lr"] = t.lr
-    for key in ("n_generate", "max_new_tokens", "repetition_penalty"):  # the eval options with a flag
+    for key in ("n_generate", "max_new_tokens", "repetition_penalty", "ifeval"):  # eval options with a flag
         if key in cfg.eval:
             values[key] = cfg.eval[key]
     values.update(curve_every=cfg.curve_every, out=str(out))

@@ -7,7 +7,9 @@ Metrics (all on the same records every time for a given data spec and seed):
 - ``ifeval/{prompt,instruction}_{strict,loose}``: verifiable instruction following (built-in data:
   :mod:`neftune.data.instructions`, checkers in :mod:`neftune.instructions`), over both instruction
   splits, and per split with the suffix ``/seen_types`` or ``/heldout_types``; ``length_chars/ifeval``
-  is the mean length of those answers;
+  is the mean length of those answers. ``EvalConfig.ifeval`` (``--ifeval FILE``): every prompt of an
+  IFEval-format file instead (split ``ifeval_file``; ``docs/ifeval.md``); ``ifeval_text_units``
+  says whether IFEval's own text tools or approximations counted sentences and words;
 - ``length_chars``, ``length_tokens``, ``repetition_2gram``: of held-out generations;
 - ``rouge_l_train``: ROUGE-L of generations on training prompts against the training
   responses (the paper's Fig. 5: lower means less memorised).
