@@ -23,9 +23,11 @@ What the evaluation prompts hold out from training (each enforced by ``tests/tes
 
 What is not held out: the response sentence templates, the keyword pools and the letters are
 shared, and some held-out types are related to seen ones (``lowercase`` is seen, ``uppercase`` is
-held out; ``keyword_frequency`` is seen, ``letter_frequency`` held out). Evaluation records carry no
-reference answer (their assistant turn is empty): they are scored by the checkers on the model's
-generation, never by loss. Everything is deterministic for a seed, whatever optional packages are
+held out; ``keyword_frequency`` is seen, ``letter_frequency`` held out), and the task data that
+``builtin:*`` mixes into training (:mod:`neftune.data.tasks`) has some all-upper-case answers.
+
+Evaluation records carry no reference answer (their assistant turn is empty): they are scored by
+the checkers on the model's generation, never by loss. Everything is deterministic for a seed, whatever optional packages are
 installed (answers are checked with :func:`neftune.instructions.text.portable`).
 """
 
