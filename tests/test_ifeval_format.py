@@ -298,3 +298,15 @@ def test_compare_ifeval_bad_file_fails_before_any_arm(tmp_path):
         "compare", "--model", "tiny", "--alphas", "0,5", "--seeds", "1", "--ifeval", bad, "--out", out
     )
     assert code == 2 and f"{bad}:1: not a JSON object" in text and not out.exists()
+
+
+def test_patterns_are_regular_expressions_as_in_ifeval():
+    # IFEval does not escape keywords: "e.g" also matches "eag" ...
+    assert follows_instruction("keywords:existence", {"keywords": ["e.g"]}, "An eagle.")
+    # ... and a text that is no valid pattern (IFEval would crash) is matched literally.
+    assert follows_instruction("keywords:existence", {"keywords": ["(owl"]}, "See (owl here.")
+    assert not follows_instruction("keywords:existence", {"keywords": ["(owl"]}, "See owl here.")
+    assert not follows_instruction("keywords:forbidden_words", {"forbidden_words": ["ow(l"]}, "an ow(l here")
+    assert follows_instruction(
+        "detectable_content:postscript", {"postscript_marker": "Note (1"}, "x\nNOTE (1 hi"
+    )

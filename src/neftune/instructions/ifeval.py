@@ -152,12 +152,13 @@ def needs_language_detector(instruction_id: str) -> bool:
 # --------------------------------------------------------------------------- the checkers
 
 
-def _regex(text: str, flags: int = 0) -> re.Pattern[str]:
-    """``text`` as IFEval uses it: a regular expression; literally when it is not a valid one."""
+def _regex(text: str, flags: int = 0, before: str = "", after: str = "") -> re.Pattern[str]:
+    """``before + text + after`` as IFEval builds it: ``text`` a regular expression, unescaped; when
+    that is not a valid pattern (IFEval would crash), ``text`` is taken literally."""
     try:
-        return re.compile(text, flags)
+        return re.compile(before + text + after, flags)
     except re.error:
-        return re.compile(re.escape(text), flags)
+        return re.compile(before + re.escape(text) + after, flags)
 
 
 def _relation(value: int, threshold: int, relation: str) -> bool:
@@ -191,7 +192,7 @@ def _keyword_frequency(t: str, a: Mapping[str, Any]) -> bool:
 
 def _forbidden_words(t: str, a: Mapping[str, Any]) -> bool:
     """No forbidden word occurs as a whole word (between ``\\b`` boundaries), ignoring case."""
-    return not any(_regex(rf"\b{w}\b", re.IGNORECASE).search(t) for w in a["forbidden_words"])
+    return not any(_regex(w, re.IGNORECASE, r"\b", r"\b").search(t) for w in a["forbidden_words"])
 
 
 def _letter_frequency(t: str, a: Mapping[str, Any]) -> bool:
@@ -240,7 +241,7 @@ def _postscript(t: str, a: Mapping[str, Any]) -> bool:
     elif marker == "P.S.":
         pattern = re.compile(r"\s*p\.\s?s\..*$", re.MULTILINE)
     else:
-        pattern = _regex(r"\s*" + marker.lower() + r".*$", re.MULTILINE)
+        pattern = _regex(marker.lower(), re.MULTILINE, r"\s*", r".*$")
     return bool(pattern.findall(t.lower()))
 
 
@@ -276,7 +277,7 @@ def _sections(t: str, a: Mapping[str, Any]) -> bool:
     """At least n sections: splits at the marker (a case-sensitive regular expression) followed
     by a number, with optional single white space around; the pieces after the first count."""
     marker = a["section_spliter"].strip()
-    return len(_regex(r"\s?" + marker + r"\s?\d+\s?").split(t)) - 1 >= a["num_sections"]
+    return len(_regex(marker, 0, r"\s?", r"\s?\d+\s?").split(t)) - 1 >= a["num_sections"]
 
 
 def _json(t: str, _: Mapping[str, Any]) -> bool:
