@@ -62,6 +62,8 @@ def test_swift_settings_from_the_environment():
         "NEFTUNE_BACKEND": "",
     }
     assert config_from_env(env) == NEFTuneConfig(alpha=10.0, seed=7, distribution="gaussian")
+    assert config_from_env({"NEFTUNE_IGNORE_TOKEN_IDS": "9, 8"}).ignore_token_ids == (8, 9)
+    assert config_from_env({"NEFTUNE_IGNORE_TOKEN_IDS": "none"}).ignore_token_ids == ()
     with pytest.raises(ValueError, match="NEFTUNE_ALPHA='five'"):
         config_from_env({"NEFTUNE_ALPHA": "five"})
     with pytest.raises(ValueError, match="NEFTUNE_.*alpha must be >= 0"):
@@ -113,8 +115,8 @@ def test_pad_token_id_comes_from_the_tokenizer_unless_given():
     assert pad_token_id_of(None) is None and pad_token_id_of(types.SimpleNamespace(pad_token_id=None)) is None
     assert with_pad_token_id(NEFTuneConfig(alpha=3.0), processor) == NEFTuneConfig(alpha=3.0, pad_token_id=7)
     assert with_pad_token_id(NEFTuneConfig(pad_token_id=2), tokenizer).pad_token_id == 2
-    _, config = split_neftune_args({**LF_ARGS, "neftune_pad_token_id": 5})
-    assert config.pad_token_id == 5
+    _, config = split_neftune_args({**LF_ARGS, "neftune_pad_token_id": 5, "neftune_ignore_token_ids": [3, 4]})
+    assert config.pad_token_id == 5 and config.ignore_token_ids == (3, 4)
 
 
 def test_llamafactory_command_without_llamafactory_says_how_to_install(tmp_path):

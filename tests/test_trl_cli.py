@@ -133,3 +133,14 @@ def test_help_is_trls_with_neftune_options(capsys):
 
     text = make_parser().format_help()
     assert "--neftune_alpha" in text and "--packing" in text and "--model_name_or_path" in text
+
+
+def test_neftune_options_become_the_config(tiny_setup, tmp_path):
+    from neftune.config import NEFTuneConfig
+    from neftune.integrations.trl_cli import _split, make_parser
+
+    argv = sft_args(tiny_setup, tmp_path / "o")
+    argv += ["--neftune-alpha", "10", "--neftune_seed", "3", "--neftune_ignore_token_ids", "7", "5"]
+    _, training_args, config = _split(make_parser().parse_args_and_config(argv, fail_with_unknown_args=False))
+    assert config == NEFTuneConfig(alpha=10.0, seed=3, ignore_token_ids=(5, 7))
+    assert training_args.packing and training_args.neftune_noise_alpha is None

@@ -10,7 +10,8 @@ package). That file calls :func:`register`, which adds ``"neftune"`` to ms-swift
 :class:`SwiftNEFTuneCallback` (a :class:`~neftune.integrations.transformers.NEFTuneCallback`).
 ms-swift's parser refuses arguments it does not declare, so the settings come from the environment:
 ``NEFTUNE_ALPHA``, ``NEFTUNE_DISTRIBUTION``, ``NEFTUNE_SCALING``, ``NEFTUNE_SEED``,
-``NEFTUNE_SCHEDULE``, ``NEFTUNE_BACKEND``, ``NEFTUNE_PAD_TOKEN_ID`` (the :class:`~neftune.NEFTuneConfig` fields; unset = default).
+``NEFTUNE_SCHEDULE``, ``NEFTUNE_BACKEND``, ``NEFTUNE_PAD_TOKEN_ID``, ``NEFTUNE_IGNORE_TOKEN_IDS``
+(comma-separated ids, or ``none``) (the :class:`~neftune.NEFTuneConfig` fields; unset = default).
 ms-swift's own ``--neftune_noise_alpha`` (transformers' hook) is refused when the trainer is built.
 
 ``python -m neftune.integrations.swift_plugin`` prints the plugin file's path (:data:`PLUGIN_FILE`).
@@ -33,7 +34,16 @@ CALLBACK_NAME = "neftune"
 #: The file to pass to ``--external_plugins``.
 PLUGIN_FILE = str(Path(__file__).with_name("swift_plugin") / "neftune_swift_plugin.py")
 _ENV_PREFIX = "NEFTUNE_"
-_PARSERS = {"alpha": float, "seed": int, "pad_token_id": int}
+
+
+def _token_ids(text: str) -> tuple[int, ...]:
+    """``"151655,151656"`` (commas or spaces) -> a tuple of ids; ``"none"`` -> ``()`` (no placeholders)."""
+    if text.lower() == "none":
+        return ()
+    return tuple(int(part) for part in text.replace(",", " ").split())
+
+
+_PARSERS = {"alpha": float, "seed": int, "pad_token_id": int, "ignore_token_ids": _token_ids}
 
 
 def config_from_env(environ: Mapping[str, str] | None = None) -> NEFTuneConfig:

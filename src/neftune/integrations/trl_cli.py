@@ -62,6 +62,13 @@ class NEFTuneArguments:
         default=_DEFAULTS.backend,
         metadata={"help": "neftune: noise backend.", "choices": ["auto", "torch", "triton"]},
     )
+    neftune_ignore_token_ids: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "neftune: token ids that get no noise and do not count in L (a VLM's image placeholders); "
+            "default: read from the model's config."
+        },
+    )
     neftune_pad_token_id: int | None = field(
         default=None,
         metadata={
@@ -78,6 +85,7 @@ class NEFTuneArguments:
                 seed=self.neftune_seed,
                 schedule=self.neftune_schedule,
                 backend=self.neftune_backend,
+                ignore_token_ids=self.neftune_ignore_token_ids,
                 pad_token_id=self.neftune_pad_token_id,
             )
         except (TypeError, ValueError) as exc:
