@@ -180,6 +180,10 @@ class _TrainConsole:
                 if info["checkpoint"]
                 else f"  No checkpoint in {escape(c.out)} yet: starting from step 0"
             )
+        if info.get("kept"):
+            lines.append(
+                f"  Kept (--overwrite removes only what neftune wrote): {escape(_listing(info['kept']))}"
+            )
         for note in info["warnings"]:
             lines.append(f"  [yellow]Note:[/] {escape(note)}")
         for line in lines:
@@ -289,6 +293,12 @@ class _LibraryLog:
             except OSError:
                 pass
         self.memory.buffer.clear()
+
+
+def _listing(paths: list[str], limit: int = 8) -> str:
+    """``a, b, c and 4 more`` for a message line."""
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _resume_command(out: Path, kind: str = "train") -> str:
@@ -810,7 +820,11 @@ def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path], 
     if overwrite:
         kept = clear_experiment(out, protect)
         if kept:
-            console.print(f"Kept (they hold your data): {', '.join(kept)}", highlight=False)
+            console.print(
+                f"Kept (--overwrite removes only what neftune wrote): {escape(_listing(kept))}",
+                highlight=False,
+                soft_wrap=True,
+            )
         if entries(out):
             # The user's own files stay; mark the folder as a new experiment (experiments.run's own
             # record) so that run_experiment, which refuses a non-empty unmarked folder, takes it.

@@ -29,7 +29,9 @@ class NEFTuneConfig:
     or "batch" (transformers' padded-length formula, bit-identical draws); ``seed``: a private,
     reproducible noise stream (see :mod:`neftune.streams`); ``schedule``: a name or a callable
     ``(step, total_steps) -> multiplier`` of alpha; ``backend``: "auto" | "torch" | "triton"
-    (see :mod:`neftune.kernels.backend`). Every field is checked here, once.
+    (see :mod:`neftune.kernels.backend`); ``pad_token_id``: a sequence made only of this token
+    id is padding (packers that give a row's padded tail position ids of its own, e.g. Axolotl's
+    multipack); None: off. Every field is checked here, once.
     """
 
     alpha: float = 5.0
@@ -38,6 +40,7 @@ class NEFTuneConfig:
     seed: int | None = None
     schedule: str | Schedule | None = None
     backend: str = "auto"
+    pad_token_id: int | None = None
     #: ``schedule`` as a function of (step, total_steps), or None.
     resolved_schedule: Schedule | None = field(init=False, repr=False, compare=False)
 
@@ -48,6 +51,14 @@ class NEFTuneConfig:
         check_backend(self.backend, scaling=self.scaling)
         self.seed = check_seed(self.seed)
         self.resolved_schedule = resolve_schedule(self.schedule)
+        if self.pad_token_id is not None and (
+            isinstance(self.pad_token_id, bool)
+            or not isinstance(self.pad_token_id, int)
+            or self.pad_token_id < 0
+        ):
+            raise ValueError(
+                f"pad_token_id must be a token id (an int >= 0) or None, got {self.pad_token_id!r}"
+            )
 
 
 #: The settings a ``NEFTuneConfig`` takes, in order.

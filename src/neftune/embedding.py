@@ -10,7 +10,7 @@ from torch import nn
 from .config import NEFTuneConfig, make_config
 from .guards import transformers_hooked
 from .kernels.backend import output_writable_in_place, resolve_backend
-from .noise import check_alpha, generator_device, noised
+from .noise import check_alpha, generator_device, noised, pad_token_mask
 from .streams import NoiseStream
 
 
@@ -20,7 +20,7 @@ class NEFTuneEmbedding(nn.Embedding):
     ``NEFTuneEmbedding(model.embed_tokens, 5.0)`` or ``NEFTuneEmbedding(emb, config)`` keeps the
     same ``weight`` Parameter (tied weights stay tied, state-dict keys unchanged).
     ``forward(input_ids, attention_mask=None, position_ids=None, cu_seqlens=None)``: without
-    them, ``L`` is the row length. ``config``: a :class:`~neftune.NEFTuneConfig` (or alpha) and
+    them, ``L`` is the row length (masks as in :func:`neftune.add_noise`). ``config``: a :class:`~neftune.NEFTuneConfig` (or alpha) and
     overrides as in :func:`neftune.activate`; scaling is always per sequence and there is no
     schedule (call :meth:`set_alpha`). The fused kernel noises the lookup's result in place.
     """
@@ -95,6 +95,7 @@ class NEFTuneEmbedding(nn.Embedding):
             attention_mask=attention_mask,
             position_ids=position_ids,
             cu_seqlens=cu_seqlens,
+            pad_mask=pad_token_mask(input, self.config.pad_token_id, out),
         )
         return result
 

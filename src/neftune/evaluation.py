@@ -41,11 +41,9 @@ from .metrics import (
     repetition_rate,
 )
 from .models import chat_token_ids
+from .outdirs import EVAL_FILES
 from .progress import Progress, Tally, no_progress
 from .training import RESUMABLE, RUN_FILE, run_status
-
-#: What an evaluation writes into its folder (``eval.json`` marks the folder as an evaluation).
-EVAL_FILES = ("eval.json", "generations.json", "alpaca_eval.json", CONFIG_NAME)
 
 
 @dataclass

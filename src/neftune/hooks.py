@@ -39,7 +39,7 @@ from .guards import (
     transformers_hooked,
 )
 from .kernels.backend import may_write_in_place, resolve_backend
-from .noise import generator_device, noised, token_scales
+from .noise import generator_device, noised, pad_token_mask, token_scales
 from .schedules import Schedule, ScheduledAlpha, resolve_schedule, schedule_name
 from .streams import NoiseStream, check_seed, stream_seed
 
@@ -416,6 +416,9 @@ class NEFTuneHandle:
                 "the model as inputs_embeds together with attention_mask rescales it per sequence.",
             )
         batch = self._batch.for_embedding(role, output)
+        pad_mask = pad_token_mask(args[0] if args else None, self.config.pad_token_id, output)
+        if pad_mask is not None:
+            batch["pad_mask"] = pad_mask
         # While compiling, alpha is read from a tensor (no per-step Python constant to guard on);
         # batch scaling follows transformers' formula, which takes a Python float.
         alpha: float | torch.Tensor = self._alpha.tensor if compiling and per_sequence else self._alpha.value
