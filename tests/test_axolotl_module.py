@@ -15,8 +15,8 @@ pytest.importorskip("pydantic")
 if importlib.util.find_spec("axolotl") is not None:  # pragma: no cover - the main venv has no axolotl
     pytest.skip("these tests are about an install without Axolotl", allow_module_level=True)
 
-from neftune.config import FIELDS, NEFTuneConfig  # noqa: E402
-from neftune.integrations import axolotl as plugin_module  # noqa: E402
+from neftune.config import FIELDS, NEFTuneConfig
+from neftune.integrations import axolotl as plugin_module
 
 
 def test_import_neftune_does_not_import_axolotl_or_the_plugin():
@@ -59,7 +59,9 @@ def test_bad_values_name_the_yaml_key(cfg, message):
 
 @pytest.mark.parametrize("key", ["neftune_noise_alpha", "noisy_embedding_alpha"])
 def test_axolotls_own_neftune_is_refused_in_one_line(key):
-    with pytest.raises(ValueError, match=f"^{key}: 5 and the plugin neftune.integrations.axolotl.NEFTunePlugin"):
+    with pytest.raises(
+        ValueError, match=f"^{key}: 5 and the plugin neftune.integrations.axolotl.NEFTunePlugin"
+    ):
         plugin_module.refuse_double_noise({key: 5, "neftune_alpha": 5})
     plugin_module.refuse_double_noise({"neftune_noise_alpha": None, "neftune_alpha": 5})  # unset: fine
 

@@ -20,6 +20,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 FRAMEWORK_TESTS = HERE.parent
+if str(FRAMEWORK_TESTS) not in sys.path:  # framework_tests/probe.py, the independent probe
+    sys.path.insert(0, str(FRAMEWORK_TESTS))
 ALPHA = 5.0
 TARGET = ALPHA / math.sqrt(3)  # expected per-sequence noise norm (uniform noise)
 HIDDEN = 64

@@ -55,6 +55,7 @@ class ProbePlugin(BasePlugin):
             "calls": self.probe.results(),
             "first_direction": self.probe.first_direction,
             "model_type": type(model).__name__,
+            "linear4bit_modules": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
         }
         (out / f"noise-rank{rank}.json").write_text(json.dumps(record))
         self.probe.remove()

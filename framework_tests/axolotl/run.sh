@@ -10,6 +10,6 @@ start=$(date +%s)
 status=0
 # rootdir/confcutdir here: the repo's pytest settings (testpaths, xdist) are for tests/.
 "$venv/bin/python" -m pytest -q -p no:cacheprovider -p no:xdist -p no:randomly \
-    --rootdir framework_tests/axolotl -c /dev/null framework_tests/axolotl "$@" || status=$?
+    --durations=0 --rootdir framework_tests/axolotl -c /dev/null framework_tests/axolotl "$@" || status=$?
 echo "axolotl tests: $(( $(date +%s) - start )) s"
 exit "$status"

@@ -22,7 +22,7 @@ pip=("$venv/bin/python" -m pip install -q)
 "${pip[@]}" "$TORCH"                                   # the CPU build first, so nothing pulls CUDA wheels
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
-"$venv/bin/python" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$constraints"
+"$venv/bin/python" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$constraints" 2>/dev/null
 PIP_CONSTRAINT="$constraints" "${pip[@]}" "$AXOLOTL"  # keeps torch as installed
 "${pip[@]}" --no-deps -e .
 "$venv/bin/python" -m pip install -q pytest

@@ -10,10 +10,11 @@ import random
 
 import pytest
 import torch
-from conftest import ALPHA, CHARS, HIDDEN, TARGET, _tokenizer, tolerance
 from probe import NoiseProbe
 
 import neftune
+
+from conftest import ALPHA, CHARS, HIDDEN, TARGET, _tokenizer, tolerance
 
 
 def _bins(tokenizer, rng: random.Random, rows: int = 3, row_len: int = 200) -> list[list[dict]]:
@@ -45,8 +46,9 @@ def batch():
     from axolotl.utils.collators import V2BatchSamplerDataCollatorForSeq2Seq
 
     tokenizer = _tokenizer()
+    # The arguments Axolotl's trainer builder gives it with pad_to_sequence_len and sequence_len 256.
     collator = V2BatchSamplerDataCollatorForSeq2Seq(
-        tokenizer, padding="max_length", max_length=256, return_tensors="pt"
+        tokenizer, padding=True, pad_to_multiple_of=256, return_tensors="pt"
     )
     bins = _bins(tokenizer, random.Random(1))
     out = collator(bins)
@@ -59,7 +61,7 @@ def test_collator_marks_sequences_with_segment_ids(batch):
         expected = [k + 1 for k, s in enumerate(samples) for _ in range(s["length"])]
         assert row[: len(expected)].tolist() == expected
         assert row[len(expected) :].eq(0).all()  # the padded tail
-    assert int(mask.max()) > 1
+    assert int(mask.max()) > 1 and mask.shape[1] == 256
 
 
 def _model(vocab: int):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from conftest import (
-    axolotl_env,
     ALPHA,
     PLUGIN,
     PROBE,
     TARGET,
+    axolotl_env,
     probe_records,
     run_axolotl,
     save_result,
@@ -81,14 +83,20 @@ def test_axolotl_own_hook_scales_by_the_packed_row(tmp_path, tiny):
 LORA = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_target_linear": True}
 
 
-def test_plugin_with_lora(tmp_path, tiny):
-    cfg = write_config(tmp_path, tiny, adapter="lora", **LORA)
-    proc = run_axolotl(cfg, tmp_path)
+@pytest.mark.parametrize("adapter", ["lora", "qlora"])
+def test_plugin_with_lora_and_qlora(tmp_path, tiny, adapter):
+    # Axolotl's fused LoRA kernels (on by default) need CUDA ("Torch not compiled with CUDA
+    # enabled"; for 4-bit weights they dequantize on a CUDA stream): off on this CPU.
+    settings = dict(LORA, adapter=adapter, lora_qkv_kernel=False, lora_o_kernel=False, lora_mlp_kernel=False)
+    if adapter == "qlora":  # bitsandbytes 0.50 runs 4-bit layers on the CPU
+        settings["load_in_4bit"] = True
+    proc = run_axolotl(write_config(tmp_path, tiny, **settings), tmp_path)
     assert proc.returncode == 0, tail(proc)
     (record,) = probe_records(tmp_path)
     assert record["model_type"].startswith("Peft")  # the probe saw the PEFT-wrapped model
+    assert (record["linear4bit_modules"] > 0) == (adapter == "qlora")
     _check_per_sequence(record)  # once, not twice: doubled noise would be sqrt(2) x the target
-    save_result("neftune_plugin_lora", _summary(record))
+    save_result(f"neftune_plugin_{adapter}", _summary(record))
 
 
 def test_each_rank_of_a_multi_process_launch_draws_its_own_noise(tmp_path, tiny):

@@ -78,10 +78,14 @@ class NEFTuneArgs(BaseModel):
     neftune_schedule: str | None = Field(
         default=None, json_schema_extra={"description": "alpha schedule name (e.g. linear_decay)"}
     )
-    neftune_backend: str | None = Field(default=None, json_schema_extra={"description": "auto | torch | triton"})
+    neftune_backend: str | None = Field(
+        default=None, json_schema_extra={"description": "auto | torch | triton"}
+    )
     neftune_pad_token_id: int | None = Field(
         default=None,
-        json_schema_extra={"description": "token id whose whole sequences get no noise (default: tokenizer pad)"},
+        json_schema_extra={
+            "description": "token id whose whole sequences get no noise (default: tokenizer pad)"
+        },
     )
 
 
@@ -122,7 +126,7 @@ def config_from_axolotl(cfg: Mapping[str, Any], *, pad_token_id: int | None = No
             f"the keys are {', '.join(SETTINGS.values())}"
         )
     settings = {field: cfg.get(key) for field, key in SETTINGS.items() if cfg.get(key) is not None}
-    if "pad_token_id" not in settings and pad_token_id is not None and "pad_token_id" in FIELDS:  # TEMP
+    if "pad_token_id" not in settings and pad_token_id is not None:
         settings["pad_token_id"] = pad_token_id
     for field, value in settings.items():  # one at a time first, to name the key that is wrong
         if field not in FIELDS:
