@@ -78,3 +78,17 @@ def test_args_model_types():
     assert args.neftune_alpha == 5.0 and args.neftune_distribution is None
     with pytest.raises(ValidationError, match="neftune_seed"):
         plugin_module.NEFTuneArgs(neftune_seed="often")
+
+
+def test_pad_id_from_the_trainers_tokenizer_or_processor():
+    from types import SimpleNamespace
+
+    tokenizer = SimpleNamespace(pad_token_id=3)
+    assert plugin_module._pad_token_id(SimpleNamespace(processing_class=tokenizer)) == 3
+    processor = SimpleNamespace(tokenizer=tokenizer)  # a multimodal processor
+    assert plugin_module._pad_token_id(SimpleNamespace(processing_class=processor)) == 3
+    assert plugin_module._pad_token_id(SimpleNamespace(processing_class=None, tokenizer=tokenizer)) == 3
+    assert (
+        plugin_module._pad_token_id(SimpleNamespace(processing_class=SimpleNamespace(pad_token_id=None)))
+        is None
+    )

@@ -161,11 +161,11 @@ def _load_runtime() -> Any:
 def _pad_token_id(trainer: Any) -> int | None:
     """The pad id of the tokenizer the trainer was given (None when it has none)."""
     for name in ("processing_class", "tokenizer"):
-        tokenizer = getattr(trainer, name, None)
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wrapping a tokenizer
-        pad = getattr(tokenizer, "pad_token_id", None)
-        if isinstance(pad, int):
-            return pad
+        owner = getattr(trainer, name, None)
+        for tokenizer in (owner, getattr(owner, "tokenizer", None)):  # a processor wraps a tokenizer
+            pad = getattr(tokenizer, "pad_token_id", None)
+            if isinstance(pad, int) and not isinstance(pad, bool):
+                return pad
     return None
 
 
