@@ -3,7 +3,8 @@
     plugins:
       - neftune.integrations.axolotl.NEFTunePlugin
     neftune_alpha: 5            # optional, as are neftune_distribution, neftune_scaling, neftune_seed,
-                                # neftune_schedule, neftune_backend, neftune_pad_token_id
+                                # neftune_schedule, neftune_backend, neftune_ignore_token_ids,
+                                # neftune_pad_token_id
 
 The ``neftune_*`` keys are declared to Axolotl through its plugin-arguments mechanism
 (:class:`NEFTuneArgs`, merged into Axolotl's config schema), so Axolotl validates them and keeps
@@ -80,6 +81,13 @@ class NEFTuneArgs(BaseModel):
     )
     neftune_backend: str | None = Field(
         default=None, json_schema_extra={"description": "auto | torch | triton"}
+    )
+    neftune_ignore_token_ids: list[int] | None = Field(
+        default=None,
+        json_schema_extra={
+            "description": "token ids that get no noise and do not count in L (default: the model's "
+            "image/video/audio placeholder ids; [] for none)"
+        },
     )
     neftune_pad_token_id: int | None = Field(
         default=None,
