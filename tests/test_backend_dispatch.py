@@ -348,7 +348,8 @@ def _packed(lengths_per_row: list[list[int]], cols: int) -> tuple[torch.Tensor, 
 
 
 @pytest.mark.parametrize(
-    "source", ["segment-ids", "segment-ids+positions", "positions", "padded", "pad-tail+positions"]
+    "source",
+    ["segment-ids", "segment-ids+positions", "positions", "padded", "pad-tail+positions", "placeholders"],
 )
 def test_fused_hook_scales_packed_batches_like_token_scales(source, monkeypatch):
     """Through a model: the scales the kernel computes itself (segment ids, positions, a 0/1 mask)
@@ -363,7 +364,11 @@ def test_fused_hook_scales_packed_batches_like_token_scales(source, monkeypatch)
         inputs["position_ids"] = pos
     if source == "padded":
         inputs["attention_mask"] = (seg > 0).long()
-    pad_token_id = None
+    pad_token_id, ignore_token_ids = None, None
+    if source == "placeholders":  # a VLM's image tokens (id 2 here) inside packed sequences
+        ignore_token_ids = (2,)
+        inputs["attention_mask"] = seg
+        inputs["input_ids"][:, 5:9] = 2
     if source == "pad-tail+positions":  # Axolotl with sdpa: the padded tail is one more "sequence"
         pad_token_id = 0
         inputs["input_ids"][seg == 0] = 0
@@ -374,7 +379,13 @@ def test_fused_hook_scales_packed_batches_like_token_scales(source, monkeypatch)
         neftune.noise, "kernel_scales", lambda *a, **k: planned.append(real_plan(*a, **k)) or planned[-1]
     )
     handle = neftune.activate(
-        model, 5.0, backend="triton", distribution="symmetric", seed=3, pad_token_id=pad_token_id
+        model,
+        5.0,
+        backend="triton",
+        distribution="symmetric",
+        seed=3,
+        pad_token_id=pad_token_id,
+        ignore_token_ids=ignore_token_ids,
     )
     capture = _Capture(model.get_input_embeddings())
     model(**inputs)
@@ -385,6 +396,8 @@ def test_fused_hook_scales_packed_batches_like_token_scales(source, monkeypatch)
     batch = {k: v for k, v in inputs.items() if k != "input_ids"}
     if pad_token_id is not None:
         batch["pad_mask"] = inputs["input_ids"] == pad_token_id
+    if ignore_token_ids is not None:
+        batch["ignore"] = inputs["input_ids"] == 2
     want = neftune.token_scales(noise, 5.0, **batch)[..., None].expand_as(noise)
     if pad_token_id is not None:
         assert torch.all(want[1, 60:] == 0), "the pad-token tail is padding"

@@ -378,6 +378,10 @@ def _batches() -> dict[str, tuple[tuple[int, int], dict]]:
     # 5..9), and pad ids inside a sequence that has real tokens too (row 1: they count).
     pads = torch.zeros(3, 10, dtype=torch.bool)
     pads[0, 7:], pads[1, 4:6], pads[2, 5:] = True, True, True
+    # Ignored tokens (a VLM's image placeholders): no noise, not counted, boundaries unchanged; in
+    # row 0 of the segment-id batch the token where the id changes (t = 3) is ignored.
+    ignored = torch.zeros(3, 10, dtype=torch.bool)
+    ignored[0, 3], ignored[1, 1:4], ignored[2, 0] = True, True, True
     return {
         "no_mask": ((3, 10), {}),
         "right_padded": ((3, 10), {"attention_mask": right}),
@@ -394,6 +398,12 @@ def _batches() -> dict[str, tuple[tuple[int, int], dict]]:
         "pad_tokens_and_positions": ((3, 10), {"position_ids": pos, "pad_mask": pads}),
         "pad_tokens_and_segment_ids": ((3, 10), {"attention_mask": seg, "pad_mask": pads}),
         "pad_tokens_only": ((3, 10), {"pad_mask": pads}),
+        "ignored_only": ((3, 10), {"ignore": ignored}),
+        "ignored_with_segment_ids": ((3, 10), {"attention_mask": seg, "ignore": ignored}),
+        "ignored_with_mask_positions_and_pads": (
+            (3, 10),
+            {"attention_mask": left, "position_ids": pos, "pad_mask": pads, "ignore": ignored},
+        ),
         "cu_seqlens_int64_all_real": ((2, 8), {"cu_seqlens": torch.tensor([0, 5, 16])}),
         "one_row_2d_embeds": ((0, 10), {"attention_mask": right[1]}),
     }
@@ -473,6 +483,7 @@ def _count_launches(monkeypatch) -> list[str]:
         ("packed_positions", SCALE_TOKEN, 2),
         ("segment_ids_and_positions", SCALE_TOKEN2, 2),
         ("pad_tokens_and_positions", SCALE_TOKEN, 2),
+        ("ignored_only", SCALE_TOKEN, 2),
     ],
 )
 def test_noise_with_per_token_scales_takes_at_most_two_launches(monkeypatch, name, mode, launches):
@@ -494,6 +505,7 @@ def test_cases_left_to_token_scales():
     assert kernel_scales(x, 5.0, attention_mask=torch.ones(2, 6), cu_seqlens=cu) is None
     assert kernel_scales(x, 5.0, pad_mask=torch.zeros(2, 6, dtype=torch.bool), cu_seqlens=cu) is None
     assert kernel_scales(x, 5.0, pad_mask=torch.zeros(2, 6)) is None  # not bool: as token_scales reads it
+    assert kernel_scales(x, 5.0, ignore=torch.zeros(2, 6, dtype=torch.bool), cu_seqlens=cu) is None
     assert kernel_scales(x, torch.tensor(5.0)) is None  # alpha traced by torch.compile
     assert kernel_scales(x, 5.0, attention_mask=torch.ones(2, 5)) is None  # wrong shape: token_scales raises
     assert kernel_scales(x, 5.0, cu_seqlens=torch.tensor([0, 20])) is None  # past the tokens: idem

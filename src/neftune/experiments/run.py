@@ -350,7 +350,7 @@ def run_experiment(
         raise DataError(f"{cfg.train.data}: no training records")
     folder.mkdir(parents=True, exist_ok=True)
     meta = _check_experiment(folder, cfg, kind)
-    primary = primary_metric(bundle)
+    primary = "ifeval/prompt_strict" if cfg.eval.get("ifeval") else primary_metric(bundle)  # --ifeval FILE
     env = environment()
     shared = cfg.shared()
 

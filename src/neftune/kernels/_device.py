@@ -329,10 +329,22 @@ def _min_combine(a, b):
 
 
 @triton.jit
-def _valid_and_start(mask_ptr, pos_ptr, base, t, T, seg, HAS_MASK: tl.constexpr, HAS_POS: tl.constexpr):
-    """Per token ``t`` of one row (``t`` may run past ``T``: both False there): is it a real token,
-    and does a sequence start there (row start; a position id that is 0 or does not continue the
-    previous one; with ``seg``, a nonzero segment id that differs from the previous token's)."""
+def _valid_and_start(
+    mask_ptr,
+    pos_ptr,
+    ign_ptr,
+    base,
+    t,
+    T,
+    seg,
+    HAS_MASK: tl.constexpr,
+    HAS_POS: tl.constexpr,
+    HAS_IGNORE: tl.constexpr,
+):
+    """Per token ``t`` of one row (``t`` may run past ``T``: both False there): does it count (a
+    real token, not ignored), and does a sequence start there (row start; a position id that is 0
+    or does not continue the previous one; with ``seg``, a nonzero segment id that differs from
+    the previous token's). Ignored tokens (``ign_ptr``) keep the boundaries the mask gives."""
     ok = t < T
     prev_ok = ok & (t > 0)
     start = t == 0
@@ -347,6 +359,8 @@ def _valid_and_start(mask_ptr, pos_ptr, base, t, T, seg, HAS_MASK: tl.constexpr,
         p = tl.load(pos_ptr + base + t, mask=ok, other=0)
         p_prev = tl.load(pos_ptr + base + t - 1, mask=prev_ok, other=0)
         start = start | (p == 0) | (p != p_prev + 1)
+    if HAS_IGNORE:
+        valid = valid & (tl.load(ign_ptr + base + t, mask=ok, other=0) == 0)
     return valid, start & ok
 
 
@@ -365,9 +379,11 @@ def _scan_row(
     c0_ptr,
     pad_ptr,
     p0_ptr,
+    ign_ptr,
     HAS_MASK: tl.constexpr,
     HAS_POS: tl.constexpr,
     HAS_PAD: tl.constexpr,
+    HAS_IGNORE: tl.constexpr,
     CHUNK: tl.constexpr,
 ):
     """Scales of one row's tokens: ``alpha / sqrt(L d)`` with ``L`` the real tokens of the token's
@@ -389,7 +405,9 @@ def _scan_row(
     carry_p0 = tl.full((), 0, tl.int32)
     for ci in range(n_chunks):
         t = ci * CHUNK + offs
-        valid, start = _valid_and_start(mask_ptr, pos_ptr, base, t, T, seg, HAS_MASK, HAS_POS)
+        valid, start = _valid_and_start(
+            mask_ptr, pos_ptr, ign_ptr, base, t, T, seg, HAS_MASK, HAS_POS, HAS_IGNORE
+        )
         v = valid.to(tl.int32)
         before = carry_count + tl.cumsum(v, 0) - v  # real tokens before t
         c0 = tl.maximum(tl.associative_scan(tl.where(start, before, 0), 0, _max_combine), carry_c0)
@@ -413,8 +431,12 @@ def _scan_row(
     for k in range(n_chunks):
         t = (n_chunks - 1 - k) * CHUNK + offs
         ok = t < T
-        valid, _ = _valid_and_start(mask_ptr, pos_ptr, base, t, T, seg, HAS_MASK, HAS_POS)
-        _, next_starts = _valid_and_start(mask_ptr, pos_ptr, base, t + 1, T, seg, HAS_MASK, HAS_POS)
+        valid, _ = _valid_and_start(
+            mask_ptr, pos_ptr, ign_ptr, base, t, T, seg, HAS_MASK, HAS_POS, HAS_IGNORE
+        )
+        _, next_starts = _valid_and_start(
+            mask_ptr, pos_ptr, ign_ptr, base, t + 1, T, seg, HAS_MASK, HAS_POS, HAS_IGNORE
+        )
         v = valid.to(tl.int32)
         upto = total - (carry_after + tl.cumsum(v, 0, reverse=True)) + v  # real tokens in [0, t]
         c1 = tl.associative_scan(tl.where(next_starts, upto, total), 0, _min_combine, reverse=True)
@@ -449,6 +471,7 @@ def segment_scales_kernel(
     c0_ptr,
     pad_ptr,
     p0_ptr,
+    ign_ptr,
     T,
     d,
     alpha_bits,
@@ -456,6 +479,7 @@ def segment_scales_kernel(
     SEG_IDS: tl.constexpr,
     HAS_POS: tl.constexpr,
     HAS_PAD: tl.constexpr,
+    HAS_IGNORE: tl.constexpr,
     CHUNK: tl.constexpr,
 ):
     """One program per batch row: the scale of each of its ``T`` tokens into ``out_ptr``.
@@ -486,16 +510,16 @@ def segment_scales_kernel(
         tl.store(flag_ptr + b, (row_max > 1).to(tl.int32))
         two_readings = (row_max <= 1) & (count > 0) & (last - first + 1 > count)
         _scan_row(
-            mask_ptr, pos_ptr, base, T, True, d, alpha_bits, out_ptr, out2_ptr, 1 - two_readings.to(tl.int32), c0_ptr, pad_ptr, p0_ptr,
-            HAS_MASK, HAS_POS, HAS_PAD, CHUNK,
+            mask_ptr, pos_ptr, base, T, True, d, alpha_bits, out_ptr, out2_ptr, 1 - two_readings.to(tl.int32), c0_ptr, pad_ptr, p0_ptr, ign_ptr,
+            HAS_MASK, HAS_POS, HAS_PAD, HAS_IGNORE, CHUNK,
         )  # fmt: skip
         if two_readings:
             _scan_row(
-                mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out2_ptr, out2_ptr, 0, c0_ptr, pad_ptr, p0_ptr,
-                HAS_MASK, HAS_POS, HAS_PAD, CHUNK,
+                mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out2_ptr, out2_ptr, 0, c0_ptr, pad_ptr, p0_ptr, ign_ptr,
+                HAS_MASK, HAS_POS, HAS_PAD, HAS_IGNORE, CHUNK,
             )  # fmt: skip
     else:
         _scan_row(
-            mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out_ptr, out_ptr, 0, c0_ptr, pad_ptr, p0_ptr,
-            HAS_MASK, HAS_POS, HAS_PAD, CHUNK,
+            mask_ptr, pos_ptr, base, T, False, d, alpha_bits, out_ptr, out_ptr, 0, c0_ptr, pad_ptr, p0_ptr, ign_ptr,
+            HAS_MASK, HAS_POS, HAS_PAD, HAS_IGNORE, CHUNK,
         )  # fmt: skip

@@ -186,14 +186,16 @@ def segment_scales(
     *,
     chunk: int,
     pad: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> ScaleArgs:
-    """Launch the scan kernel (one program per row) for a (rows, cols) mask, position ids and/or
-    pad-token flags (``pad``: nonzero on pad-token ids; a sequence made only of them is padding).
+    """Launch the scan kernel (one program per row) for a (rows, cols) mask, position ids,
+    pad-token flags (``pad``: nonzero on pad-token ids; a sequence made only of them is padding)
+    and/or ignored tokens (``ignore``: nonzero where a token gets no noise and does not count).
 
     A mask that may hold segment ids (any dtype but bool) gets two scale arrays and per-row flags
     (``SCALE_TOKEN2``), so that the noise kernel can apply the batch-wide rule without a sync.
     """
-    given = next(t for t in (mask, pos, pad) if t is not None)
+    given = next(t for t in (mask, pos, pad, ignore) if t is not None)
     device = given.device
     out = torch.empty(rows * cols, dtype=torch.float32, device=device)
     c0 = torch.empty(rows * cols, dtype=torch.int32, device=device)
@@ -206,6 +208,7 @@ def segment_scales(
         "SEG_IDS": seg_ids,
         "HAS_POS": pos is not None,
         "HAS_PAD": pad is not None,
+        "HAS_IGNORE": ignore is not None,
         "CHUNK": chunk,
     }
     args = (
@@ -217,6 +220,7 @@ def segment_scales(
         c0,
         pad if pad is not None else given,
         p0,
+        ignore if ignore is not None else given,
         cols,
         d,
         float64_bits(alpha),

@@ -5,11 +5,12 @@
 * no mask, positions or ``cu_seqlens``: one value for every token (``L`` = the row length), the
   noise kernel is the only launch;
 * ``cu_seqlens`` (no mask): the noise kernel searches it for each token's sequence (one launch);
-* a 2-D ``attention_mask`` (0/1 or segment ids), ``position_ids`` and/or a ``pad_mask`` (pad-token
-  ids; a sequence made only of them is padding): one scan kernel writes a float32 scale per token,
+* a 2-D ``attention_mask`` (0/1 or segment ids), ``position_ids``, a ``pad_mask`` (pad-token
+  ids; a sequence made only of them is padding) and/or ``ignore`` (tokens that get no noise and do
+  not count, e.g. a VLM's image placeholders): one scan kernel writes a float32 scale per token,
   then the noise kernel reads it (two launches).
 
-Anything else (a 4-D block mask, ``cu_seqlens`` together with a mask or pad flags, alpha given as
+Anything else (a 4-D block mask, ``cu_seqlens`` together with a mask, pad or ignore flags, alpha given as
 a tensor while torch.compile traces, inputs that do not fit the embeddings) returns None: the caller then passes
 :func:`neftune.noise.token_scales` (the torch reference, ~20 small kernels), which also raises
 the errors for bad input. The scales equal ``token_scales`` bit for bit (tested).
@@ -109,6 +110,7 @@ def kernel_scales(
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     pad_mask: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
     chunk: int | None = None,
 ) -> ScaleArgs | None:
     """Per-token scales for the fused kernel, or None where only ``token_scales`` can make them.
@@ -127,17 +129,21 @@ def kernel_scales(
     rows, cols, d = shape
     alpha = float(alpha)
     if cu_seqlens is not None:
-        if attention_mask is not None or pad_mask is not None:
+        if attention_mask is not None or pad_mask is not None or ignore is not None:
             return None
         if not _cu_seqlens_ok(cu_seqlens, rows * cols, embeds.device):
             return None
         return ScaleArgs(SCALE_CU, value=alpha, aux=cu_seqlens.contiguous())
-    if attention_mask is None and position_ids is None and pad_mask is None:
+    if attention_mask is None and position_ids is None and pad_mask is None and ignore is None:
         return ScaleArgs(SCALE_CONST, value=scale_value(cols, d, alpha))
-    mask = pos = pad = None
+    mask = pos = pad = ign = None
     if pad_mask is not None:
         pad = _as_rows(pad_mask, rows, cols, embeds.device)
         if pad is None or pad.dtype != torch.bool:
+            return None
+    if ignore is not None:
+        ign = _as_rows(ignore, rows, cols, embeds.device)
+        if ign is None or ign.dtype != torch.bool:
             return None
     if attention_mask is not None:
         mask = _as_rows(attention_mask, rows, cols, embeds.device)
@@ -153,4 +159,4 @@ def kernel_scales(
         chunk = SCAN_CHUNK
         if _triton.triton.knobs.runtime.interpret:
             chunk = min(chunk, 1 << max(cols - 1, 1).bit_length())
-    return _triton.segment_scales(mask, pos, rows, cols, d, alpha, chunk=chunk, pad=pad)
+    return _triton.segment_scales(mask, pos, rows, cols, d, alpha, chunk=chunk, pad=pad, ignore=ign)
