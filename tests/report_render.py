@@ -223,3 +223,35 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def browser_check(html_path: Path, tmp_path: Path) -> Path | None:
+    """For the tests: screenshot a report in headless Chromium (1280 px wide, every collapsible
+    section open), check the screenshot is not blank and that nothing overflows the page.
+
+    Without Chromium: nothing is checked, unless ``NEFTUNE_REQUIRE_BROWSER=1`` (CI), which makes it
+    a failure. ``NEFTUNE_SCREENSHOT_DIR``: also keep each screenshot there, to look at.
+    Returns the screenshot's path (None without Chromium).
+    """
+    import os
+    import shutil as _shutil
+
+    import pytest
+
+    chromium = find_chromium()
+    if chromium is None:
+        if os.environ.get("NEFTUNE_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium not found but NEFTUNE_REQUIRE_BROWSER=1 (apt-get install chromium)")
+        return None
+    shot = Path(tmp_path) / f"{Path(html_path).parent.parent.name or 'report'}-open.png"
+    proc = open_screenshot(Path(html_path), shot, chromium=chromium, height=2400)
+    assert shot.is_file(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    assert not is_blank(Image.open(shot)), "the rendered report is blank"
+    measured = overflow_report(Path(html_path), chromium=chromium)
+    assert measured["page"] <= measured["width"], measured
+    assert measured["bad"] == [], measured["bad"][:10]
+    keep = os.environ.get("NEFTUNE_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        _shutil.copy(shot, Path(keep) / f"{Path(tmp_path).name}-{shot.name}")
+    return shot

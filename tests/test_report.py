@@ -17,6 +17,8 @@ import report_render as render_check  # tests/report_render.py: blank test and C
 from neftune.experiments.plots import setting_colors
 from neftune.experiments.report import ReportError, build_report, load_results
 from neftune.experiments.stats import summarize
+from report_consistency import contradictions
+from report_render import browser_check
 
 FIXTURE = Path(__file__).parent / "data" / "results_compare_fixture.json"
 
@@ -57,8 +59,9 @@ def test_report_writes_every_file(built) -> None:
     assert paths["html"] == report / "report.html"
     assert paths["markdown"] == report / "summary.md"
     assert paths["summary"] == report / "summary.json"
-    for name in ("learning_curves", "heldout_curves", "metric_means", "differences"):
+    for name in ("forest", "learning_curves", "metric_means", "differences"):
         assert paths[name] == report / f"{name}.png" and paths[name].stat().st_size > 0
+    assert "heldout_curves" not in paths  # every curve is drawn once, in learning_curves
     assert not list(report.glob(".*.tmp"))  # no leftovers of the atomic writes
 
 
@@ -90,10 +93,19 @@ def test_html_has_headline_tables_verdicts_and_no_external_resources(built, fixt
     for sentence in doc["headline"]:
         assert sentence.replace("'", "&#x27;") in html
     assert "NEFTune did not measurably change accuracy on held-out templates at any alpha" in html
-    # one table per metric, with the verdicts
+    # The page opens with the verdict, then the forest plot of the primary metric, then the table.
+    verdict = html.index('<p class="verdict">')
+    assert (
+        verdict
+        < html.index("The primary metric, each setting minus training without noise")
+        < html.index('<table class="glance">')
+    )
+    assert doc["verdict"].replace("'", "&#x27;") in html and "could detect ±" in doc["verdict"]
+    # one table per metric, with the verdicts, behind a collapsible section
     for m in doc["metrics"]:
         assert f"<code>{m['name']}</code>" in html
-    assert html.count("<colgroup>") == len(doc["metrics"])
+    assert html.count('<div class="metric">') == len(doc["metrics"])
+    assert "<details><summary>Every metric: means, differences, intervals, p-values</summary>" in html
     for verdict in ("better", "worse", "higher", "lower", "no detectable difference", "baseline"):
         assert f">{verdict}</span>" in html, verdict
     # what was run, signatures, reproduction, multiple comparisons
@@ -134,7 +146,8 @@ def test_markdown_summary(built) -> None:
     _, paths, _ = built
     md = paths["markdown"].read_text(encoding="utf-8")
     assert md.startswith("# NEFTune compare: smollm2-135m on builtin:quick")
-    assert "| setting | seeds | mean [95% CI] | diff vs baseline [95% CI] | p | verdict |" in md
+    assert "| setting | seeds | mean [95% CI] | diff vs baseline [95% CI] | detectable | p | verdict |" in md
+    assert md.index("**NEFTune did not measurably change") < md.index("![The primary metric")
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (paths["markdown"].parent / link).resolve().is_file(), link
     assert "../analyze/analyze.png" in md
@@ -174,6 +187,8 @@ def test_partial_results_with_failed_and_pending_arms(tmp_path, fixture_results)
     # no accuracy was measured: the primary metric is absent and the report says so
     assert "No finished arm reported accuracy on held-out templates" in doc["recommendation"]["reason"]
     assert '<div class="box warn"><p class="pick">No setting recommended' in html, "not dressed as good news"
+    assert contradictions(paths["html"].parent) == []
+    browser_check(paths["html"], tmp_path)
 
 
 def test_sweep_on_user_data(tmp_path, fixture_results) -> None:
@@ -217,6 +232,8 @@ def test_sweep_on_user_data(tmp_path, fixture_results) -> None:
     rec = doc["recommendation"]
     assert rec["recommended"] == {"alpha": 10.0, "distribution": "gaussian", "schedule": None}
     assert "Recommended: alpha 10, gaussian" in html
+    assert contradictions(paths["html"].parent) == []
+    browser_check(paths["html"], tmp_path)
 
 
 def test_report_errors(tmp_path, fixture_results) -> None:
@@ -240,7 +257,7 @@ def test_report_errors(tmp_path, fixture_results) -> None:
 # --------------------------------------------------------------------------- real browser
 
 
-def _chromium() -> str:
+def _chromium() -> str | None:
     found = render_check.find_chromium()
     if found is None:
         if os.environ.get("NEFTUNE_REQUIRE_BROWSER") == "1":
@@ -252,8 +269,10 @@ def _chromium() -> str:
 def test_report_renders_in_headless_chromium(built, tmp_path, fixture_results) -> None:
     chromium = _chromium()
     _, paths, _ = built
+    browser_check(paths["html"], tmp_path)  # every section open: nothing wider than the page
     shot = tmp_path / "shot.png"
-    proc = render_check.chromium_screenshot(paths["html"], shot, chromium=chromium, width=1280, height=4000)
+    # With the collapsible sections open, as a reader who opens them sees the page.
+    proc = render_check.open_screenshot(paths["html"], shot, chromium=chromium, width=1280, height=4000)
     assert shot.is_file(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
     img = Image.open(shot).convert("RGB")
     w, h = img.size

@@ -1060,6 +1060,16 @@ def _print_plan(kind: str, cfg, out: Path, pilot: Path | None) -> None:
             )
         if not summary.n_complete:
             summary = None
+        else:
+            from .evaluation import EvalConfig
+
+            caps = {a.caps.get("ifeval") for a in summary.answers.values()} - {None}
+            cap = int(cfg.eval.get("ifeval_max_new_tokens", EvalConfig(model="").ifeval_max_new_tokens))
+            if caps and max(caps) < cap:
+                lines.append(
+                    f"Note: the pilot capped instruction answers at {max(caps)} new tokens, this run at {cap}: "
+                    "its evaluations generate longer answers and take longer than the pilot's."
+                )
     lines.append(detectable_before_run(cfg, summary, str(source)))
     for line in lines:
         console.print(escape(line), soft_wrap=True, highlight=False)
@@ -1267,8 +1277,8 @@ def compare(
     scalings: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated noise scalings for the noisy arms: per_sequence, batch "
-            "\\[default: per_sequence].",
+            help="Comma-separated noise scalings for the noisy arms: per_sequence, batch; batch@10 runs "
+            "batch scaling at alpha 10 only \\[default: per_sequence].",
             rich_help_panel=NOISE,
         ),
     ] = None,

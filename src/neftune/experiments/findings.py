@@ -202,7 +202,8 @@ def verdict_sentence(summary: Summary) -> str:
         if worse:
             text += f" and made it worse at {_join([_diff_phrase(c, pct) for c in worse])}"
         if quiet:
-            text += f"; no detectable difference at {_others(quiet, word)}"
+            power = detectable_phrase(quiet)
+            text += f"; no detectable difference at {_others(quiet, word)}" + (f" ({power})" if power else "")
         return text + f" ({design})."
     if worse:
         text = f"NEFTune did not help: it made {primary.label} worse at {_join([_diff_phrase(c, pct) for c in worse])}"

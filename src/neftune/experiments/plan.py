@@ -27,6 +27,22 @@ ARM_FIELDS = ("alpha", "distribution", "schedule", "seed", "out")
 SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ARM_FIELDS)
 
 
+def split_scaling(text: str) -> tuple[str, tuple[float, ...] | None]:
+    """``"batch@10+15"`` -> ``("batch", (10.0, 15.0))``; ``"batch"`` -> ``("batch", None)`` (every alpha)."""
+    name, sep, at = str(text).partition("@")
+    if not sep:
+        return name, None
+    try:
+        alphas = tuple(float(a) for a in at.split("+") if a.strip())
+    except ValueError:
+        raise RunError(
+            f"scalings {text!r}: write a scaling at some alphas as batch@10 or batch@5+15"
+        ) from None
+    if not alphas:
+        raise RunError(f"scalings {text!r}: no alpha after '@' (e.g. batch@10)")
+    return name, alphas
+
+
 @dataclass(frozen=True)
 class Arm:
     setting: Setting
@@ -50,7 +66,8 @@ class ExperimentConfig:
     :class:`~neftune.evaluation.EvalConfig` (``max_new_tokens``, ``n_generate``, ...).
     ``curve_every``: optimizer steps between noise-off curve points (0: no curves).
     ``scalings``: noise scalings of the noisy settings ("per_sequence", "batch"); each noisy
-    setting runs once per scaling, at the same alphas and seeds (the baseline once).
+    setting runs once per scaling, at the same alphas and seeds (the baseline once). A scaling
+    written ``batch@10`` (or ``batch@5+15``) runs at those alphas only.
     ``data_seeds``: ``"per_seed"`` (default): the arms of seed ``s`` use data seed ``s`` — their
     own generated built-in data (training records and evaluation prompts) or their own held-out
     split of a user file — so the intervals cover how the data and prompts were drawn, and the
@@ -85,8 +102,15 @@ class ExperimentConfig:
         if not self.scalings or len(set(self.scalings)) != len(self.scalings):
             raise RunError(f"scalings must be a list without duplicates, got {self.scalings}")
         for sc in self.scalings:
-            check_choice(sc, SCALINGS, "scalings")
-            check_backend(self.train.backend, scaling=sc)
+            name, at = split_scaling(sc)
+            check_choice(name, SCALINGS, "scalings")
+            check_backend(self.train.backend, scaling=name)
+            missing = [a for a in at or () if a not in self.alphas or a == 0]
+            if missing:
+                raise RunError(
+                    f"scalings {sc!r}: alpha {', '.join(f'{a:g}' for a in missing)} is not a noisy alpha of "
+                    f"--alphas {','.join(f'{a:g}' for a in self.alphas)}"
+                )
         for s in self.schedules:
             resolve_schedule(s)
         if self.data_seeds not in DATA_SEEDS:
@@ -113,9 +137,10 @@ class ExperimentConfig:
             for dist in self.distributions:
                 for schedule in self.schedules:
                     for scaling in self.scalings:
-                        out.append(
-                            Setting(alpha, dist, None if schedule == "constant" else schedule, scaling)
-                        )
+                        name, at = split_scaling(scaling)
+                        if at is not None and alpha not in at:
+                            continue
+                        out.append(Setting(alpha, dist, None if schedule == "constant" else schedule, name))
         return out
 
     def arms(self) -> list[Arm]:
