@@ -27,6 +27,12 @@ ARM_FIELDS = ("alpha", "distribution", "schedule", "seed", "out")
 SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in ARM_FIELDS)
 
 
+def _ifeval_cap() -> int:
+    from ..evaluation import IFEVAL_MAX_NEW_TOKENS
+
+    return IFEVAL_MAX_NEW_TOKENS
+
+
 def split_scaling(text: str) -> tuple[str, tuple[float, ...] | None]:
     """``"batch@10+15"`` -> ``("batch", (10.0, 15.0))``; ``"batch"`` -> ``("batch", None)`` (every alpha)."""
     name, sep, at = str(text).partition("@")
@@ -189,6 +195,10 @@ class ExperimentConfig:
         return json.loads(json.dumps(shared))
 
 
+#: The instruction cap, written into the presets so that an experiment records it (resuming one
+#: evaluated with another cap is refused instead of mixing caps); see neftune.evaluation.
+IFEVAL_MAX_NEW_TOKENS = _ifeval_cap()
+
 #: ``--preset`` values: data size, grid and training length sized for the machine at hand.
 PRESETS: dict[str, dict[str, Any]] = {
     # A first look on a laptop-class CPU: 6 arms of 50 steps on the embedded 135M model.
@@ -196,7 +206,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "alphas": [0.0, 10.0],
         "seeds": [0, 1, 2],
         "train": {"data": "builtin:quick", "max_steps": 50},
-        "eval": {"n_generate": 60, "max_new_tokens": 48},
+        "eval": {"n_generate": 60, "max_new_tokens": 48, "ifeval_max_new_tokens": IFEVAL_MAX_NEW_TOKENS},
         "curve_every": 25,
         "curve_records": 16,
     },
@@ -205,7 +215,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "alphas": [0.0, 5.0, 10.0, 15.0],
         "seeds": [0, 1, 2],
         "train": {"data": "builtin:standard", "epochs": 1.0, "batch_size": 16},
-        "eval": {"n_generate": 200, "max_new_tokens": 64},
+        "eval": {"n_generate": 200, "max_new_tokens": 64, "ifeval_max_new_tokens": IFEVAL_MAX_NEW_TOKENS},
         "curve_every": 50,
         "curve_records": 48,
     },
@@ -214,7 +224,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "alphas": [0.0, 5.0, 10.0, 15.0],
         "seeds": [0, 1, 2],
         "train": {"data": "builtin:full", "epochs": 1.0, "batch_size": 16},
-        "eval": {"n_generate": 400, "max_new_tokens": 64},
+        "eval": {"n_generate": 400, "max_new_tokens": 64, "ifeval_max_new_tokens": IFEVAL_MAX_NEW_TOKENS},
         "curve_every": 200,
         "curve_records": 64,
     },

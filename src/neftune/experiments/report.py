@@ -543,6 +543,8 @@ def build_report(folder: str | Path) -> dict[str, Path]:
         written["answer_lengths"] = write_bytes_atomic(out / "answer_lengths.png", length_png)
     if not instruction.empty:
         doc["instruction_following"] = section_dict(instruction, summary)
+        if not_informative_reasons(results):  # no verdict of any kind, here either
+            doc["instruction_following"]["verdict"] = []
     extras = _extra_images(folder)
     extra_bytes = [(caption, path.read_bytes()) for caption, path in extras]
     extra_links = [(caption, f"../{path.relative_to(folder).as_posix()}") for caption, path in extras]
