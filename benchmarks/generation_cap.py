@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,25 @@ def cut_fraction(tokens: list[int], ended: list[bool], cap: int) -> float:
     return sum((not e) or n >= cap for n, e in zip(tokens, ended)) / len(tokens)
 
 
+def _summary(tokens: list[int], ended: list[bool], args) -> dict:
+    """Token-count quantiles, the fraction each candidate cap would cut, and the smallest cap that
+    cuts at most ``args.target``."""
+    cut = {c: cut_fraction(tokens, ended, c) for c in CANDIDATES if c <= args.cap}
+    fits = [c for c, f in cut.items() if f <= args.target]
+    ordered = sorted(tokens)
+    q = {
+        f"p{round(100 * x)}": ordered[min(len(ordered) - 1, math.ceil(x * len(ordered)) - 1)]
+        for x in (0.5, 0.9, 0.95, 0.98, 0.99)
+    }
+    return {
+        "answers": len(tokens),
+        "not_ended_at_measuring_cap": sum(not e for e in ended),
+        "new_tokens": {"mean": statistics.fmean(tokens), "max": max(tokens), **q},
+        "cut_fraction_by_cap": cut,
+        "smallest_cap_within_target": min(fits) if fits else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="a run folder (fine-tuned) or a preset (smollm2-135m)")
@@ -42,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cap", type=int, default=512, help="measuring cap (new tokens)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--target", type=float, default=0.02, help="largest fraction of answers a cap may cut")
+    p.add_argument(
+        "--tasks",
+        type=int,
+        default=0,
+        help="also this many answers per held-out task split (measured at --cap as well; 0: none)",
+    )
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
 
@@ -56,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         bundle = resolve_data(f"builtin:{args.preset}@{seed}")
-        for split, records in bundle.ifeval.items():
+        groups = dict(bundle.ifeval)
+        if args.tasks:
+            groups.update({k: v[: args.tasks] for k, v in bundle.evals.items()})
+        for split, records in groups.items():
             t0 = time.perf_counter()
             answers = generate_answers(
                 model, tok, records, max_new_tokens=args.cap, batch_size=args.batch_size
@@ -65,33 +94,28 @@ def main(argv: list[str] | None = None) -> int:
             for r, a in zip(records, answers):
                 per_answer.append(
                     {"seed": seed, "split": split, "new_tokens": a.new_tokens, "ended": not a.truncated,
-                     "chars": len(a.text), "kinds": [c["kind"] for c in r.meta["constraints"]]}
+                     "chars": len(a.text), "kinds": [c["kind"] for c in r.meta.get("constraints", [])]}
                 )  # fmt: skip
             print(f"seed {seed} {split}: {len(records)} answers in {seconds:.0f} s", flush=True)
-    tokens = [a["new_tokens"] for a in per_answer]
-    ended = [a["ended"] for a in per_answer]
-    cut = {c: cut_fraction(tokens, ended, c) for c in CANDIDATES if c <= args.cap}
-    fits = [c for c, f in cut.items() if f <= args.target]
-    ordered = sorted(tokens)
-    q = {
-        f"p{int(100 * x)}": ordered[min(len(ordered) - 1, math.ceil(x * len(ordered)) - 1)]
-        for x in (0.5, 0.9, 0.95, 0.98, 0.99)
-    }
+    summary = {}
+    for group, pick in (
+        ("instruction", lambda a: a["split"].startswith("ifeval")),
+        ("task", lambda a: not a["split"].startswith("ifeval")),
+    ):
+        chosen = [a for a in per_answer if pick(a)]
+        if chosen:
+            summary[group] = _summary([a["new_tokens"] for a in chosen], [a["ended"] for a in chosen], args)
     result = {
         "benchmark": "generation_cap",
-        "command": "python benchmarks/generation_cap.py " + " ".join(argv or __import__("sys").argv[1:]),
+        "command": "python benchmarks/generation_cap.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                     "load_average_at_end": os.getloadavg()},
         "model": args.model,
         "preset": args.preset,
         "seeds": args.seeds,
         "measuring_cap": args.cap,
-        "answers": len(tokens),
-        "not_ended_at_measuring_cap": sum(not e for e in ended),
-        "new_tokens": {"mean": statistics.fmean(tokens), "max": max(tokens), **q},
-        "cut_fraction_by_cap": cut,
         "target": args.target,
-        "smallest_cap_within_target": min(fits) if fits else None,
+        **summary,
         "seconds": time.perf_counter() - start,
         "per_answer": per_answer,
     }  # fmt: skip

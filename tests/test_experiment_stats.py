@@ -313,7 +313,7 @@ def test_headline_says_plainly_when_nothing_changed() -> None:
     assert lines[0] == (
         "NEFTune did not measurably change accuracy on held-out templates at any alpha "
         "(3 seeds; differences from −0.003 to +0.007, all within noise); the experiment could detect "
-        "±0.036–0.047 or larger (80% power)."
+        "±0.036–0.047 or larger at 80% power."
     )
 
 

@@ -6,12 +6,11 @@ Built on the numbers of :mod:`neftune.experiments.stats`; pure functions, no I/O
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .formatting import decimals_for, fmt_estimate, fmt_value, half_width, p_relation
+from .formatting import decimals_for, fmt_estimate, fmt_value, half_width, p_relation, two_digit_decimals
 from .labels import metric_direction, metric_label, sentence_case, setting_word
 from .setting import Setting
 from .stats import (
@@ -93,13 +92,13 @@ def detectable_phrase(cells: Sequence[Cell]) -> str | None:
     lo, hi = found[0], found[-1]
     d = _two_digits(lo)
     if len(found) == 1 or fmt_value(lo, d) == fmt_value(hi, d):
-        return f"could detect ±{fmt_value(hi, _two_digits(hi))} or larger (80% power)"
-    return f"could detect ±{fmt_value(lo, d)}–{fmt_value(hi, _two_digits(hi))} or larger (80% power)"
+        return f"could detect ±{fmt_value(hi, _two_digits(hi))} or larger at 80% power"
+    return f"could detect ±{fmt_value(lo, d)}–{fmt_value(hi, _two_digits(hi))} or larger at 80% power"
 
 
 def _two_digits(x: float) -> int:
     """Decimals that show ``x`` to 2 significant digits."""
-    return min(6, max(0, 1 - math.floor(math.log10(abs(x))))) if x else 2
+    return two_digit_decimals(x)
 
 
 def _covers_phrase(cells: Sequence[Cell]) -> str:

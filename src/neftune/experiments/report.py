@@ -18,7 +18,7 @@ from typing import Any
 from ..io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .answers import load_experiment_answers
 from .findings import interval_method, summary_to_dict
-from .formatting import fmt_estimate, fmt_p, fmt_seconds, fmt_value
+from .formatting import fmt_estimate, fmt_p, fmt_seconds, fmt_value, two_digit_decimals
 from .informative import not_informative_reasons
 from .instruction_report import (
     InstructionSection,
@@ -144,15 +144,10 @@ def _diff_text(d: PairedDifference | None) -> str:
 
 
 def _detectable_text(d: PairedDifference | None) -> str:
+    """``±0.051``: the effect detectable with 80% power, to 2 significant digits."""
     if d is None or d.detectable is None:
         return "–"
-    return "±" + fmt_value(d.detectable, max(2, _decimals(d)))
-
-
-def _decimals(d: PairedDifference) -> int:
-    from .formatting import decimals_for, half_width
-
-    return decimals_for(d.mean or 0.0, half_width(d.lo, d.hi))
+    return "±" + fmt_value(d.detectable, two_digit_decimals(d.detectable))
 
 
 def _metric_rows(m: MetricSummary) -> list[dict[str, Any]]:
