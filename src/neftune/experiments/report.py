@@ -440,6 +440,15 @@ def _page(
     }
 
 
+def _forest_figure(data: bytes, summary: Summary) -> dict[str, Any]:
+    """The forest plot's figure; its caption mentions the hollow markers only when there are any."""
+    fig = _figure("forest", data)
+    m = summary.metric(summary.primary_metric) if summary.primary_metric else None
+    if m is None or not any(c.diff_untruncated is not None for c in m.cells):
+        fig["caption"] = fig["caption"].split(" Hollow,")[0]
+    return fig
+
+
 def _figure(name: str, data: bytes) -> dict[str, Any]:
     title, caption = _FIGURE_TEXT.get(name, (name, ""))
     return {"uri": png_data_uri(data), "title": title, "caption": caption, "known": name in _FIGURE_TEXT}
@@ -468,7 +477,7 @@ def render_html(
         "report.html.j2",
         **page,
         css=stylesheet(),
-        forest=None if forest is None or page["uninformative"] else _figure("forest", forest),
+        forest=None if forest is None or page["uninformative"] else _forest_figure(forest, summary),
         figures={name: _figure(name, data) for name, data in figures.items()},
         extras=[{"caption": caption, "uri": png_data_uri(data)} for caption, data in extras],
     )
