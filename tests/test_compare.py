@@ -314,14 +314,17 @@ def test_library_overwrite_never_deletes_a_users_files(tmp_path):
     (folder / "arms" / "a0-uniform-constant-s0").mkdir(parents=True)
     data = folder / "arms" / "my_data.jsonl"  # protected: the data being trained on
     data.write_text("{}\n")
-    assert clear_experiment(folder, protect=[data]) == ["arms"]
+    assert clear_experiment(folder, protect=[data]) == ["arms/my_data.jsonl"]
     assert sorted(p.name for p in folder.iterdir()) == ["arms", "notes.txt"]
-    assert clear_experiment(folder) == [] and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    # Not written by the experiment either (no arm.json, no run): kept without protection too.
+    assert clear_experiment(folder) == ["arms/my_data.jsonl"] and data.read_text() == "{}\n"
 
 
 def test_library_overwrite_replaces_a_previous_experiment_beside_a_users_file(tmp_path):
     folder = tmp_path / "exp"
     (folder / "arms" / "old-arm").mkdir(parents=True)
+    (folder / "arms" / "old-arm" / "arm.json").write_text("{}")
+    (folder / "arms" / "old-arm" / "neftune_run.json").write_text('{"status": "complete", "written": []}')
     (folder / "experiment.json").write_text('{"shared": {"train": {"max_steps": 999}}}')
     (folder / "notes.txt").write_text("mine")
     results = run_experiment(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -105,13 +106,35 @@ def test_bad_embeds():
 
 
 def test_mismatched_mask_inside_model_is_ignored_with_warning():
+    """A mask that does not describe the embeddings is dropped with a warning naming what is used instead."""
+    from neftune.batch_context import BatchContext
+
+    warned = []
+    context = BatchContext(lambda key, message: warned.append(message))
+    embeds = torch.zeros(2, 6, 4)
+    context.enter(
+        torch.nn.Linear(1, 1),
+        {"attention_mask": torch.ones(2, 5), "position_ids": torch.arange(6).repeat(2, 1)},
+    )
+    assert set(context.for_embedding("main", embeds)) == {"position_ids"}
+    assert (
+        "ignoring attention_mask of shape (2, 5)" in warned[0] and "come from the position ids" in warned[0]
+    )
+    context.clear()
+    context.enter(torch.nn.Linear(1, 1), {"attention_mask": torch.ones(2, 1, 6, 7, dtype=torch.bool)})
+    assert context.for_embedding("main", embeds) == {}
+    assert "(2, 1, 6, 7)" in warned[1] and "scaled by the row length" in warned[1]
+
+
+def test_block_mask_inside_model_gives_the_lengths_without_a_warning():
+    """A 4-D causal mask of the batch's shape is read (one sequence per row here), not ignored."""
     model = tiny_llama()
     h = neftune.activate(model, 5.0)
     model.train()
     ids = torch.randint(1, 100, (2, 6))
-    # a 4-D mask (a custom attention pattern) cannot give lengths: warn once and scale by row length
     mask4d = torch.ones(2, 1, 6, 6, dtype=torch.bool).tril()
-    with pytest.warns(UserWarning, match="ignoring attention_mask of shape"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         model(input_ids=ids, attention_mask=mask4d)
     h.remove()
 

@@ -70,7 +70,9 @@ class BatchContext:
         """Mask / positions / cu_seqlens for an embedding output of shape ``(B, T, d)`` or ``(T, d)``.
 
         ``role="decoder"`` (the decoder of an encoder-decoder model) gets only the decoder's own
-        mask. Tensors whose shape does not fit the output are dropped with one warning each.
+        mask. A mask may be ``(B, T)`` (0/1 or segment ids) or a block mask ``(B, H, T, T)`` /
+        ``(B, T, T)``. Tensors whose shape does not fit the output are dropped, with one warning
+        each that says where the lengths come from instead.
         """
         ctx = self.tensors
         if role == "decoder":
@@ -80,16 +82,19 @@ class BatchContext:
         else:
             found = {k: ctx[k] for k in ("attention_mask", "position_ids", "cu_seqlens") if k in ctx}
         shape = tuple(output.shape[:-1]) if output.dim() == 3 else (1, output.shape[0])
-        kept = {}
+        kept, dropped = {}, []
         for key, value in found.items():
-            if key == "cu_seqlens" or tuple(value.shape) == shape or (value.dim() == 1 and shape[0] == 1):
+            if key == "cu_seqlens" or _fits(key, value, shape):
                 kept[key] = value
             else:
-                self._warn_once(
-                    key,
-                    f"NEFTune: ignoring {key} of shape {tuple(value.shape)}, which does not match the "
-                    f"embeddings {shape}; noise for those batches is scaled by the row length",
-                )
+                dropped.append((key, value))
+        for key, value in dropped:
+            self._warn_once(
+                key,
+                f"NEFTune: ignoring {key} of shape {tuple(value.shape)}, which does not match the "
+                f"embeddings {shape}; the sequence lengths of those batches come from "
+                f"{_source(kept)}",
+            )
         return kept
 
     def param_names(self, module: nn.Module) -> list[str]:
@@ -103,3 +108,25 @@ class BatchContext:
                 names = []
             self._signatures[type(module)] = names
         return names
+
+
+def _fits(key: str, value: torch.Tensor, shape: tuple[int, int]) -> bool:
+    """Whether a mask or positions tensor describes embeddings of ``shape`` (batch, sequence)."""
+    if tuple(value.shape) == shape or (value.dim() == 1 and shape[0] == 1):
+        return True
+    rows, cols = shape
+    return key == "attention_mask" and (
+        (value.dim() == 4 and value.shape[0] == rows and tuple(value.shape[2:]) == (cols, cols))
+        or tuple(value.shape) == (rows, cols, cols)
+    )
+
+
+def _source(kept: dict[str, torch.Tensor]) -> str:
+    """Where the lengths come from, given the tensors kept (for a warning)."""
+    names = {
+        "cu_seqlens": "cu_seqlens",
+        "position_ids": "the position ids",
+        "attention_mask": "the attention mask",
+    }
+    used = [names[k] for k in ("cu_seqlens", "position_ids", "attention_mask") if k in kept]
+    return " and ".join(used) if used else "nothing else: the noise is scaled by the row length"

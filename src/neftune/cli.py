@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_frameworks import add_framework_commands
 from .configfile import CONFIG_NAME, ConfigFileError, load_config_file, normalize_keys
 from .progress import RichBars
 from .training import TrainConfig
@@ -180,6 +181,10 @@ class _TrainConsole:
                 if info["checkpoint"]
                 else f"  No checkpoint in {escape(c.out)} yet: starting from step 0"
             )
+        if info.get("kept"):
+            lines.append(
+                f"  Kept (--overwrite removes only what neftune wrote): {escape(_listing(info['kept']))}"
+            )
         for note in info["warnings"]:
             lines.append(f"  [yellow]Note:[/] {escape(note)}")
         for line in lines:
@@ -289,6 +294,12 @@ class _LibraryLog:
             except OSError:
                 pass
         self.memory.buffer.clear()
+
+
+def _listing(paths: list[str], limit: int = 8) -> str:
+    """``a, b, c and 4 more`` for a message line."""
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _resume_command(out: Path, kind: str = "train") -> str:
@@ -601,6 +612,7 @@ def eval_(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print metrics as JSON instead of a table.", rich_help_panel=OUTPUT)
     ] = False,
+    ifeval: _IfevalFile = None,
     config: _Config = None,
 ) -> None:
     """Evaluate MODEL with the noise off: losses, accuracy, lengths, repetition, ROUGE-L, AlpacaEval export."""
@@ -620,6 +632,7 @@ def eval_(
         seed=seed,
         field_map=field_map,
         trust_remote_code=trust_remote_code,
+        ifeval=str(ifeval) if ifeval else None,
     )
     try:
         check_eval_config(cfg)
@@ -810,7 +823,11 @@ def _prepare_experiment_folder(out: Path, overwrite: bool, protect: list[Path], 
     if overwrite:
         kept = clear_experiment(out, protect)
         if kept:
-            console.print(f"Kept (they hold your data): {', '.join(kept)}", highlight=False)
+            console.print(
+                f"Kept (--overwrite removes only what neftune wrote): {escape(_listing(kept))}",
+                highlight=False,
+                soft_wrap=True,
+            )
         if entries(out):
             # The user's own files stay; mark the folder as a new experiment (experiments.run's own
             # record) so that run_experiment, which refuses a non-empty unmarked folder, takes it.
@@ -849,7 +866,7 @@ def _grid_values(kind: str, options: dict, cfg, out: Path) -> dict:
     values.update(batch_size=t.batch_size, max_length=t.max_length, lora=t.lora)
     if t.lr is not None:
         values["lr"] = t.lr
-    for key in ("n_generate", "max_new_tokens", "repetition_penalty"):  # the eval options with a flag
+    for key in ("n_generate", "max_new_tokens", "repetition_penalty", "ifeval"):  # eval options with a flag
         if key in cfg.eval:
             values[key] = cfg.eval[key]
     values.update(curve_every=cfg.curve_every, out=str(out))
@@ -890,6 +907,7 @@ def _run_grid(
     fixed_data: bool | None = None,
     dry_run: bool = False,
     pilot: Path | None = None,
+    ifeval: Path | None = None,
 ) -> None:
     options = dict(locals())
     import shlex
@@ -941,6 +959,7 @@ def _run_grid(
         evals = {"n_generate": n_generate, "max_new_tokens": max_new_tokens}
         evals["repetition_penalty"] = repetition_penalty
         evals["batch_size"] = eval_batch_size
+        evals["ifeval"] = str(ifeval.resolve()) if ifeval else None
         cfg.eval.update({k: v for k, v in evals.items() if v is not None})
         if curve_every is not None:
             cfg.curve_every = curve_every
@@ -1249,6 +1268,15 @@ _GpusPerArm = Annotated[
 _MaxRetries = Annotated[
     int, typer.Option(help="Retries of an arm whose Ray worker dies.", rich_help_panel=EXECUTION)
 ]
+_IfevalFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--ifeval",
+        help="Measure instruction following on this IFEval-format JSONL file (key, prompt, "
+        "instruction_id_list, kwargs), every prompt, instead of the built-in instruction prompts.",
+        rich_help_panel=EVAL,
+    ),
+]
 _EvalBatchSize = Annotated[
     int | None,
     typer.Option(
@@ -1294,6 +1322,7 @@ def compare(
     repetition_penalty: _RepetitionPenalty = None,
     curve_every: _CurveEvery = None,
     eval_batch_size: _EvalBatchSize = None,
+    ifeval: _IfevalFile = None,
     overwrite: _Overwrite = False,
     report: _Report = True,
     config: _Config = None,
@@ -1495,6 +1524,13 @@ def report_(
     except _user_errors() as exc:  # ReportError is a ValueError
         _fail(str(exc))
     console.print(f"Report: {paths['html']}  (Markdown: {paths['markdown']})")
+
+
+add_framework_commands(app)  # neftune llamafactory train, neftune trl sft
+
+from .cli_ifeval import ifeval as _ifeval_command  # noqa: E402  (its own module; registered here)
+
+app.command("ifeval")(_ifeval_command)
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ Metrics (all on the same records every time for a given data spec and seed):
 - ``ifeval/{prompt,instruction}_{strict,loose}``: verifiable instruction following (built-in data:
   :mod:`neftune.data.instructions`, checkers in :mod:`neftune.instructions`), over both instruction
   splits, and per split with the suffix ``/seen_types`` or ``/heldout_types``; ``length_chars/ifeval``
-  is the mean length of those answers;
+  is the mean length of those answers. ``EvalConfig.ifeval`` (``--ifeval FILE``): every prompt of an
+  IFEval-format file instead (split ``ifeval_file``; ``docs/ifeval.md``); ``ifeval_text_units``
+  says whether IFEval's own text tools or approximations counted sentences and words;
 - ``length_chars``, ``length_tokens``, ``repetition_2gram``: of held-out generations;
 - ``rouge_l_train``: ROUGE-L of generations on training prompts against the training
   responses (the paper's Fig. 5: lower means less memorised).
@@ -31,7 +33,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from .data import Record, check_answer, records_to_examples
 from .data.bundle import resolve_data
 from .data.instructions import IFEVAL_SPLIT_SUFFIX
 from .instructions.checkers import follows_all
+from .instructions.text import backends as text_backends
 from .io import read_json_object, write_json_atomic
 from .metrics import (
     PER_PROMPT_FILE,
@@ -50,11 +53,9 @@ from .metrics import (
     repetition_rate,
 )
 from .models import chat_token_ids
+from .outdirs import EVAL_FILES
 from .progress import Progress, Tally, no_progress
 from .training import RESUMABLE, RUN_FILE, run_status
-
-#: What an evaluation writes into its folder (``eval.json`` marks the folder as an evaluation).
-EVAL_FILES = ("eval.json", "generations.json", "alpaca_eval.json", CONFIG_NAME)
 
 #: Default cap on the answer to an instruction prompt, in new tokens. Measured (docs/results,
 #: "Truncation"): SmolLM2-135M-Instruct fine-tuned with the quick preset reaches it on at most 2%
@@ -78,6 +79,8 @@ class EvalConfig:
     seed: int | None = None  # default: the run's data_seed, else 0
     field_map: str | None = None  # default: the run's, when evaluating on the run's data
     trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
+    # An IFEval-format JSONL file: its every prompt, instead of the built-in instruction prompts.
+    ifeval: str | None = None
 
 
 def eval_data_spec(cfg: EvalConfig) -> tuple[str, int]:
@@ -104,9 +107,15 @@ def _slug(text: str) -> str:
 
 def eval_out_dir(cfg: EvalConfig) -> Path:
     """Where ``eval.json`` goes: ``--out``; else ``MODEL/eval`` for a run folder evaluated on its own
-    data, ``MODEL/eval-<data>`` on other data, and ``runs/eval/<model>/<data>`` for other models."""
+    data, ``MODEL/eval-<data>`` on other data, and ``runs/eval/<model>/<data>`` for other models;
+    with ``--ifeval FILE``, ``-ifeval-<file>`` is added to the folder's name."""
     if cfg.out:
         return Path(cfg.out)
+    folder = _default_eval_dir(cfg)
+    return folder.with_name(f"{folder.name}-ifeval-{_slug(cfg.ifeval)}") if cfg.ifeval else folder
+
+
+def _default_eval_dir(cfg: EvalConfig) -> Path:
     data, seed = eval_data_spec(cfg)
     run = read_json_object(Path(cfg.model) / RUN_FILE)
     if run is not None:
@@ -145,12 +154,13 @@ def check_eval_out(cfg: EvalConfig, *, overwrite: bool = False) -> tuple[Path, s
     except ValueError:
         saved = {}
     data, seed = eval_data_spec(cfg)
-    then = (str(earlier["model"]), str(earlier["data"]), saved.get("seed", seed))
-    now = (cfg.model, data, seed)
+    then = (str(earlier["model"]), str(earlier["data"]), saved.get("seed", seed), saved.get("ifeval"))
+    now = (cfg.model, data, seed, cfg.ifeval)
     if then != now and not overwrite:
         raise ValueError(
-            f"{out} holds an evaluation of model {then[0]!r} on {then[1]!r} (split seed {then[2]}); this one is "
-            f"of {now[0]!r} on {now[1]!r} (seed {now[2]}). Choose another --out, or pass --overwrite to replace it"
+            f"{out} holds an evaluation of model {then[0]!r} on {then[1]!r} (split seed {then[2]}"
+            f"{f', --ifeval {then[3]}' if then[3] else ''}); this one is of {now[0]!r} on {now[1]!r} (seed {now[2]}"
+            f"{f', --ifeval {now[3]}' if now[3] else ''}). Choose another --out, or pass --overwrite to replace it"
         )
     return out, f"replacing the earlier evaluation in {out}"
 
@@ -226,6 +236,12 @@ def check_eval_config(cfg: EvalConfig) -> None:
         raise ValueError(f"repetition_penalty must be a finite number > 0, got {cfg.repetition_penalty}")
     if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise ValueError(f"--out {cfg.out} is a file, not a folder; choose a folder for eval.json")
+    if cfg.ifeval is not None:
+        if cfg.n_generate == 0:
+            raise ValueError("--ifeval needs generations: n_generate must be > 0")
+        from .instructions.ifeval_format import read_ifeval_inputs
+
+        read_ifeval_inputs(cfg.ifeval)  # a DataError (a ValueError) naming FILE:LINE
 
 
 def _encode(tok: Any, record: Record) -> tuple[list[int], int]:
@@ -429,6 +445,7 @@ def _instruction_metrics(
         ]
         per_prompt[name] = [
             {
+                **({"key": r.meta["key"]} if "key" in r.meta else {}),  # an --ifeval file's key
                 "length_chars": len(a.text),
                 "variant": r.meta.get("variant"),
                 "kinds": [c["kind"] for c in cs],
@@ -458,8 +475,18 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
     bundle = resolve_data(
         data, seed=split_seed, field_map=eval_field_map(cfg)
     )  # fails before the model loads
-    prompted = [*bundle.evals.values(), *bundle.ifeval.values(), bundle.train] if cfg.n_generate else []
-    tally = Tally(progress or no_progress, "evaluate", sum(min(cfg.n_generate, len(r)) for r in prompted))
+    ifeval_cfg = cfg
+    if cfg.ifeval:  # an IFEval-format file, every prompt, replaces the built-in instruction prompts
+        from .instructions.ifeval_format import IFEVAL_FILE_SPLIT, ifeval_records, read_ifeval_inputs
+
+        bundle.ifeval = {IFEVAL_FILE_SPLIT: ifeval_records(read_ifeval_inputs(cfg.ifeval))}
+        ifeval_cfg = replace(cfg, n_generate=len(bundle.ifeval[IFEVAL_FILE_SPLIT]))
+    prompted = [*bundle.evals.values(), bundle.train] if cfg.n_generate else []
+    n_prompts = sum(min(cfg.n_generate, len(r)) for r in prompted)
+    n_prompts += (
+        sum(min(ifeval_cfg.n_generate, len(r)) for r in bundle.ifeval.values()) if cfg.n_generate else 0
+    )
+    tally = Tally(progress or no_progress, "evaluate", n_prompts)
     tally.add(0)  # the total, before the model loads
     model, tok = load_for_eval(cfg.model, trust_remote_code=cfg.trust_remote_code)
     metrics: dict[str, Any] = {"model": cfg.model, "data": data}
@@ -512,7 +539,9 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
                     }
                     for a, c in zip(answers, correct)
                 ]
-        metrics.update(_instruction_metrics(bundle.ifeval, cfg, answer, generations, per_prompt))
+        metrics.update(_instruction_metrics(bundle.ifeval, ifeval_cfg, answer, generations, per_prompt))
+        if bundle.ifeval:
+            metrics["ifeval_text_units"] = text_backends()  # exact IFEval tools or approximations
         train_gen = bundle.train[: cfg.n_generate]
         train_answers = answer(train_gen)
         metrics["rouge_l_train"] = mean_rouge_l(

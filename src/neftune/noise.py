@@ -82,21 +82,59 @@ def _check_2d(t: torch.Tensor, name: str, rows: int, cols: int) -> torch.Tensor:
     return t
 
 
+def block_mask_boundaries(mask: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(valid, starts)``, each ``(B, T)`` bool, read from a block attention mask.
+
+    ``mask``: ``(B, H, T, T)`` or ``(B, T, T)`` (query x key; the first head is read), bool
+    (True = may attend), float additive (0 = may attend, large negative = blocked) or float 0/1
+    (1 = may attend), told apart without a host sync. A token that may not attend to itself is
+    padding (packers mask a pad token's whole row); a token that may not attend to the token
+    before it starts a new sequence (block-diagonal packing, causal or not).
+    """
+    if mask.dim() == 4:
+        mask = mask[:, 0]
+    if tuple(mask.shape) != (rows, cols, cols):
+        raise ValueError(
+            f"a block attention_mask must have shape (batch, heads, seq, seq) or (batch, seq, seq) with "
+            f"batch {rows} and seq {cols}; got {tuple(mask.shape)}"
+        )
+    if mask.dtype == torch.bool:
+        allowed = mask
+    elif mask.is_floating_point():
+        additive = (mask < 0).any()  # 0-d tensor: no sync
+        allowed = torch.where(additive, mask > -1.0, mask > 0)
+    else:
+        allowed = mask != 0
+    valid = allowed.diagonal(dim1=1, dim2=2).clone()
+    starts = torch.ones(rows, cols, dtype=torch.bool, device=mask.device)
+    if cols > 1:
+        starts[:, 1:] = ~allowed.diagonal(offset=-1, dim1=1, dim2=2)
+    return valid, starts
+
+
 def segment_lengths(
     shape: tuple[int, int],
     *,
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    pad_mask: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Length ``L`` of the sequence each token belongs to, shape ``(B, T)`` int64; 0 on padding.
 
-    Sources, most specific first: ``cu_seqlens`` (flattened ``B*T`` tokens; tokens past
-    its last entry are padding), ``position_ids`` (a new sequence starts where the id is 0
-    or does not continue the previous one), then one sequence per row. An
-    ``attention_mask`` (nonzero = real token) is combined with any of them: masked
-    tokens are padding and do not count towards ``L``.
+    Boundaries, whichever the batch has: ``cu_seqlens`` (flattened ``B*T`` tokens; tokens past
+    its last entry are padding); otherwise a sequence starts at a row's first token, where
+    ``position_ids`` restart at 0 (or do not continue the previous one), and where the
+    ``attention_mask`` says so. ``attention_mask``: ``(B, T)`` 0/1 (0 = padding); ``(B, T)``
+    segment ids (any value above 1 in the batch: 1..k number the packed sequences of a row,
+    0 = padding, a new sequence where the id changes); or a block mask ``(B, H, T, T)`` /
+    ``(B, T, T)`` (see :func:`block_mask_boundaries`). Padding does not count towards ``L``.
+    ``pad_mask``: ``(B, T)`` bool, True on pad-token ids; a sequence made only of such tokens is
+    padding (a packer's padded tail given positions of its own). ``ignore`` (``(B, T)`` bool,
+    True = a token to leave out, e.g. a VLM's image placeholders) is applied last, like padding
+    that does not split a sequence. No host sync on accelerators.
     """
     rows, cols = shape
     if device is None:
@@ -105,9 +143,17 @@ def segment_lengths(
                 device = t.device
                 break
     valid = torch.ones(rows, cols, dtype=torch.bool, device=device)
+    mask_starts = None
     if attention_mask is not None:
-        attention_mask = _check_2d(attention_mask, "attention_mask", rows, cols)
-        valid = attention_mask.to(device) != 0
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() in (3, 4):
+            valid, mask_starts = block_mask_boundaries(attention_mask.to(device), rows, cols)
+        else:
+            ids = _check_2d(attention_mask, "attention_mask", rows, cols).to(device)
+            valid = ids != 0
+            if cols > 1:
+                segmented = (ids > 1).any()  # 0-d tensor: segment ids or a 0/1 mask, without a sync
+                mask_starts = torch.zeros(rows, cols, dtype=torch.bool, device=device)
+                mask_starts[:, 1:] = segmented & (ids[:, 1:] != ids[:, :-1])
 
     if cu_seqlens is not None:
         if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
@@ -128,24 +174,42 @@ def segment_lengths(
         valid = valid & inside.view(rows, cols)
         row_offset = torch.zeros(rows, 1, dtype=torch.long, device=device)
     else:
+        starts = torch.zeros(rows, cols, dtype=torch.bool, device=device)
+        starts[:, 0] = True
         if position_ids is not None:
             position_ids = _check_2d(position_ids, "position_ids", rows, cols).to(device)
-            starts = torch.ones(rows, cols, dtype=torch.bool, device=device)
             if cols > 1:
                 starts[:, 1:] = (position_ids[:, 1:] == 0) | (position_ids[:, 1:] != position_ids[:, :-1] + 1)
-        else:
-            starts = torch.zeros(rows, cols, dtype=torch.bool, device=device)
-            starts[:, 0] = True
+        if mask_starts is not None:
+            starts = starts | mask_starts
         seg = starts.long().cumsum(1) - 1  # segment index within the row
         row_offset = torch.arange(rows, device=device).unsqueeze(1) * cols
+    if ignore is not None:
+        valid = valid & ~_check_2d(ignore, "ignore", rows, cols).to(device=device, dtype=torch.bool)
     # Count real tokens per (row, segment) with one scatter over globally unique ids.
     gid = (seg + row_offset).view(-1)
     # cu_seqlens may list more (empty) segments than there are tokens: size for both.
     n_ids = rows * cols if cu_seqlens is None else max(rows * cols, cu_seqlens.numel())
     counts = torch.zeros(n_ids, dtype=torch.long, device=device)
     counts.scatter_add_(0, gid, valid.view(-1).long())
+    if pad_mask is not None:
+        pads = _check_2d(pad_mask, "pad_mask", rows, cols).to(device).bool() & valid
+        pad_counts = torch.zeros_like(counts).scatter_add_(0, gid, pads.view(-1).long())
+        counts = torch.where(pad_counts == counts, torch.zeros_like(counts), counts)
+        valid = valid & (counts.gather(0, gid).view(rows, cols) > 0)
     lengths = counts.gather(0, gid).view(rows, cols)
     return lengths * valid
+
+
+def pad_token_mask(
+    input_ids: torch.Tensor | None, pad_token_id: int | None, embeds: torch.Tensor
+) -> torch.Tensor | None:
+    """``input_ids == pad_token_id`` when both are given and the ids match ``embeds``' tokens, else None."""
+    if pad_token_id is None or not isinstance(input_ids, torch.Tensor):
+        return None
+    if tuple(input_ids.shape) != tuple(embeds.shape[:-1]):
+        return None
+    return input_ids == pad_token_id
 
 
 def token_scales(
@@ -155,10 +219,13 @@ def token_scales(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    pad_mask: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token noise scale ``alpha / sqrt(L * d)``, shape ``(B, T)`` float32 (``(T,)`` for 2-D embeds).
 
-    Exactly 0.0 on padding positions.
+    Exactly 0.0 on padding positions and on ``ignore``d tokens. Boundaries, padding, ``pad_mask``
+    and ``ignore``: see :func:`segment_lengths`.
     """
     rows, cols, dim = _as_rows(embeds)
     lengths = segment_lengths(
@@ -166,7 +233,9 @@ def token_scales(
         attention_mask=attention_mask,
         position_ids=position_ids,
         cu_seqlens=cu_seqlens,
+        pad_mask=pad_mask,
         device=embeds.device,
+        ignore=ignore,
     )
     lf = lengths.to(torch.float32)
     scales = torch.where(lengths > 0, alpha / torch.sqrt(lf.clamp(min=1.0) * dim), torch.zeros_like(lf))
@@ -213,6 +282,8 @@ def noised(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    pad_mask: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The one noise path: ``(embeds + noise, noise)``; every caller (``add_noise``, the hook, the module) uses it.
 
@@ -223,13 +294,20 @@ def noised(
     ``generator`` must be on :func:`generator_device` (``None``: torch's default RNG). The
     fused kernel returns no separate noise tensor (``None``) and writes into ``embeds`` when
     ``inplace``; the torch path never modifies ``embeds``. The result keeps ``embeds``'
-    autograd graph (identity gradient); the noise itself is not differentiated.
+    autograd graph (identity gradient); the noise itself is not differentiated. ``ignore``:
+    ``(B, T)`` bool, tokens that get no noise and do not count in ``L`` (per-sequence only).
     """
     if scaling == "batch":
         noise = batch_scaled_noise(embeds, alpha, distribution=distribution, generator=generator)
         return embeds + noise, noise
     scales = token_scales(
-        embeds, alpha, attention_mask=attention_mask, position_ids=position_ids, cu_seqlens=cu_seqlens
+        embeds,
+        alpha,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cu_seqlens=cu_seqlens,
+        pad_mask=pad_mask,
+        ignore=ignore,
     )
     if backend == "triton":
         seed = draw_seed(generator)
@@ -248,12 +326,17 @@ def add_noise(
     distribution: str = "uniform",
     generator: torch.Generator | None = None,
     backend: str = "auto",
+    pad_mask: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Return ``embeds + alpha / sqrt(L * d) * eps`` with ``L`` each sequence's own length.
 
     ``embeds``: ``(B, T, d)`` or ``(T, d)``. With no mask, positions or ``cu_seqlens``,
-    ``L`` is the row length ``T``. Padding (mask 0, or past ``cu_seqlens[-1]``) gets
-    exactly zero noise. The result keeps ``embeds``' dtype, device and autograd graph
+    ``L`` is the row length ``T``. ``attention_mask`` may be 0/1, segment ids (packed rows:
+    1..k, 0 = padding) or a block mask ``(B, H, T, T)``; ``pad_mask`` marks pad-token ids (a
+    sequence of only those is padding); ``ignore`` marks tokens left out without splitting their
+    sequence (a VLM's image placeholders); see :func:`segment_lengths`. Padding (mask 0, a
+    masked-out block row, past ``cu_seqlens[-1]``) and ignored tokens get exactly zero noise. The result keeps ``embeds``' dtype, device and autograd graph
     (gradient w.r.t. ``embeds`` is the identity); the noise itself is not differentiated.
     Always adds noise: the train/eval decision belongs to the caller (see ``activate``).
     ``embeds`` itself is never modified.
@@ -281,5 +364,7 @@ def add_noise(
         attention_mask=attention_mask,
         position_ids=position_ids,
         cu_seqlens=cu_seqlens,
+        pad_mask=pad_mask,
+        ignore=ignore,
     )
     return result

@@ -33,7 +33,7 @@ from .data.bundle import resolve_data
 from .data.formats import parse_field_map
 from .io import read_json_object, write_json_atomic
 from .models import chat_token_ids, resolve_model
-from .outdirs import creation_problem, entries, remove_entries
+from .outdirs import creation_problem, entries, eval_files, files_under, remaining, remove_files
 from .progress import Progress
 
 RUN_FILE = "neftune_run.json"
@@ -207,10 +207,10 @@ def run_status(out: str | Path) -> str | None:
 
 
 def run_entries(out: Path) -> set[str]:
-    """The entries of ``out`` that neftune wrote: what ``--overwrite`` may remove.
+    """The top-level entries of ``out`` that this run created (its files may sit beside the user's).
 
     The run file lists them (``files`` once finished; ``preexisting``, what was there before,
-    while running); evaluation folders (``eval*/`` holding ``eval.json``) are ours too. A run file
+    while running); evaluation folders (``eval*/`` holding ``eval.json``) count too. A run file
     that lists nothing (older neftune, or damaged) counts only the names neftune writes.
     """
     record = read_json_object(out / RUN_FILE) or {}
@@ -221,16 +221,63 @@ def run_entries(out: Path) -> set[str]:
         owned = present - {str(n) for n in record["preexisting"]}
     else:
         owned = set(_LEGACY_RUN_NAMES)
-    owned |= {n for n in present if n.startswith("eval") and (out / n / "eval.json").is_file()}
+    owned |= {n for n in present if n.startswith("eval") and eval_files(out / n)}
     return (owned | {RUN_FILE}) & present
 
 
-def check_out_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Path:
+def run_files(out: Path) -> set[str]:
+    """The files (relative paths, any depth) that the run in ``out`` and its evaluations wrote.
+
+    Only these may be removed by ``--overwrite``. A run records every file it wrote
+    (``written``, updated at the start, at each checkpoint and at the end); a file added
+    afterwards, even inside ``eval/`` or ``checkpoints/``, is the user's. An evaluation folder
+    contributes the files an evaluation writes (:data:`~neftune.outdirs.EVAL_FILES`). A
+    ``checkpoint-N`` folder the run left half-written (killed while saving) is the run's. Runs of
+    older neftune versions recorded no ``written``: inside their folders only files older than
+    the run file count.
+    """
+    record = read_json_object(out / RUN_FILE) or {}
+    owned_entries = run_entries(out)
+    evals = {n for n in owned_entries if n.startswith("eval") and eval_files(out / n)}
+    others = owned_entries - evals
+    present = files_under(out, others)
+    if isinstance(record.get("written"), list):
+        owned = {str(p) for p in record["written"]} & present
+    else:  # older neftune: the run's entries, minus files the user put there after the run file
+        stamp = (out / RUN_FILE).stat().st_mtime_ns if (out / RUN_FILE).is_file() else 0
+        owned = {p for p in present if "/" not in p or (out / p).lstat().st_mtime_ns <= stamp}
+    for name in evals:
+        owned |= {f"{name}/{f}" for f in eval_files(out / name)}
+    for checkpoint in _unfinished_checkpoints(out / "checkpoints"):
+        owned |= {p for p in present if p.startswith(f"checkpoints/{checkpoint.name}/")}
+    return owned | ({RUN_FILE} & present)
+
+
+def _unfinished_checkpoints(folder: Path) -> list[Path]:
+    """``checkpoint-N`` folders in ``folder`` that the trainer did not finish writing."""
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return [p for p in folder.iterdir() if _checkpoint_step(p) is not None and not _checkpoint_complete(p)]
+
+
+def clear_run(out: Path, protect: tuple[Path, ...] = ()) -> list[str]:
+    """Remove what the run in ``out`` (and its evaluations) wrote; returns the files kept (relative paths).
+
+    Kept: anything the run did not write, at any depth, and paths in ``protect``.
+    """
+    touched = run_entries(out)
+    remove_files(out, run_files(out), protect)
+    return remaining(out, touched)
+
+
+def check_out_dir(out: str | Path, *, overwrite: bool, resume: bool, adopt: bool = False) -> Path:
     """Raise :class:`RunError` unless ``out`` may hold this run; creates and deletes nothing.
 
     Accepted: a new or empty folder; a previous run with ``--overwrite``; an unfinished run with
     ``--resume``. A folder with other content is refused whatever the flags: neftune writes into
-    (and deletes from) only folders it created.
+    (and deletes from) only folders it created. ``adopt``: a folder neftune created whose earlier
+    run was cleared but that still holds the user's files (an experiment's arm folder) is accepted
+    too, unless one of those files has a name the run writes.
     """
     out = Path(out)
     if overwrite and resume:
@@ -241,6 +288,14 @@ def check_out_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Path:
     if problem:
         raise RunError(f"cannot create --out {out}: {problem}")
     status = run_status(out)
+    if status is None and adopt:
+        clashes = sorted(entries(out) & (set(_LEGACY_RUN_NAMES) - {"eval"}))
+        if clashes:
+            raise RunError(
+                f"{out} holds {', '.join(clashes)}, which no neftune run wrote there and which this run would "
+                "replace; move them elsewhere, then rerun"
+            )
+        return out
     if status is None:
         if out.exists() and any(out.iterdir()):
             did = (
@@ -268,29 +323,56 @@ def check_out_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Path:
     return out
 
 
+@dataclass
+class OutDir:
+    """A run folder made ready by :func:`prepare_out_dir`.
+
+    ``preexisting``: top-level names that were there before this run (the user's);
+    ``preexisting_files``: every file (relative path) that was there before it;
+    ``kept``: files ``--overwrite`` left in place because the previous run did not write them.
+    """
+
+    path: Path
+    preexisting: list[str]
+    preexisting_files: list[str]
+    kept: list[str]
+
+    def written(self) -> list[str]:
+        """The files (relative paths) this run has written so far, and the log the CLI appends."""
+        before = set(self.preexisting_files)
+        found = files_under(self.path) - before
+        return sorted(found | ({"neftune.log", RUN_FILE} - before))
+
+
 def prepare_out_dir(
-    out: str | Path, *, overwrite: bool, resume: bool, protect: tuple[Path, ...] = ()
-) -> tuple[Path, list[str]]:
-    """:func:`check_out_dir`, then remove the previous run's entries (``overwrite``) and create ``out``.
+    out: str | Path, *, overwrite: bool, resume: bool, protect: tuple[Path, ...] = (), adopt: bool = False
+) -> OutDir:
+    """:func:`check_out_dir`, then remove the previous run's files (``overwrite``) and create ``out``.
 
     Call it after every other pre-flight check, so a refused run creates and deletes nothing.
-    ``protect``: paths never deleted (the data, the model). Returns the folder and the names that
-    were there before this run (kept: the user's own files).
+    ``protect``: paths never deleted (the data, the model); ``adopt``: see :func:`check_out_dir`.
     """
-    out = check_out_dir(out, overwrite=overwrite, resume=resume)
+    out = check_out_dir(out, overwrite=overwrite, resume=resume, adopt=adopt)
     record = read_json_object(out / RUN_FILE) or {}
+    kept: list[str] = []
     if overwrite and run_status(out) is not None:
-        remove_entries(out, run_entries(out), protect)
+        kept = clear_run(out, protect)
         record = {}
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"cannot create --out {out}: {exc.strerror or exc}") from None
-    before = record.get("preexisting")
+    before, before_files = record.get("preexisting"), record.get("preexisting_files")
     preexisting = [str(n) for n in before] if isinstance(before, list) else sorted(entries(out) - {RUN_FILE})
     if resume and not isinstance(before, list) and record:
         preexisting = sorted(entries(out) - run_entries(out))
-    return out, preexisting
+    if isinstance(before_files, list):
+        preexisting_files = [str(p) for p in before_files]
+    elif record:  # resuming a run of an older neftune: what it did not write was there before
+        preexisting_files = sorted(files_under(out) - run_files(out))
+    else:
+        preexisting_files = sorted(files_under(out) - {RUN_FILE})
+    return OutDir(out, preexisting, preexisting_files, kept)
 
 
 def _comparable(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
@@ -351,6 +433,17 @@ def _progress_callback(progress: Progress) -> Any:
                 progress("train", state.global_step, state.max_steps, loss=logs["loss"], alpha=alpha)
 
     return StepProgress()
+
+
+def _record_on_save(record: Callable[[], None]) -> Any:
+    """A ``TrainerCallback`` calling ``record()`` after each checkpoint: the run file then lists it."""
+    from transformers import TrainerCallback
+
+    class RecordOnSave(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            record()
+
+    return RecordOnSave()
 
 
 #: Weight files we write (safetensors) and pickle-based ones we never load from a run folder.
@@ -547,6 +640,7 @@ def train(
     callbacks: list[Any] | None = None,
     progress: Progress | None = None,
     report: Callable[[str, dict[str, Any]], None] | None = None,
+    adopt: bool = False,
 ) -> dict[str, Any]:
     """Run one fine-tuning job; returns the metrics stored in ``neftune_run.json``.
 
@@ -556,7 +650,8 @@ def train(
     (:mod:`neftune.progress`); when given, the trainer's own progress bar and log printing
     are turned off.
     ``report``: called as ``report("start", info)`` once the data and model are loaded (record
-    counts, steps, device, the step a resume starts from, warnings).
+    counts, steps, device, the step a resume starts from, warnings, files ``overwrite`` kept).
+    ``adopt``: ``cfg.out`` may hold files of the user's and no run (see :func:`check_out_dir`).
 
     Nothing is created or deleted before every check passed (options, folder, data, model,
     prompt lengths). Ctrl-C raises :class:`TrainingInterrupted` (run marked ``interrupted``); an
@@ -576,7 +671,7 @@ def train(
     main = state is None or state.is_main_process
 
     def check_out() -> Path:
-        out = check_out_dir(cfg.out, overwrite=overwrite, resume=resume)
+        out = check_out_dir(cfg.out, overwrite=overwrite, resume=resume, adopt=adopt)
         if resume:
             check_resume_config(out, cfg)
         model_dir = Path(cfg.model).expanduser()
@@ -613,20 +708,32 @@ def train(
         )
 
     protect = tuple(Path(p).expanduser() for p in (cfg.data, cfg.model) if Path(p).expanduser().exists())
-    out, preexisting = _on_main(
-        state, lambda: prepare_out_dir(out, overwrite=overwrite, resume=resume, protect=protect)
+    folder = _on_main(
+        state,
+        lambda: prepare_out_dir(out, overwrite=overwrite, resume=resume, protect=protect, adopt=adopt),
     )
+    out = folder.path
     ckpt_dir = out / "checkpoints"
-    record: dict[str, Any] = {"status": "running", "config": asdict(cfg), "preexisting": preexisting}
+    record: dict[str, Any] = {
+        "status": "running",
+        "config": asdict(cfg),
+        "preexisting": folder.preexisting,
+        "preexisting_files": folder.preexisting_files,
+    }
+
+    def save_record(status: str, **info: Any) -> None:
+        """Rewrite the run file: ``status``, ``info`` and every file the run has written so far."""
+        write_json_atomic(out / RUN_FILE, {**record, "status": status, **info, "written": folder.written()})
+
     if main:
         write_config(out / CONFIG_NAME, train_config_values(cfg), command="train")
-        write_json_atomic(out / RUN_FILE, record)
+        save_record("running")
 
     def mark(status: str, **info: Any) -> None:
         if not main:
             return
         with contextlib.suppress(OSError):  # a full disk: the run stays "running", which resumes too
-            write_json_atomic(out / RUN_FILE, {**record, "status": status, **info})
+            save_record(status, **info)
 
     def newest_checkpoint_step() -> int | None:
         found = last_complete_checkpoint(ckpt_dir)
@@ -667,7 +774,7 @@ def train(
             args=args,
             train_dataset=Dataset.from_list(_to_prompt_completion(bundle.train)),
             processing_class=tokenizer,
-            callbacks=[*(callbacks or []), *extra_callbacks],
+            callbacks=[*(callbacks or []), *extra_callbacks, _record_on_save(lambda: mark("running"))],
         )
         if progress is not None:
             from transformers.trainer_callback import PrinterCallback
@@ -696,6 +803,7 @@ def train(
                     "resume_step": resumed_from,
                     "checkpoint": str(checkpoint) if checkpoint else None,
                     "warnings": plan_warnings(len(bundle.train), cfg, steps),
+                    "kept": folder.kept,
                 },
             )
         start = time.perf_counter()
@@ -753,9 +861,10 @@ def train(
         if (ckpt_dir / "runs").is_dir():  # TensorBoard's event files: keep them when checkpoints go
             shutil.move(ckpt_dir / "runs", out / "tensorboard")
         # neftune.log: the command line writes it when the run returns.
-        record["files"] = sorted(entries(out) - set(preexisting) | {RUN_FILE, "neftune.log"})
-        write_json_atomic(out / RUN_FILE, {**record, "status": "complete", "metrics": metrics})
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        record["files"] = sorted(entries(out) - set(folder.preexisting) | {RUN_FILE, "neftune.log"})
+        save_record("complete", metrics=metrics)
+        # The checkpoints served --resume; only files the run wrote go (a user's file there stays).
+        remove_files(out, [p for p in folder.written() if p.startswith("checkpoints/")])
     if state is not None:
         state.wait_for_everyone()  # no rank reports done before the run files are written
     return metrics

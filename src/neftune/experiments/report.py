@@ -47,6 +47,17 @@ from .stats import (
 __all__ = ["ReportError", "build_report", "load_results", "render_html", "render_markdown"]
 
 REPORT_DIR = "report"
+#: Every file :func:`build_report` may write into ``report/``: what ``--overwrite`` may remove there.
+REPORT_FILES = (
+    "report.html",
+    "summary.md",
+    "summary.json",
+    "learning_curves.png",
+    "heldout_curves.png",
+    "metric_means.png",
+    "differences.png",
+    "answer_lengths.png",
+)
 
 _FIGURE_TEXT = {
     "forest": (

@@ -38,18 +38,51 @@ from .stats import RESULTS_SCHEMA as SCHEMA
 
 RESULTS_FILE = "results.json"
 EXPERIMENT_FILE = "experiment.json"
-#: What an experiment writes at the top of its folder; ``overwrite`` removes only these.
-EXPERIMENT_ENTRIES = (EXPERIMENT_FILE, RESULTS_FILE, "arms", "report", CONFIG_NAME, "neftune.log")
+#: The files an experiment writes at the top of its folder.
+EXPERIMENT_FILES = (EXPERIMENT_FILE, RESULTS_FILE, CONFIG_NAME, "neftune.log")
+#: Its top-level entries: those files, the arm folders and the report.
+EXPERIMENT_ENTRIES = (*EXPERIMENT_FILES, "arms", "report")
+
+
+def experiment_files(folder: Path) -> set[str]:
+    """The files (relative paths, any depth) that the experiment in ``folder`` wrote.
+
+    Its top-level files, each arm folder's run files (:func:`~neftune.training.run_files`: the
+    run, its evaluation) and ``arm.json``, and the report's files. Anything else, at any depth,
+    is the user's.
+    """
+    from ..outdirs import entries
+    from ..training import run_files
+    from .report import REPORT_DIR, REPORT_FILES
+
+    owned = {n for n in EXPERIMENT_FILES if (folder / n).is_file()}
+    arms = folder / "arms"
+    for name in sorted(entries(arms)) if arms.is_dir() and not arms.is_symlink() else []:
+        arm = arms / name
+        if (
+            arm.is_dir()
+            and not arm.is_symlink()
+            and ((arm / ARM_FILE).is_file() or (arm / RUN_FILE).is_file())
+        ):
+            owned |= {f"arms/{name}/{p}" for p in run_files(arm)}
+            owned |= {f"arms/{name}/{ARM_FILE}"} if (arm / ARM_FILE).is_file() else set()
+    report = folder / REPORT_DIR
+    if report.is_dir() and not report.is_symlink():
+        owned |= {f"{REPORT_DIR}/{n}" for n in REPORT_FILES if (report / n).is_file()}
+    return owned
 
 
 def clear_experiment(folder: Path, protect: Sequence[Path] = ()) -> list[str]:
-    """Remove what a previous experiment wrote in ``folder`` (never anything else); returns names kept.
+    """Remove what a previous experiment wrote in ``folder``; returns the files kept (relative paths).
 
-    Entries that are or hold a path in ``protect`` (the data being trained on) are kept.
+    Kept: everything the experiment did not write, at any depth, and paths in ``protect`` (the
+    data being trained on).
     """
-    from ..outdirs import entries, remove_entries
+    from ..outdirs import entries, remaining, remove_files
 
-    return remove_entries(folder, set(EXPERIMENT_ENTRIES) & entries(folder), protect)
+    touched = set(EXPERIMENT_ENTRIES) & entries(folder)
+    remove_files(folder, experiment_files(folder), protect)
+    return remaining(folder, touched)
 
 
 ARM_FILE = "arm.json"
@@ -207,6 +240,7 @@ def run_arm(
             resume=True,
             callbacks=callbacks,
             progress=progress,
+            adopt=True,  # the arm folder is the experiment's; an --overwrite may have left the user's files
         )
     eval_file = arm_dir / "eval" / "eval.json"
     metrics = read_json_object(eval_file)
@@ -324,7 +358,7 @@ def run_experiment(
         raise DataError(f"{cfg.train.data}: no training records")
     folder.mkdir(parents=True, exist_ok=True)
     meta = _check_experiment(folder, cfg, kind)
-    primary = primary_metric(bundle)
+    primary = "ifeval/prompt_strict" if cfg.eval.get("ifeval") else primary_metric(bundle)  # --ifeval FILE
     env = environment()
     shared = cfg.shared()
 
