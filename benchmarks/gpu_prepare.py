@@ -60,11 +60,18 @@ CALLS = {
         "timeout_s": 60,
         "command": "python3 benchmarks/gpu_compare.py --stash .gpu/model-a",
     },
+    # The grid (5 settings x 3-5 seeds) is sized for call b and its continuation c together.
     "compare-b": {
         "carry": [".gpu/model-b", ".gpu/wheels"],
         "timeout_s": 540,
         "command": "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_compare.py --wheels .gpu/wheels "
-        "--model-parts .gpu/model-b --budget-s 500 --out $OUT",
+        "--model-parts .gpu/model-b --budget-s 500 --plan-budget-s 640 --out $OUT",
+    },
+    # At once after b, on the still warm machine: continues the experiment in place.
+    "compare-c": {
+        "carry": [],
+        "timeout_s": 200,
+        "command": "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_compare.py --continue --budget-s 170 --out $OUT",
     },
 }
 

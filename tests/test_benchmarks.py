@@ -10,9 +10,7 @@ import importlib
 import json
 import math
 import shlex
-import shutil
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -383,49 +381,3 @@ def test_compare_sizing_fits_the_budget_and_prefers_steps():
     # A budget nothing fits still gives the smallest plan (and says what it will take).
     tiny = cmp.plan_sizes(12, info, 10.0, cost)
     assert (tiny["max_steps"], tiny["n_generate"]) == (cmp.STEPS_LADDER[-1], cmp.GEN_LADDER[-1])
-
-
-@pytest.mark.slow  # three tiny compare arms in child processes: ~1-2 minutes on 2 busy cores
-@pytest.mark.usefixtures("neftune_cache")
-def test_gpu_compare_dry_run_stops_and_resumes_from_its_state(tmp_path):
-    pytest.importorskip("trl")
-    cmp = _load("gpu_compare")
-    grid = ["--dry", "--model", "tiny", "--alphas", "0,5", "--seeds", "1"]
-    first, second = tmp_path / "out1", tmp_path / "out2"
-    # Call 1 ends after one arm (as if out of time): its state holds that arm only.
-    rc = cmp.main([*grid, "--stop-after-arms", "1", "--out", str(first), "--workdir", str(tmp_path / "w1")])
-    assert rc == 1
-    s1 = json.loads((first / "gpu_compare.json").read_text())
-    assert s1["status"].startswith("partial") and s1["arms_done"] == 1
-    assert "--preset quick --model tiny --alphas 0,5 --seeds 1" in s1["compare_command"]
-    assert s1["plan"]["preset"]["gen_splits"] >= 2 and s1["plan"]["max_steps"] == 2
-    assert s1["plan"]["preset"]["gen_batch"] == 4 and "--eval-batch-size 4" in s1["compare_command"]
-    # The calibration measured the costs here and the plan used them.
-    cal = s1["calibration"]
-    assert cal["steps"] == 3 and cal["step_s"] > 0 and cal["decode_step_s"] > 0
-    assert s1["plan"]["cost"]["step_s"] == cal["step_s"]
-    shared = json.loads((tmp_path / "w1" / "compare" / "experiment.json").read_text())["shared"]
-    assert shared["eval"]["batch_size"] == 4 and shared["train"]["max_steps"] == 2
-    with tarfile.open(first / "compare_state.tar.gz") as tar:
-        names = tar.getnames()
-    assert "arms/a0-uniform-constant-s0/arm.json" in names and "experiment.json" in names
-    assert not any(n.endswith(".safetensors") or "checkpoints" in n for n in names)
-    # Call 2 on a fresh machine (new workdir), with the state carried back: finishes the grid.
-    state = tmp_path / "carried.tar.gz"
-    shutil.copy(first / "compare_state.tar.gz", state)
-    rc = cmp.main(
-        [*grid, "--resume-state", str(state), "--out", str(second), "--workdir", str(tmp_path / "w2")]
-    )
-    assert rc == 0
-    s2 = json.loads((second / "gpu_compare.json").read_text())
-    assert s2["status"] == "complete" and s2["resumed_arms"] == ["a0-uniform-constant-s0"]
-    assert s2["plan"]["arms_to_run"] == 1 and s2["arms_done"] == 2
-    # The resumed arm was not trained again: its record is the one call 1 wrote.
-    assert s2["arm_seconds"]["a0-uniform-constant-s0"] == s1["arm_seconds"]["a0-uniform-constant-s0"]
-    log = (second / "compare.log").read_text()
-    assert "finished a5-uniform-constant-s0" in log and "finished a0-uniform-constant-s0" not in log
-    with tarfile.open(second / "compare_state.tar.gz") as tar:
-        names = tar.getnames()
-    assert {"results.json", "report/summary.md"} <= set(names)
-    results = json.loads((tmp_path / "w2" / "compare" / "results.json").read_text())
-    assert len(results["arms"]) == 2

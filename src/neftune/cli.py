@@ -840,7 +840,16 @@ def _grid_values(kind: str, options: dict, cfg, out: Path) -> dict:
     """Every option of this experiment as resolved (preset filled in): what its config.yaml holds."""
     t = cfg.train
     # Where the arms ran (--executor ...) is not part of the experiment: it may resume with another.
-    skip = ("kind", "config", "overwrite", "distributions", "schedules", *_EXECUTION_OPTIONS)
+    skip = (
+        "kind",
+        "config",
+        "overwrite",
+        "distributions",
+        "schedules",
+        "dry_run",
+        "pilot",
+        *_EXECUTION_OPTIONS,
+    )
     values = {k: v for k, v in options.items() if k not in skip and v is not None}
     values.update(model=t.model, data=t.data, alphas=list(cfg.alphas), seeds=list(cfg.seeds))
     if kind == "sweep":
@@ -895,6 +904,9 @@ def _run_grid(
     gpus_per_arm: float | None = None,
     max_retries: int = 2,
     eval_batch_size: int | None = None,
+    fixed_data: bool | None = None,
+    dry_run: bool = False,
+    pilot: Path | None = None,
     ifeval: Path | None = None,
 ) -> None:
     options = dict(locals())
@@ -951,6 +963,8 @@ def _run_grid(
         cfg.eval.update({k: v for k, v in evals.items() if v is not None})
         if curve_every is not None:
             cfg.curve_every = curve_every
+        if fixed_data:
+            cfg.data_seeds = "fixed"
         cfg.validate()
         if 0.0 not in cfg.alphas:
             _fail(
@@ -961,6 +975,9 @@ def _run_grid(
         resolve_data(cfg.train.data, seed=cfg.train.data_seed)  # bad data: refused before any folder change
     except _user_errors() as exc:
         _fail(str(exc))
+    if dry_run:
+        _print_plan(kind, cfg, out, pilot)
+        return
     protect = [Path(p) for p in (cfg.train.data, cfg.train.model) if Path(p).exists()]
     _prepare_experiment_folder(out, overwrite, protect, cfg, kind)
     n_arms = len(cfg.arms())
@@ -1021,10 +1038,66 @@ def _run_grid(
     _print_experiment_summary(out, results, report)
 
 
+def _print_plan(kind: str, cfg, out: Path, pilot: Path | None) -> None:
+    """``--dry-run``: what would run, how long it may take, and the effect it could detect."""
+    import statistics
+
+    from .experiments.answers import load_experiment_answers
+    from .experiments.labels import setting_labels
+    from .experiments.plan import detectable_before_run
+    from .experiments.report import load_results
+    from .experiments.stats import summarize
+
+    settings = cfg.settings()
+    labels = setting_labels(settings)
+    n_arms = len(cfg.arms())
+    design = (
+        "every seed on the same data and evaluation prompts"
+        if cfg.data_seeds == "fixed"
+        else "seed s on data seed s (its own training data and evaluation prompts)"
+    )
+    lines = [
+        f"neftune {kind} --dry-run: nothing is trained or written.",
+        f"{n_arms} arms = {len(settings)} settings ({', '.join(labels[s] for s in settings)}) x {len(cfg.seeds)} seeds "
+        f"({', '.join(map(str, cfg.seeds))}) of {cfg.train.model} on {cfg.train.data} -> {out}",
+        f"Data: {design}.",
+    ]
+    source = pilot if pilot is not None else (out if (out / "results.json").is_file() else None)
+    summary = None
+    if source is not None:
+        try:
+            results = load_results(source)
+            summary = summarize(results, answers=load_experiment_answers(source, results))
+        except (ValueError, OSError) as exc:
+            _fail(f"--pilot {source}: {exc}")
+        secs = [a["seconds"] for a in results["arms"] if isinstance(a.get("seconds"), (int, float))]
+        if secs and summary.n_complete:
+            median = statistics.median(secs)
+            lines.append(
+                f"Time: about {n_arms * median / 60:.0f} min ({n_arms} arms x the median {median:.0f} s of the "
+                f"{len(secs)} arms of {source}; the same preset and machine are assumed)."
+            )
+        if not summary.n_complete:
+            summary = None
+        else:
+            from .evaluation import EvalConfig
+
+            caps = {a.caps.get("ifeval") for a in summary.answers.values()} - {None}
+            cap = int(cfg.eval.get("ifeval_max_new_tokens", EvalConfig(model="").ifeval_max_new_tokens))
+            if caps and max(caps) < cap:
+                lines.append(
+                    f"Note: the pilot capped instruction answers at {max(caps)} new tokens, this run at {cap}: "
+                    "its evaluations generate longer answers and take longer than the pilot's."
+                )
+    lines.append(detectable_before_run(cfg, summary, str(source)))
+    for line in lines:
+        console.print(escape(line), soft_wrap=True, highlight=False)
+
+
 def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
     done = sum(a["status"] == "complete" for a in results["arms"])
     console.print(f"[green]Done:[/] {done}/{len(results['arms'])} arms in {out}")
-    _print_headline(results)
+    _print_headline(results, out)
     if report:
         console.print(
             f"Report: {out / 'report' / 'report.html'}  (Markdown: {out / 'report' / 'summary.md'})"
@@ -1033,13 +1106,15 @@ def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
         console.print(f"Report: neftune report {out}")
 
 
-def _print_headline(results: dict) -> None:
-    """The statistics' plain-words verdicts (and, for sweeps, the recommendation) on stdout."""
+def _print_headline(results: dict, folder: Path | None = None) -> None:
+    """The statistics' plain-words verdicts (and, for sweeps, the recommendation) on stdout; with
+    ``folder``, from the arms' stored answers too, as the report computes them."""
+    from .experiments.answers import load_experiment_answers
     from .experiments.findings import headline_sentences, recommend, status_sentence
     from .experiments.informative import not_informative_reasons
     from .experiments.stats import summarize
 
-    summary = summarize(results)
+    summary = summarize(results, answers=load_experiment_answers(folder, results) if folder else None)
     reasons = not_informative_reasons(results)
     if reasons:
         lines = [
@@ -1230,8 +1305,8 @@ def compare(
     scalings: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated noise scalings for the noisy arms: per_sequence, batch "
-            "\\[default: per_sequence].",
+            help="Comma-separated noise scalings for the noisy arms: per_sequence, batch; batch@10 runs "
+            "batch scaling at alpha 10 only \\[default: per_sequence].",
             rich_help_panel=NOISE,
         ),
     ] = None,
@@ -1256,6 +1331,31 @@ def compare(
     cpus_per_arm: _CpusPerArm = 1.0,
     gpus_per_arm: _GpusPerArm = None,
     max_retries: _MaxRetries = 2,
+    fixed_data: Annotated[
+        bool,
+        typer.Option(
+            "--fixed-data",
+            help="Train and evaluate every seed on the same data and prompts (data seed fixed); by default "
+            "seed s uses data seed s, so the intervals cover how the data and prompts were drawn.",
+            rich_help_panel=DATA,
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the arms, the time and the effect the experiment could detect (from --pilot or the "
+            "arms already in --out), and stop.",
+            rich_help_panel=GRID,
+        ),
+    ] = False,
+    pilot: Annotated[
+        Path | None,
+        typer.Option(
+            help="An earlier experiment folder whose variance predicts the detectable effect in --dry-run.",
+            rich_help_panel=GRID,
+        ),
+    ] = None,
 ) -> None:
     """Train and evaluate every (alpha, seed) arm, everything else identical; report what differs beyond seed noise."""
     options = dict(locals())
@@ -1420,7 +1520,7 @@ def report_(
 
     try:
         paths = build_report(folder)
-        _print_headline(load_results(folder))
+        _print_headline(load_results(folder), folder)
     except _user_errors() as exc:  # ReportError is a ValueError
         _fail(str(exc))
     console.print(f"Report: {paths['html']}  (Markdown: {paths['markdown']})")

@@ -141,9 +141,13 @@ _MISSING = object()
 
 
 def _upgraded(shared: dict[str, Any]) -> dict[str, Any]:
-    """A stored ``shared()`` with today's train option names (experiments made by older versions)."""
+    """A stored ``shared()`` with today's train option names (experiments made by older versions).
+
+    Experiments from before ``data_seeds`` used one data seed for every arm: ``"fixed"``."""
     train = shared.get("train")
-    return {**shared, "train": upgrade_train_values(train)} if isinstance(train, dict) else shared
+    shared = {**shared, "train": upgrade_train_values(train)} if isinstance(train, dict) else dict(shared)
+    shared.setdefault("data_seeds", "fixed")
+    return shared
 
 
 def _differences(
@@ -224,6 +228,9 @@ def run_arm(
     from .curves import curves_from_log
 
     arm_dir = folder / "arms" / arm.id
+    data, data_seed = cfg.arm_data(arm)
+    if (data, data_seed) != (cfg.train.data, cfg.train.data_seed):
+        bundle = resolve_data(data, seed=data_seed)  # this seed's own data and prompts
     start, started = time.perf_counter(), _now()
     if run_status(arm_dir) != "complete":
         progress("train", 0, None)  # while the data and model load
@@ -238,9 +245,7 @@ def run_arm(
     eval_file = arm_dir / "eval" / "eval.json"
     metrics = read_json_object(eval_file)
     if metrics is None:
-        eval_cfg = EvalConfig(
-            model=str(arm_dir), data=cfg.train.data, out=str(arm_dir / "eval"), seed=cfg.train.data_seed
-        )
+        eval_cfg = EvalConfig(model=str(arm_dir), data=data, out=str(arm_dir / "eval"), seed=data_seed)
         eval_cfg = replace(eval_cfg, **cfg.eval)
         metrics = evaluate(eval_cfg, progress=progress)
     run = read_json_object(arm_dir / RUN_FILE) or {}
@@ -252,6 +257,8 @@ def run_arm(
         train=run.get("metrics", {}),
         eval={k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
         curves=curves_from_log(log),
+        data=data,
+        data_seed=data_seed,
         started=started,
         finished=_now(),
         shared=cfg.shared(),
@@ -305,6 +312,7 @@ def collect_results(
             "eval": shared["eval"],
             "curve_every": cfg.curve_every,
             "curve_records": cfg.curve_records,
+            "data_seeds": cfg.data_seeds,
             "primary_metric": primary,
         },
         "baseline": baseline.to_dict() if baseline else None,
