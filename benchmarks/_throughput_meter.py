@@ -11,6 +11,12 @@ from _common import synchronize
 from transformers import TrainerCallback
 
 
+def _checkpointing(model) -> bool:
+    """Whether activation checkpointing is on (transformers >= 5.2x renamed the property)."""
+    flag = getattr(type(model), "is_activation_checkpointing", None)
+    return bool(model.is_activation_checkpointing if flag is not None else model.is_gradient_checkpointing)
+
+
 class ThroughputMeter(TrainerCallback):
     """Counts real tokens fed to the model and times the steps after ``warmup``.
 
@@ -19,8 +25,11 @@ class ThroughputMeter(TrainerCallback):
     while the timing window is open; counts stay on the device until the end (no syncs).
     """
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, gradient_checkpointing: bool | None = None) -> None:
         self.warmup = warmup
+        # True: turn activation checkpointing on at train begin (where the Trainer turns it on when
+        # its arguments ask), with the same defaults; used for runs whose trainer cannot be asked.
+        self.force_checkpointing = gradient_checkpointing
         self.window_open = False
         self.tokens: torch.Tensor | int = 0
         self.fed_tokens: torch.Tensor | int = 0
@@ -50,11 +59,15 @@ class ThroughputMeter(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.device = next(model.parameters()).device
         self._hook = model.register_forward_pre_hook(self._count, with_kwargs=True)
+        if self.force_checkpointing and not _checkpointing(model):
+            enable = (
+                getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            )
+            enable()  # the defaults the Trainer uses when its checkpointing kwargs are None (TRL's)
         self.settings = {
-            "gradient_checkpointing": bool(
-                getattr(args, "activation_checkpointing", None)
-                or getattr(args, "gradient_checkpointing", False)
-            ),
+            # What the model runs with (set by the Trainer from its arguments, or forced above).
+            "gradient_checkpointing": _checkpointing(model),
+            "gradient_checkpointing_forced_by_benchmark": bool(self.force_checkpointing),
             "bf16": bool(args.bf16),
             "fp16": bool(args.fp16),
             "padding_free": getattr(args, "padding_free", None),

@@ -1,29 +1,38 @@
 #!/usr/bin/env python
-"""Benchmark the NEFTune noise op: transformers' hook vs torch reference vs fused Triton kernel.
+"""Benchmark the NEFTune noise op: transformers' hook vs our torch path vs the fused Triton kernels.
 
-For each shape (B x T x d) it times, side by side on the same input:
+For each shape (B x T x d) it times, side by side on the same input (per-token scales
+alpha / sqrt(L * d), right padding, lengths spread over [(1 - pad_frac) T, T]):
 
-  copy            y.copy_(x): one read + one write of the tensor, the bandwidth floor
-  hf_hook         transformers' neftune_post_forward_hook (x + zeros_like(x).uniform_(-m, m),
-                  one magnitude for the whole padded batch); inlined if transformers is missing
-  torch_reference neftune.kernels.reference_add_noise with per-token scales (the torch path users run:
-                  eps in the embeddings' dtype, multiply, add)
-  triton          neftune.kernels.fused_add_noise, out of place
-  triton_inplace  neftune.kernels.fused_add_noise(..., inplace=True)
+  copy                   y.copy_(x): one read + one write of the tensor, the bandwidth floor
+  hf_hook                transformers' neftune_post_forward_hook (x + zeros_like(x).uniform_(-m, m),
+                         one magnitude for the whole padded batch); inlined if transformers is missing
+  torch_path             the torch backend's op with per-token scales given (draw eps, one addcmul)
+  torch_path_one_scale   the torch backend with no mask: one scale, drawn already scaled, one add
+                         (the same work as the hook, less its zero fill)
+  torch_path_with_mask   the torch backend from the mask, as the hook runs it per batch:
+                         token_scales (small kernels) + the op
+  triton                 the fused kernel, per-token scales given, out of place
+  triton_inplace         the same, in place
+  triton_with_mask       the fused path from the mask: the scan kernel + the noise kernel
+  triton_v1              the first fused kernel (one Philox call per element; benchmarks/_kernel_v1.py)
+  triton_no_rng          control: the current kernel's loads, stores and scale math without random
+                         numbers (the floor for this kernel's structure)
 
-Per-token scales alpha / sqrt(L * d) (0 on padding) are computed once, outside the
-timed region: this measures the noise op itself. Time is the median over --iters
-calls after --warmup calls, from CUDA events on a GPU and time.perf_counter on the
-CPU. "GB/s" is the effective bandwidth 2 * numel * itemsize / time (the tensor read
-once and written once), whatever extra traffic a method really does. On CUDA the
-extra peak memory of one call (torch.cuda.max_memory_allocated minus what was
-allocated before it, so an out-of-place result counts) is reported too.
+Timing: each measurement is ``--calls`` (20) back-to-back calls between two CUDA events (or
+time.perf_counter on the CPU), divided by the number of calls; every round times each method once,
+in an order rotated by one each round, for ``--rounds`` rounds (default 15 on GPU), so drift hits
+all methods alike. Reported per method: the median over rounds with a distribution-free 95%
+interval (order statistics), and its ratio to transformers' hook as the median of the per-round
+ratios (same round: paired) with its 95% interval. "GB/s" is 2 * numel * itemsize / time (one read
+and one write), whatever extra traffic a method really does. On CUDA the extra peak memory of one
+call is reported too.
 
-The Triton rows need a CUDA device (or TRITON_INTERPRET=1 on the CPU: the interpreter
-is orders of magnitude slower and its timings say nothing about the kernel).
+The Triton rows need a CUDA device (or TRITON_INTERPRET=1 on the CPU: the interpreter is orders
+of magnitude slower and its timings say nothing about the kernel).
 
-    python benchmarks/bench_noise_op.py                       # GPU, default shapes
-    python benchmarks/bench_noise_op.py --device cpu --shapes 2x128x256 --iters 3
+    python benchmarks/bench_noise_op.py                        # GPU, default shapes
+    python benchmarks/bench_noise_op.py --device cpu --shapes 4x512x1024 --dtype fp32 --threads 1
 """
 
 from __future__ import annotations
@@ -36,14 +45,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import DTYPES, machine_info  # also puts this checkout's src/ on the path
+from _common import DTYPES, machine_info, median_ci  # also puts this checkout's src/ on the path
 
 from neftune.io import write_json_atomic
-from neftune.kernels import fused_add_noise, reference_add_noise, triton_available
+from neftune.kernels import fused_add_noise, kernel_scales, reference_add_noise, triton_available
+from neftune.kernels.reference import torch_add_noise
+from neftune.kernels.scales import scale_value
+from neftune.noise import noised
 
 GPU_SHAPES = "8x2048x4096,4x4096x8192,1x8192x16384,16x512x2048"
-CPU_SHAPES = "2x256x512"
+CPU_SHAPES = "4x512x1024"
 M2 = {"uniform": 1 / 3, "gaussian": 1.0, "symmetric": 1.0}
+TRITON_ROWS = ("triton", "triton_inplace", "triton_with_mask", "triton_v1", "triton_no_rng")
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int]]:
@@ -56,16 +69,13 @@ def parse_shapes(text: str) -> list[tuple[int, int, int]]:
     return shapes
 
 
-def per_token_scales(b: int, t: int, d: int, alpha: float, pad_frac: float, device) -> torch.Tensor:
-    """alpha / sqrt(L * d) per token, 0 on right padding; lengths spread over [(1 - pad_frac) T, T]."""
+def padded_mask(b: int, t: int, pad_frac: float, device) -> torch.Tensor:
+    """(B, T) 0/1 right-padding mask, lengths spread over [(1 - pad_frac) T, T], row 0 full."""
     gen = torch.Generator().manual_seed(0)
     low = max(1, math.ceil((1 - pad_frac) * t))
     lengths = torch.randint(low, t + 1, (b,), generator=gen)
     lengths[0] = t  # at least one full row, so T is the padded length
-    pos = torch.arange(t)
-    mask = pos[None, :] < lengths[:, None]
-    scales = torch.where(mask, alpha / torch.sqrt(lengths[:, None].double() * d), 0.0)
-    return scales.to(torch.float32).to(device)
+    return (torch.arange(t)[None, :] < lengths[:, None]).long().to(device)
 
 
 def hf_hook_fn(alpha: float) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -85,30 +95,28 @@ def hf_hook_fn(alpha: float) -> tuple[str, Callable[[torch.Tensor], torch.Tensor
 
 
 class Timer:
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.label = "cuda events" if self.cuda else "time.perf_counter (CPU)"
+    """Milliseconds per call of ``calls`` back-to-back calls: CUDA events, or perf_counter on the CPU."""
 
-    def __call__(self, fn: Callable[[], object], warmup: int, iters: int) -> float:
-        """Median milliseconds of one call."""
-        for _ in range(warmup):
-            fn()
-        times = []
+    def __init__(self, device: torch.device, calls: int):
+        self.cuda = device.type == "cuda"
+        self.calls = calls
+        self.label = (
+            f"{'cuda events' if self.cuda else 'time.perf_counter (CPU)'} around {calls} back-to-back calls"
+        )
+
+    def __call__(self, fn: Callable[[], object]) -> float:
         if self.cuda:
-            torch.cuda.synchronize()
-            for _ in range(iters):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(self.calls):
                 fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-        else:
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / self.calls
+        t0 = time.perf_counter()
+        for _ in range(self.calls):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / self.calls
 
 
 def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
@@ -135,59 +143,116 @@ def check_fused(x: torch.Tensor, scales: torch.Tensor, distribution: str) -> str
     return f"{'ok' if ok else 'MISMATCH'} (E[eps^2] = {eps2:.4f}, expected {M2[distribution]:.4f})"
 
 
-def bench_shape(shape, args, device, dtype, timer) -> dict:
-    b, t, d = shape
-    x = torch.randn(b, t, d, device=device, dtype=dtype)
-    scales = per_token_scales(b, t, d, args.alpha, args.pad_frac, device)
+def methods_for(x: torch.Tensor, mask: torch.Tensor, args) -> dict[str, Callable[[], object] | str]:
+    """Every timed method on this input (a string: why it is skipped here)."""
+    from neftune.noise import token_scales
+
+    dist, alpha = args.distribution, args.alpha
+    scales = token_scales(x, alpha, attention_mask=mask)
+    one_scale = scale_value(x.shape[1], x.shape[2], alpha)  # what the torch path uses with no mask
     y = torch.empty_like(x)
     x_inplace = x.clone()
-    hf_name, hf = hf_hook_fn(args.alpha)
+    hf_name, hf = hf_hook_fn(alpha)
     seed = iter(range(1, 1 << 62))
-
     methods: dict[str, Callable[[], object] | str] = {
         "copy": lambda: y.copy_(x),
         hf_name: lambda: hf(x),
-        "torch_reference": lambda: reference_add_noise(x, scales, distribution=args.distribution),
+        "torch_path": lambda: reference_add_noise(x, scales, distribution=dist),
+        "torch_path_one_scale": lambda: torch_add_noise(x, one_scale, distribution=dist, need_noise=False),
+        "torch_path_with_mask": lambda: noised(
+            x, alpha, backend="torch", distribution=dist, attention_mask=mask, need_noise=False
+        ),
     }
-    if triton_available(x):
-        methods["triton"] = lambda: fused_add_noise(
-            x, scales, distribution=args.distribution, seed=next(seed)
-        )
-        methods["triton_inplace"] = lambda: fused_add_noise(
-            x_inplace, scales, distribution=args.distribution, seed=next(seed), inplace=True
-        )
-    else:
+    if not triton_available(x):
         reason = "skipped: triton needs a CUDA tensor (or TRITON_INTERPRET=1)"
-        methods["triton"] = methods["triton_inplace"] = reason
+        return methods | dict.fromkeys(TRITON_ROWS, reason)
+    import _kernel_v1
+
+    from neftune.kernels import _triton
+
+    n_cols = x.shape[-1]
+    x2, y2 = x.view(-1, n_cols), y.view(-1, n_cols)
+    scales1 = scales.reshape(-1).contiguous()
+    plan = kernel_scales(x, alpha, attention_mask=mask)
+
+    def no_rng():
+        _triton.launch(x2, y2, plan, "none", next(seed))
+
+    methods |= {
+        "triton": lambda: fused_add_noise(x, scales, distribution=dist, seed=next(seed)),
+        "triton_inplace": lambda: fused_add_noise(
+            x_inplace, scales, distribution=dist, seed=next(seed), inplace=True
+        ),
+        "triton_with_mask": lambda: fused_add_noise(
+            x, kernel_scales(x, alpha, attention_mask=mask), distribution=dist, seed=next(seed)
+        ),
+        "triton_v1": lambda: _kernel_v1.launch(x2, y2, scales1, dist, next(seed)),
+        "triton_no_rng": no_rng,
+    }
+    return methods
+
+
+def bench_shape(shape, args, device, dtype, timer) -> dict:
+    b, t, d = shape
+    x = torch.randn(b, t, d, device=device, dtype=dtype)
+    mask = padded_mask(b, t, args.pad_frac, device)
+    methods = methods_for(x, mask, args)
+    runnable = {k: v for k, v in methods.items() if not isinstance(v, str)}
+    hf_name = next(k for k in methods if k.startswith("hf_hook"))
+    for fn in runnable.values():  # warm up: JIT, allocator, RNG state
+        for _ in range(args.warmup):
+            fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    names = list(runnable)
+    per_round: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(args.rounds):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            per_round[k].append(timer(runnable[k]))
 
     nbytes = 2 * x.numel() * x.element_size()
+    copy_ms = statistics.median(per_round["copy"])
     rows = []
     for name, fn in methods.items():
         if isinstance(fn, str):
             rows.append({"method": name, "skipped": fn})
             continue
-        ms = timer(fn, args.warmup, args.iters)
+        times = per_round[name]
+        ms = statistics.median(times)
+        ratios = [h / m for h, m in zip(per_round[hf_name], times)]  # > 1: faster than the hook
         extra = peak_extra_bytes(fn, device)
         rows.append(
             {
                 "method": name,
                 "ms": ms,
+                "ms_ci95": median_ci(times),
+                "rounds": len(times),
                 "gb_per_s": nbytes / (ms * 1e-3) / 1e9,
+                "x_copy_time": ms / copy_ms,
+                "speedup_vs_hf": statistics.median(ratios),
+                "speedup_vs_hf_ci95": median_ci(ratios),
                 "peak_extra_mib": None if extra is None else extra / 2**20,
                 "peak_extra_x_tensor": None if extra is None else extra / (x.numel() * x.element_size()),
             }
         )
-    by_name = {r["method"]: r for r in rows if "ms" in r}
-    t_copy, t_hf = by_name["copy"]["ms"], by_name[hf_name]["ms"]
-    for r in rows:
-        if "ms" in r:
-            r["speedup_vs_hf"] = t_hf / r["ms"]
-            r["x_copy_time"] = r["ms"] / t_copy
-    result = {"shape": [b, t, d], "numel": x.numel(), "tensor_mib": x.numel() * x.element_size() / 2**20}
-    if "triton" in by_name:
-        result["fused_check"] = check_fused(x, scales, args.distribution)
+    result = {
+        "shape": [b, t, d],
+        "numel": x.numel(),
+        "tensor_mib": x.numel() * x.element_size() / 2**20,
+        "real_tokens": int(mask.sum()),
+    }
+    if "triton" in runnable:
+        from neftune.noise import token_scales
+
+        result["fused_check"] = check_fused(
+            x, token_scales(x, args.alpha, attention_mask=mask), args.distribution
+        )
     result["rows"] = rows
     return result
+
+
+def _ci(ci) -> str:
+    return "-" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
 def print_table(result: dict, dtype_name: str, timer_label: str) -> None:
@@ -195,16 +260,18 @@ def print_table(result: dict, dtype_name: str, timer_label: str) -> None:
     print(f"\nshape {b}x{t}x{d} {dtype_name} ({result['tensor_mib']:.1f} MiB), timer: {timer_label}")
     if "fused_check" in result:
         print(f"  fused kernel sanity check: {result['fused_check']}")
-    header = f"  {'method':<34}{'ms':>10}{'GB/s':>9}{'vs hf (x faster)':>18}{'x copy time':>13}{'peak extra MiB':>16}"
-    print(header)
+    print(
+        f"  {'method':<24}{'ms (median)':>12} {'95% CI':<22}{'GB/s':>9}{'x copy':>10}"
+        f"{'x faster than hook':>20} {'95% CI':<18}{'peak MiB':>9}"
+    )
     for r in result["rows"]:
         if "skipped" in r:
-            print(f"  {r['method']:<34}{r['skipped']}")
+            print(f"  {r['method']:<24}{r['skipped']}")
             continue
         mem = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.1f}"
         print(
-            f"  {r['method']:<34}{r['ms']:>10.4f}{r['gb_per_s']:>9.2f}"
-            f"{r['speedup_vs_hf']:>18.2f}{r['x_copy_time']:>13.2f}{mem:>16}"
+            f"  {r['method']:<24}{r['ms']:>12.4f} {_ci(r['ms_ci95']):<22}{r['gb_per_s']:>9.1f}{r['x_copy_time']:>10.2f}"
+            f"{r['speedup_vs_hf']:>20.3f} {_ci(r['speedup_vs_hf_ci95']):<18}{mem:>9}"
         )
 
 
@@ -218,15 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--pad-frac", type=float, default=0.25, help="max fraction of each sequence that is padding"
     )
-    p.add_argument("--warmup", type=int, default=None, help="default 10 on GPU, 1 on CPU")
-    p.add_argument("--iters", type=int, default=None, help="default 100 on GPU, 5 on CPU")
-    p.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    p.add_argument("--calls", type=int, default=20, help="back-to-back calls per timed measurement")
     p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (1 gives steadier CPU timings on a busy box)",
+        "--rounds", type=int, default=None, help="interleaved rounds (default 15 on GPU, 10 on CPU)"
     )
+    p.add_argument(
+        "--warmup", type=int, default=None, help="untimed calls per method (default 5 on GPU, 1 on CPU)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1: steadier on a busy box)")
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -237,15 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device.type == "cuda"
     if args.shapes is None:
         args.shapes = parse_shapes(GPU_SHAPES if gpu else CPU_SHAPES)
-    args.warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
-    args.iters = args.iters if args.iters is not None else (100 if gpu else 5)
+    args.rounds = args.rounds if args.rounds is not None else (15 if gpu else 10)
+    args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    if args.rounds < 1 or args.calls < 1:
+        p.error("--rounds and --calls must be at least 1")
     dtype = DTYPES[args.dtype]
-    timer = Timer(device)
+    timer = Timer(device, args.calls)
 
     info = machine_info(device)
     print(f"torch {info['torch']}, triton {info['triton']}, transformers {info['transformers']}")
     print(
-        f"device {device}{' (' + info['gpu'] + ')' if info['gpu'] else ''}; warmup {args.warmup}, iters {args.iters}"
+        f"device {device}{' (' + info['gpu'] + ')' if info['gpu'] else ''}; {args.rounds} rounds x "
+        f"{args.calls} calls per method, methods interleaved; warmup {args.warmup}"
     )
     if not gpu and info["triton_interpret"] == "1":
         print(
@@ -260,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.out is not None:
         payload = {
+            "benchmark": "noise_op",
             "machine": info,
             "timer": timer.label,
             "settings": {
@@ -267,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                 "distribution": args.distribution,
                 "alpha": args.alpha,
                 "pad_frac": args.pad_frac,
+                "calls_per_measurement": args.calls,
+                "rounds": args.rounds,
                 "warmup": args.warmup,
-                "iters": args.iters,
+                "intervals": "distribution-free 95% CI of the median over rounds (order statistics); "
+                "speedup_vs_hf: median of per-round paired ratios hook_ms / method_ms",
             },
             "results": results,
         }

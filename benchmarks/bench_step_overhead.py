@@ -11,12 +11,15 @@ forward + backward + AdamW step on a (batch x seq) batch of random token ids. Va
   ours_fused   neftune.activate(model, alpha, backend="triton")  (fused kernel; needs CUDA, or
                TRITON_INTERPRET=1 on the CPU, where it runs interpreted and its time means nothing)
 
-The variants are interleaved: every round runs one timed step of each, in an order rotated
-by one each round (ABCD, BCDA, ...), so drift (clocks, temperature, other load) hits them all
-alike. Each step is bracketed by device synchronisations and timed with time.perf_counter.
-Reported per variant: median / mean / quartiles / min step time and peak memory (CUDA), and
-for each noisy variant the ratio of medians to "off", the overhead in percent, and the median
-of the per-round paired differences with a distribution-free 95% confidence interval.
+The variants are interleaved: every round runs ``--steps-per-round`` (default 3) consecutive
+steps of each, in an order rotated by one each round (ABCD, BCDA, ...), so drift (clocks,
+temperature, other load) hits them all alike. The first step of each variant in a round is
+discarded (it pays for the switch: hooks attached, caches and allocator warm for the previous
+variant); the round's value is the mean of the others. Each step is bracketed by device
+synchronisations and timed with time.perf_counter. Reported per variant: median / mean /
+quartiles / min of the per-round values and peak memory (CUDA), and for each noisy variant the
+ratio of medians to "off", the overhead in percent, and the median of the per-round paired
+differences with a distribution-free 95% confidence interval.
 
     # GPU (bf16): the ~1B model and the 135M model (SmolLM2 shape), batch 4 x 2048
     python benchmarks/bench_step_overhead.py --out results/step_overhead.json
@@ -158,23 +161,30 @@ def bench_model(name: str, args, device: torch.device, dtype: torch.dtype) -> di
         if on != (v != "off"):
             raise RuntimeError(f"variant {v}: noise is {'on' if on else 'off'}, expected the opposite")
 
-    times: dict[str, list[float]] = {v: [] for v in variants}
+    times: dict[str, list[float]] = {v: [] for v in variants}  # one value per round
+    steps: dict[str, list[float]] = {v: [] for v in variants}  # every kept step
     peaks: dict[str, list[int]] = {v: [] for v in variants}
     infos: dict[str, dict] = {v: {} for v in variants}
     for r in range(args.rounds):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for v in order:
+            kept = []
             with ATTACH[v](model, args.alpha) as info:
-                for _ in range(args.steps_per_round):
+                for i in range(args.steps_per_round):
                     ms, peak = timed_step(model, optimizer, batch, device)
-                    times[v].append(ms)
+                    if i == 0:
+                        continue  # the first step after switching variants is discarded
+                    kept.append(ms)
                     if peak is not None:
                         peaks[v].append(peak)
+            times[v].append(statistics.fmean(kept))
+            steps[v].extend(kept)
             infos[v].update(info)
 
     result_variants: dict[str, dict] = {}
     for v in variants:
         entry = summarize(times[v])
+        entry["steps_kept"] = len(steps[v])
         entry["peak_mem_mib"] = max(peaks[v]) / 2**20 if peaks[v] else None
         entry.update(infos[v])
         if v == "ours_fused" and device.type == "cpu":
@@ -189,7 +199,7 @@ def bench_model(name: str, args, device: torch.device, dtype: torch.dtype) -> di
         for v in variants:
             if v == "off":
                 continue
-            diffs = [a - b for a, b in zip(times[v], times["off"])]  # same round, same position
+            diffs = [a - b for a, b in zip(times[v], times["off"])]  # same round: paired
             ci = median_ci(diffs)
             paired = statistics.median(diffs)
             overhead[v] = {
@@ -244,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pad-frac", type=float, default=0.0, help="max right-padding fraction per row")
     p.add_argument("--alpha", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 30)")
-    p.add_argument("--steps-per-round", type=int, default=1)
+    p.add_argument(
+        "--steps-per-round",
+        type=int,
+        default=3,
+        help="consecutive steps of a variant per round, the first discarded (at least 2)",
+    )
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--smoke", action="store_true", help="CPU plumbing check: tiny model, few steps")
@@ -270,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     args.seq = args.seq or (32 if smoke else 2048)
     args.rounds = args.rounds or (3 if smoke else 30)
     args.warmup = args.warmup if args.warmup is not None else (1 if smoke else 3)
+    if args.steps_per_round < 2:
+        p.error("--steps-per-round must be at least 2: the first step of each round is discarded")
 
     info = machine_info(device)
     print(
@@ -301,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup": args.warmup,
                 "variants": args.variants,
                 "optimizer": "torch.optim.AdamW(lr=1e-5, fused on CUDA)",
-                "timer": "time.perf_counter around one step, device synchronised before and after",
+                "timer": "time.perf_counter around one step, device synchronised before and after; per round "
+                "and variant the mean of steps 2..steps_per_round (the first discarded)",
             },
             "results": results,
         }

@@ -9,10 +9,17 @@ max length and number of steps:
   trl_padded          trl.SFTTrainer(model, args=SFTConfig(neftune_noise_alpha=alpha, ...))
   trl_padding_free    the same with SFTConfig(padding_free=True)
 
+each run at every activation-checkpointing setting of ``--gradient-checkpointing`` (default
+``off,on``: both), ours and TRL alike, so each comparison is like for like. Variant names carry
+the setting: ``ours_padded@gc-on``. TRL gets ``SFTConfig(activation_checkpointing=...)``;
+``neftune train`` has no such option (it runs without, for speed), so the benchmark turns it on
+for our runs at train begin, where the Trainer would, with the Trainer's defaults. Every run
+records what its model actually ran with (``settings.gradient_checkpointing``).
+
 TRL is set up the way its documentation shows NEFTune (``SFTConfig(neftune_noise_alpha=5)``),
 with its other defaults left alone except what must match (batch, steps, max length, seed,
-learning rate, precision) and what costs time outside training (no checkpoints, no reports).
-Its effective settings (gradient checkpointing, precision, ...) are recorded for every run.
+learning rate, precision, checkpointing) and what costs time outside training (no checkpoints,
+no reports). Its effective settings are recorded for every run.
 
 Measured per run, over the steps after --warmup (device synchronised at both ends):
   real tokens/s   non-padding tokens of the batches actually fed to the model, counted by a
@@ -29,7 +36,8 @@ written to the JSON. Both trainers get the same records, in the same conversatio
 prompt/completion form.
 
 Each run goes in its own subprocess by default (fresh CUDA context and allocator, separate
-peak memory); variants repeat --repeats times in rotated order.
+peak memory); variants repeat --repeats times (default 2) in rotated order; the summary gives
+each variant's median and the ratios between ours and TRL at the same checkpointing setting.
 
     # GPU: 1B Llama shape (random weights), batch 16, 60 steps
     python benchmarks/bench_train_throughput.py --model 1b --batch 16 --steps 60 --out results/train_throughput.json
@@ -135,10 +143,10 @@ def run_trl(
     records = resolve_data(spec["data"], seed=spec["seed"]).train
     rows = _to_prompt_completion(records)
     extra = {}
-    if spec.get("trl_gradient_checkpointing") in ("on", "off"):
+    if spec.get("gradient_checkpointing") in ("on", "off"):
         names = {f.name for f in dataclasses.fields(SFTConfig)}
         key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-        extra[key] = spec["trl_gradient_checkpointing"] == "on"
+        extra[key] = spec["gradient_checkpointing"] == "on"
     args = SFTConfig(
         output_dir=str(out_dir),
         neftune_noise_alpha=spec["alpha"],  # TRL's documented NEFTune switch
@@ -172,13 +180,16 @@ def run_variant(variant: str, spec: dict) -> dict:
     """One trainer run; returns the meter's figures.
 
     ``variant``: one of VARIANTS, or ``ours_padding_free+LABEL`` for a run with the TrainConfig
-    overrides registered under LABEL in ``spec["ours_variants"]``.
+    overrides registered under LABEL in ``spec["ours_variants"]``; ``@gc-on`` / ``@gc-off`` /
+    ``@gc-default`` at the end sets activation checkpointing.
     """
-    base, _, label = variant.partition("+")
+    name, _, gc = variant.partition("@gc-")
+    base, _, label = name.partition("+")
     kind, _, padding = base.partition("_")
     padding_free = padding == "padding_free"
     overrides = spec.get("ours_variants", {}).get(label) if label else None
-    meter = ThroughputMeter(spec["warmup"])
+    spec = {**spec, "gradient_checkpointing": gc or "default"}
+    meter = ThroughputMeter(spec["warmup"], gradient_checkpointing=kind == "ours" and gc == "on")
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-", dir=spec.get("workdir")) as tmp:
         start = time.perf_counter()
         (run_ours if kind == "ours" else run_trl)(spec, padding_free, meter, Path(tmp) / "run", overrides)
@@ -231,6 +242,7 @@ def prepare_model(args, workdir: Path) -> tuple[str, Any]:
 
 
 def summarize_runs(runs: list[dict]) -> tuple[dict, dict]:
+    """Per variant: median real tokens/s over its repeats; ratios of medians at equal checkpointing."""
     summary: dict[str, dict] = {}
     for v in dict.fromkeys(r["variant"] for r in runs):
         mine = [r for r in runs if r["variant"] == v]
@@ -239,27 +251,31 @@ def summarize_runs(runs: list[dict]) -> tuple[dict, dict]:
         summary[v] = {
             "real_tokens_per_s_median": statistics.median(tps),
             "real_tokens_per_s_all": tps,
+            "repeats": len(tps),
             "peak_mem_mib_max": max(mem) if mem else None,
             "padding_fraction": statistics.fmean(r["padding_fraction"] for r in mine),
             "settings": mine[0]["settings"],
         }
     ratios = {}
-    for a, b in [
-        ("ours_padding_free", "trl_padded"),
-        ("ours_padding_free", "trl_padding_free"),
-        ("ours_padded", "trl_padded"),
-        ("trl_padding_free", "trl_padded"),
-    ]:
-        if a in summary and b in summary:
-            ratios[f"{a}_vs_{b}"] = (
-                summary[a]["real_tokens_per_s_median"] / summary[b]["real_tokens_per_s_median"]
-            )
-    for v in summary:  # candidate defaults against the run they modify
-        if "+" in v and "ours_padding_free" in summary:
-            ratios[f"{v}_vs_ours_padding_free"] = (
-                summary[v]["real_tokens_per_s_median"]
-                / summary["ours_padding_free"]["real_tokens_per_s_median"]
-            )
+    tags = dict.fromkeys(v.partition("@")[2] for v in summary)
+    for tag in tags:
+        at = f"@{tag}" if tag else ""
+        for a, b in [
+            ("ours_padding_free", "trl_padded"),
+            ("ours_padding_free", "trl_padding_free"),
+            ("ours_padded", "trl_padded"),
+            ("trl_padding_free", "trl_padded"),
+        ]:
+            if a + at in summary and b + at in summary:
+                ratios[f"{a}_vs_{b}{at}"] = (
+                    summary[a + at]["real_tokens_per_s_median"] / summary[b + at]["real_tokens_per_s_median"]
+                )
+        for v in summary:  # candidate defaults against the run they modify
+            if "+" in v and v.endswith(at) and "ours_padding_free" + at in summary:
+                ratios[f"{v.partition('@')[0]}_vs_ours_padding_free{at}"] = (
+                    summary[v]["real_tokens_per_s_median"]
+                    / summary["ours_padding_free" + at]["real_tokens_per_s_median"]
+                )
     return summary, ratios
 
 
@@ -275,14 +291,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default 16)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 60)")
     p.add_argument("--warmup", type=int, default=None, help="steps before timing starts (default 10)")
-    p.add_argument("--repeats", type=int, default=1, help="runs per variant, in rotated order")
+    p.add_argument("--repeats", type=int, default=2, help="runs per variant, in rotated order")
     p.add_argument("--records", type=int, default=None, help="synthetic records (default 2000)")
     p.add_argument("--mean-tokens", type=float, default=229.0)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--alpha", type=float, default=5.0)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trl-gradient-checkpointing", choices=("default", "on", "off"), default="default")
+    p.add_argument(
+        "--gradient-checkpointing",
+        default=None,
+        help="comma list of on / off / default (TRL's default, ours without): every variant runs at each; "
+        "default off,on (smoke: off)",
+    )
     p.add_argument(
         "--ours-variant",
         type=parse_ours_variant,
@@ -327,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     for overrides in ours_variants.values():
         check_train_config_fields(overrides)
     variants += [f"ours_padding_free+{label}" for label in ours_variants]
+    settings = (args.gradient_checkpointing or ("off" if smoke else "off,on")).split(",")
+    if not settings or any(g not in ("on", "off", "default") for g in settings):
+        p.error(
+            f"--gradient-checkpointing: expected a comma list of on, off, default; got {args.gradient_checkpointing!r}"
+        )
+    variants = [f"{v}@gc-{g}" for g in settings for v in variants]
     if args.steps <= args.warmup:
         p.error("--steps must be larger than --warmup")
 
@@ -358,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             "lr": args.lr,
             "seed": args.seed,
             "logging_steps": max(1, min(10, args.steps)),
-            "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
+            "gradient_checkpointing": settings,
             "ours_variants": ours_variants,
             "workdir": str(workdir),
         }
@@ -394,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(res)
                 mem = "-" if res["peak_mem_mib"] is None else f"{res['peak_mem_mib']:.0f} MiB"
                 print(
-                    f"  {v:<22} {res['real_tokens_per_s']:>10.1f} real tokens/s  "
+                    f"  {v:<32} {res['real_tokens_per_s']:>10.1f} real tokens/s  "
                     f"{res['seconds_per_step'] * 1e3:>9.1f} ms/step  padding {res['padding_fraction']:.1%}  "
                     f"peak {mem}  grad ckpt {res['settings']['gradient_checkpointing']}"
                 )

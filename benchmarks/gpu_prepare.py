@@ -17,7 +17,7 @@ then prints the size of each call against the limit and the exact ``run`` calls.
 the root of the checkout the GPU session will send:
 
     python benchmarks/gpu_prepare.py                 # everything
-    python benchmarks/gpu_prepare.py --only suite    # wheels + tokenizer (issue 17's suite)
+    python benchmarks/gpu_prepare.py --only suite    # wheels + tokenizer (the benchmark suite, -v2 files)
 """
 
 from __future__ import annotations
@@ -48,22 +48,30 @@ PLATFORMS = (
 
 #: The calls, as the device tool's ``run`` takes them (carry paths, timeout, command).
 CALLS = {
+    # Issue 27's figures: files named *-v2.json, committed as benchmarks/results/h200-*-v2.json.
     "suite": {
         "carry": [".gpu/wheels", ".gpu/tokenizer"],
-        "timeout_s": 480,
+        "timeout_s": 540,
         "command": "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_suite.py --wheels .gpu/wheels "
-        "--tokenizer .gpu/tokenizer --budget-s 450 --out $OUT",
+        "--tokenizer .gpu/tokenizer --budget-s 480 --tag v2 --out $OUT",
     },
     "compare-a": {
         "carry": [".gpu/model-a"],
         "timeout_s": 60,
         "command": "python3 benchmarks/gpu_compare.py --stash .gpu/model-a",
     },
+    # The grid (5 settings x 3-5 seeds) is sized for call b and its continuation c together.
     "compare-b": {
         "carry": [".gpu/model-b", ".gpu/wheels"],
         "timeout_s": 540,
         "command": "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_compare.py --wheels .gpu/wheels "
-        "--model-parts .gpu/model-b --budget-s 500 --out $OUT",
+        "--model-parts .gpu/model-b --budget-s 500 --plan-budget-s 640 --out $OUT",
+    },
+    # At once after b, on the still warm machine: continues the experiment in place.
+    "compare-c": {
+        "carry": [],
+        "timeout_s": 200,
+        "command": "PYTHONUNBUFFERED=1 python3 benchmarks/gpu_compare.py --continue --budget-s 170 --out $OUT",
     },
 }
 

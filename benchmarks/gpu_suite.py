@@ -1,31 +1,33 @@
 #!/usr/bin/env python
-"""The first GPU run in one command: environment, CUDA tests, hook probe, noise op, step overhead, throughput.
+"""The GPU run in one command: environment, CUDA tests, hook probe, noise op, step overhead, throughput.
 
 Each step runs in its own process under its own timeout, clipped to what is left of one overall
 budget (``--budget-s``), and writes its JSON into ``--out`` as soon as it ends; ``suite.json``
 (the environment and every step's status, time and log tail) is rewritten after each step and
 ``suite.log`` holds every step's full output. A step that fails or times out is recorded and the
-suite goes on. Files (8 at most, what the device tool brings back):
+suite goes on. Files (8 at most, what the device tool brings back; ``--tag v2`` names them
+``noise_op-v2.json`` etc., to be committed as ``benchmarks/results/h200-<name>-v2.json``):
 
   suite.json  suite.log  gpu_tests.json  hook_probe.json  noise_op.json
   step_overhead_135m.json  step_overhead_1b.json  train_throughput.json
 
-Steps, in order:
+Steps, in order, sized for an 8-minute budget on an H200 (expected seconds in GPU_TIMEOUTS):
   env                  install the carried wheels (``--wheels DIR``, into ``--site``), record the
                        versions the steps will import and the GPU (nvidia-smi), check trl/datasets
   gpu_tests            ``pytest -m gpu`` on the test files holding CUDA-only tests, from JUnit XML
-  hook_probe           probe_hook.py: host syncs, kernels per noised forward, token_scales time
-  noise_op             bench_noise_op.py: 8x2048x4096 bf16 and three more shapes
-  step_overhead_135m   bench_step_overhead.py, 135M shape, 4 x 2048, interleaved rounds
+  hook_probe           probe_hook.py: host syncs, kernels, host latency and GPU time per noised forward
+  noise_op             bench_noise_op.py: 8x2048x4096 bf16 and three more shapes, 15 interleaved
+                       rounds of 20 calls: hook, torch path, fused kernel, first kernel, no-RNG control
+  step_overhead_135m   bench_step_overhead.py, 135M shape, 4 x 2048, 10 rounds x 3 steps (first dropped)
   step_overhead_1b     the same, ~1B shape
-  train_throughput     bench_train_throughput.py: ours vs TRL, padded and padding-free, ~1B,
-                       batch 16, 30 steps, plus ours with the fused kernel forced
+  train_throughput     bench_train_throughput.py: ours vs TRL, padded and padding-free, each with
+                       activation checkpointing off and on, 2 repeats (16 runs), ~1B, batch 16
 
 ``--dry`` runs the same steps with tiny sizes on the CPU (TRITON_INTERPRET=1), in about a
 minute: the test suite runs it so this script cannot rot. How to prepare and launch the GPU call:
 docs/performance.md ("Running the suite on the GPU machine").
 
-    python3 benchmarks/gpu_suite.py --wheels .whl --tokenizer .bench/tokenizer --out $OUT
+    python3 benchmarks/gpu_suite.py --wheels .gpu/wheels --tokenizer .gpu/tokenizer --tag v2 --out $OUT
     python benchmarks/gpu_suite.py --dry --out /tmp/suite
 """
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import os
 import shlex
@@ -58,13 +61,14 @@ STEPS = (
     "step_overhead_1b",
     "train_throughput",
 )
-#: Each step's own timeout (s) on the GPU; the overall budget clips them. Expected on an H200:
-#: env ~15, tests ~40, probe ~20, noise op ~25, overhead ~30 + ~50, throughput ~200.
+#: Each step's own timeout (s) on the GPU; the overall budget clips them. Expected on an H200
+#: (from the first suite's runs, scaled to these sizes): env ~25, tests ~100 (Triton compiles),
+#: probe ~20, noise op ~25, overhead ~25 + ~35, throughput ~210 (16 runs of ~13 s): ~440 in all.
 GPU_TIMEOUTS = {
     "env": 90,
-    "gpu_tests": 150,
+    "gpu_tests": 160,
     "hook_probe": 90,
-    "noise_op": 90,
+    "noise_op": 120,
     "step_overhead_135m": 90,
     "step_overhead_1b": 120,
     "train_throughput": 300,
@@ -196,20 +200,39 @@ def junit_summary(xml_path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------ the plan
+def json_name(stem: str, tag: str | None) -> str:
+    """``noise_op.json``, or ``noise_op-v2.json`` with ``--tag v2``."""
+    return f"{stem}-{tag}.json" if tag else f"{stem}.json"
+
+
 def plan(args, out: Path, env_info: dict | None) -> list[Step]:
     py = [sys.executable]
     b = str(BENCH)
     if args.dry:
         probe = ["--device", "cpu", "--model", "tiny", "--batch", "2", "--seq", "32", "--iters", "5"]
-        noise = ["--device", "cpu", "--shapes", "2x64x128", "--warmup", "1", "--iters", "2", "--threads", "1"]
+        noise = ["--device", "cpu", "--shapes", "2x64x128", "--warmup", "1", "--rounds", "2", "--calls", "1"]
+        noise += ["--threads", "1"]
         overhead = {m: ["--smoke", "--rounds", "2", "--threads", "1"] for m in ("135m", "1b")}
         tests = ["tests/test_kernels.py", "tests/test_backend_dispatch.py"]
-        throughput = ["--smoke", "--variants", "trl_padding_free"]  # + ours with the fused kernel
+        throughput = ["--smoke", "--variants", "ours_padding_free,trl_padding_free", "--repeats", "1"]
+        throughput += ["--gradient-checkpointing", "on"]
     else:
         probe = ["--model", "135m", "--batch", "4", "--seq", "2048"]
         noise = ["--dtype", "bf16", "--shapes", "8x2048x4096,4x4096x8192,1x8192x16384,16x512x2048"]
+        noise += ["--rounds", "15", "--calls", "20"]
         overhead = {
-            m: ["--models", m, "--batch", "4", "--seq", "2048", "--rounds", str(args.rounds)]
+            m: [
+                "--models",
+                m,
+                "--batch",
+                "4",
+                "--seq",
+                "2048",
+                "--rounds",
+                str(args.rounds),
+                "--steps-per-round",
+                "3",
+            ]
             for m in ("135m", "1b")
         }
         # The files that hold CUDA-only tests (collecting every test module would also need what
@@ -219,12 +242,13 @@ def plan(args, out: Path, env_info: dict | None) -> list[Step]:
             for f in (REPO / "tests").glob("test_*.py")
             if "mark.gpu" in f.read_text()
         )
-        throughput = ["--model", "1b", "--batch", "16", "--steps", str(args.steps), "--warmup", "5"]
-        throughput += ["--records", "800", "--workdir", str(Path(tempfile.gettempdir()) / "neftune-bt")]
+        throughput = ["--model", "1b", "--batch", "16", "--steps", str(args.steps), "--warmup", "3"]
+        throughput += ["--records", "600", "--repeats", "2", "--gradient-checkpointing", "off,on"]
+        throughput += ["--workdir", str(Path(tempfile.gettempdir()) / "neftune-bt")]
     if args.tokenizer is not None:
         throughput += ["--tokenizer", str(args.tokenizer)]
-    throughput += ["--ours-variant", "fused:backend=triton"]
 
+    name = functools.partial(json_name, tag=args.tag)
     junit = Path(tempfile.gettempdir()) / f"neftune-gpu-tests-{os.getpid()}.xml"
     steps = [
         Step("env", [], None),
@@ -236,28 +260,28 @@ def plan(args, out: Path, env_info: dict | None) -> list[Step]:
         ),
         Step(
             "hook_probe",
-            [*py, f"{b}/probe_hook.py", *probe, "--out", str(out / "hook_probe.json")],
-            "hook_probe.json",
+            [*py, f"{b}/probe_hook.py", *probe, "--out", str(out / name("hook_probe"))],
+            name("hook_probe"),
         ),
         Step(
             "noise_op",
-            [*py, f"{b}/bench_noise_op.py", *noise, "--out", str(out / "noise_op.json")],
-            "noise_op.json",
+            [*py, f"{b}/bench_noise_op.py", *noise, "--out", str(out / name("noise_op"))],
+            name("noise_op"),
         ),
     ]
     for m in ("135m", "1b"):
-        name = f"step_overhead_{m}"
+        step = f"step_overhead_{m}"
         steps.append(
             Step(
-                name,
-                [*py, f"{b}/bench_step_overhead.py", *overhead[m], "--out", str(out / f"{name}.json")],
-                f"{name}.json",
+                step,
+                [*py, f"{b}/bench_step_overhead.py", *overhead[m], "--out", str(out / name(step))],
+                name(step),
             )
         )
     tt = Step(
         "train_throughput",
-        [*py, f"{b}/bench_train_throughput.py", *throughput, "--out", str(out / "train_throughput.json")],
-        "train_throughput.json",
+        [*py, f"{b}/bench_train_throughput.py", *throughput, "--out", str(out / name("train_throughput"))],
+        name("train_throughput"),
     )
     if env_info is not None and not env_info.get("trl_datasets_ok", False):
         tt.needs = f"trl/datasets unusable: {env_info.get('trl_datasets_error')}"
@@ -308,18 +332,24 @@ def run_process(argv: list[str], env: dict, timeout: float, log) -> tuple[int | 
     return rc, output, time.monotonic() - t0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="folder for the JSON files and suite.log")
     p.add_argument("--dry", action="store_true", help="tiny sizes on the CPU (TRITON_INTERPRET=1)")
     p.add_argument("--wheels", type=Path, default=None, help="folder of carried wheels to install first")
     p.add_argument("--site", type=Path, default=Path("/tmp/neftune-site"), help="where the wheels go")
     p.add_argument("--tokenizer", type=Path, default=None, help="SmolLM2 tokenizer folder (throughput)")
-    p.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget for all steps")
+    p.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for all steps")
     p.add_argument("--only", default=None, help="comma list of steps to run (env always runs)")
-    p.add_argument("--rounds", type=int, default=30, help="interleaved rounds of the step-overhead steps")
-    p.add_argument("--steps", type=int, default=30, help="optimizer steps per throughput run")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the step-overhead steps")
+    p.add_argument("--steps", type=int, default=10, help="optimizer steps per throughput run (3 warm-up)")
+    p.add_argument("--tag", default=None, help="suffix of the files written, e.g. v2: noise_op-v2.json")
     p.add_argument("--env-report", type=Path, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
 
     if args.env_report is not None:  # child mode: write the versions the steps see
@@ -350,9 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         "steps": [],
         "finished": False,
     }
-    summary_path = out / "suite.json"
+    summary_path = out / json_name("suite", args.tag)
 
-    with open(out / "suite.log", "a") as log:
+    with open(out / f"suite{'-' + args.tag if args.tag else ''}.log", "a") as log:
         # ---- env: install wheels, then record versions as the steps will see them
         t0 = time.monotonic()
         record = {"name": "env", "status": "ok"}
@@ -413,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                             record["status"] = "failed"
                         elif rc == 5:
                             record["status"] = "ok"
-                    _write_json(out / "gpu_tests.json", tests)
-                    record["json"] = "gpu_tests.json"
+                    _write_json(out / json_name("gpu_tests", args.tag), tests)
+                    record["json"] = json_name("gpu_tests", args.tag)
                 elif step.out is not None:
                     record["json"] = step.out
                     if not (out / step.out).exists():  # the script died before writing its JSON

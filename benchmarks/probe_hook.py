@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Probe what NEFTune's hook costs the device per noised forward: host syncs, kernels, scale time.
+"""Probe what NEFTune's hook costs per noised forward: host syncs, kernels, host latency, GPU time.
 
 For a Llama-shaped model (random weights) and each noise backend (``torch``, ``triton``) it runs
 the model's forward only up to the noised embedding (a forward hook registered after NEFTune's
@@ -11,14 +11,19 @@ packed batch (``position_ids``), and reports:
                    ``nonzero``...) raises, and the error is recorded. Also, for one full
                    forward in "warn" mode, every synchronising call site, split into
                    neftune's own and the rest (transformers' mask code, ...).
-  kernels          device kernels launched in that region (torch.profiler), noise on minus
-                   noise off, with their names: what one noised forward adds.
-  token_scales_ms  GPU time (CUDA events, median) of ``neftune.noise.token_scales`` alone,
-                   the per-token ``alpha / sqrt(L * d)`` computation the hook runs each step.
+  kernels_added    device kernels launched in that region (torch.profiler), noise on minus
+                   noise off, with their names, and gpu_ms_added: the sum of their durations
+                   (GPU-only time, from the profiler): what one noised forward adds.
+  noise_call       the noise step alone as the hook runs it, ``neftune.noise.noised`` with the
+                   batch's mask or positions (scales + noise), per backend: host_latency_ms (wall
+                   time of the call: the device is synchronised before it, not after, so this is
+                   the time the host spends issuing its work) and gpu_ms / kernels (profiler).
+  token_scales     the same two figures for ``neftune.noise.token_scales`` alone (the torch
+                   path's per-token ``alpha / sqrt(L * d)``: many small kernels, host-bound).
 
 On the CPU (``--device cpu``) the sync check does not apply, the profiler counts CPU operators
-instead of kernels and times are wall-clock: a plumbing check only (the ``--dry`` mode of
-benchmarks/gpu_suite.py runs it so).
+instead of kernels, GPU times are absent and host latencies include the work itself: a plumbing
+check only (the ``--dry`` mode of benchmarks/gpu_suite.py runs it so).
 
     python benchmarks/probe_hook.py --model 135m --out results/hook_probe.json
     TRITON_INTERPRET=1 python benchmarks/probe_hook.py --device cpu --model tiny --batch 2 --seq 32
@@ -39,7 +44,7 @@ from _common import DTYPES, MODEL_CONFIGS, build_llama, machine_info, synchroniz
 import neftune
 from neftune.io import write_json_atomic
 from neftune.kernels import triton_available
-from neftune.noise import token_scales
+from neftune.noise import noised, token_scales
 
 NEFTUNE_SRC = str(Path(neftune.__file__).resolve().parent)
 
@@ -113,41 +118,54 @@ def full_forward_sync_sites(model, inputs: dict, device: torch.device) -> dict:
     return {"checked": True, "neftune_sites": ours, "other_sites": dict(sites - Counter(ours))}
 
 
-def count_kernels(model, inputs: dict, device: torch.device) -> tuple[int, Counter]:
-    """Device kernels (CPU operators on the CPU) launched by one forward_to_embedding."""
+def profile_kernels(fn, device: torch.device) -> tuple[int, Counter, float | None]:
+    """(kernels, their names, their total GPU time in ms) of one call of ``fn``.
+
+    On the CPU: top-level aten operators instead of kernels, and no GPU time.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     synchronize(device)
     with profile(activities=activities) as prof:
-        forward_to_embedding(model, inputs)
+        fn()
         synchronize(device)
     if device.type == "cuda":
-        names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    else:
-        names = [e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None]
-    return len(names), Counter(names)
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        gpu_us = sum(getattr(e, "device_time", None) or e.cuda_time for e in kernels)
+        return len(kernels), Counter(e.name for e in kernels), gpu_us / 1e3
+    names = [e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None]
+    return len(names), Counter(names), None
 
 
-def time_token_scales(embeds: torch.Tensor, inputs: dict, device: torch.device, iters: int) -> dict:
-    """Median time of token_scales(embeds, 5.0, **mask or positions) over ``iters`` calls."""
-    batch = {k: v for k, v in inputs.items() if k != "input_ids"}
+def count_kernels(model, inputs: dict, device: torch.device) -> tuple[int, Counter, float | None]:
+    """Device kernels (CPU operators on the CPU) launched by one forward_to_embedding, and their GPU time."""
+    return profile_kernels(lambda: forward_to_embedding(model, inputs), device)
+
+
+def host_latency(fn, device: torch.device, iters: int) -> dict:
+    """Wall time of ``fn()`` with the device synchronised before each call but not after (median ms)."""
     for _ in range(3):
-        token_scales(embeds, 5.0, **batch)
+        fn()
     times = []
     for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            token_scales(embeds, 5.0, **batch)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            token_scales(embeds, 5.0, **batch)
-            times.append((time.perf_counter() - t0) * 1e3)
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    synchronize(device)
     return {"median_ms": statistics.median(times), "min_ms": min(times), "n": iters}
+
+
+def call_costs(fn, device: torch.device, iters: int) -> dict:
+    """Host latency, kernel count and GPU-only time of one call of ``fn``."""
+    n, names, gpu_ms = profile_kernels(fn, device)
+    return {
+        "host_latency_ms": host_latency(fn, device, iters),
+        "kernels": n,
+        "kernel_names": dict(names),
+        "gpu_ms": gpu_ms,
+    }
 
 
 def probe(args) -> dict:
@@ -180,8 +198,8 @@ def probe(args) -> dict:
                 forward_to_embedding(model, inputs)  # warm-up: Triton JIT, generator creation
                 before = handle.noised_calls
                 sync = sync_check(model, inputs, device)
-                n_on, names_on = count_kernels(model, inputs, device)
-                n_off, names_off = baseline[kind]
+                n_on, names_on, gpu_on = count_kernels(model, inputs, device)
+                n_off, names_off, gpu_off = baseline[kind]
                 per_kind[kind] = {
                     "noised": handle.noised_calls > before,
                     "backend": handle.last_backend,
@@ -191,6 +209,7 @@ def probe(args) -> dict:
                     "kernels_noise_off": n_off,
                     "kernels_added": n_on - n_off,
                     "kernels_added_by_name": dict(names_on - names_off),
+                    "gpu_ms_added": None if gpu_on is None else gpu_on - gpu_off,
                 }
             per_kind["full_forward_sync_sites"] = full_forward_sync_sites(model, batches["padded"], device)
             results[backend] = per_kind
@@ -199,10 +218,29 @@ def probe(args) -> dict:
 
     embeds = torch.zeros(args.batch, args.seq, d, device=device, dtype=dtype)
     packed_embeds = torch.zeros(1, args.batch * args.seq, d, device=device, dtype=dtype)
-    scales = {
-        "padded": time_token_scales(embeds, batches["padded"], device, args.iters),
-        "packed": time_token_scales(packed_embeds, batches["packed"], device, args.iters),
+    shaped = {"padded": embeds, "packed": packed_embeds}
+    lengths = {
+        kind: {k: v for k, v in inputs.items() if k != "input_ids"} for kind, inputs in batches.items()
     }
+    scales = {
+        kind: call_costs(
+            lambda kind=kind: token_scales(shaped[kind], 5.0, **lengths[kind]), device, args.iters
+        )
+        for kind in batches
+    }
+    noise_call: dict[str, dict] = {}
+    for backend in backends:
+        gen = torch.Generator(device="cpu" if backend == "triton" else device).manual_seed(0)
+        noise_call[backend] = {
+            kind: call_costs(
+                lambda kind=kind, backend=backend, gen=gen: noised(
+                    shaped[kind], 5.0, backend=backend, generator=gen, need_noise=False, **lengths[kind]
+                ),
+                device,
+                args.iters,
+            )
+            for kind in batches
+        }
     return {
         "model": args.model,
         "dtype": args.dtype,
@@ -212,7 +250,9 @@ def probe(args) -> dict:
         "backends": results,
         "skipped": skipped,
         "token_scales": scales,
-        "timer": "cuda events" if device.type == "cuda" else "time.perf_counter (CPU)",
+        "noise_call": noise_call,
+        "timer": "host latency: time.perf_counter around one call, the device synchronised before it "
+        "(not after); GPU time: the sum of the call's kernel durations in torch.profiler",
     }
 
 
@@ -223,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=2048)
-    p.add_argument("--iters", type=int, default=50, help="timed token_scales calls")
+    p.add_argument("--iters", type=int, default=50, help="timed calls for each host latency")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -242,8 +282,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{backend:<7}{kind:<8} noised {r['noised']}, in place {r['inplace']}, host sync: {verdict}, "
                 f"{'kernels' if device.type == 'cuda' else 'CPU ops'} added {r['kernels_added']}"
             )
-    for kind, t in res["token_scales"].items():
-        print(f"token_scales ({kind}): {t['median_ms']:.4f} ms median ({res['timer']})")
+
+    def costs(name: str, c: dict) -> str:
+        gpu = "" if c["gpu_ms"] is None else f", GPU {c['gpu_ms']:.4f} ms"
+        unit = "kernels" if device.type == "cuda" else "CPU ops"
+        return f"{name}: host latency {c['host_latency_ms']['median_ms']:.4f} ms, {c['kernels']} {unit}{gpu}"
+
+    for kind, c in res["token_scales"].items():
+        print(costs(f"token_scales ({kind})", c))
+    for backend, per_kind in res["noise_call"].items():
+        for kind, c in per_kind.items():
+            print(costs(f"noised, {backend} ({kind})", c))
     if args.out is not None:
         write_json_atomic(args.out, {"benchmark": "hook_probe", "machine": info, "results": res})
         print(f"wrote {args.out}")

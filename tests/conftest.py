@@ -387,7 +387,7 @@ def tiny_experiment(**kw):
         "alphas": [0.0, 5.0],
         "seeds": [0],
         "train": train,
-        "eval": {"n_generate": 1, "max_new_tokens": 2, "n_train_loss": 4},
+        "eval": {"n_generate": 1, "max_new_tokens": 2, "ifeval_max_new_tokens": 2, "n_train_loss": 4},
         "curve_every": 1,
         "curve_records": 2,
     }

@@ -202,9 +202,10 @@ def test_add_noise_triton_packed_sequences_and_gradient():
     pos = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2, 3]])
     x = torch.zeros(1, 12, 256, requires_grad=True)
     out = neftune.add_noise(x, 5.0, position_ids=pos, distribution="symmetric", backend="triton")
-    # symmetric noise is exactly +-alpha / sqrt(L d) per element (the scale computed in fp32)
+    # symmetric noise is exactly +-alpha / sqrt(L d) per element: the scale computed in float64
+    # (1 / sqrt(L d), times alpha) and rounded once to float32
     for start, n in ((0, 3), (3, 5), (8, 4)):
-        want = (5.0 / torch.sqrt(torch.tensor(float(n * 256)))).expand(n, 256)
+        want = torch.tensor((1.0 / math.sqrt(n * 256)) * 5.0, dtype=torch.float32).expand(n, 256)
         assert torch.equal(out[0, start : start + n].detach().abs(), want)
     g = torch.randn_like(out)
     out.backward(g)
@@ -332,6 +333,76 @@ def test_inplace_beside_input_require_grads_and_checkpointing(order, frozen, che
     _assert_same_grads(grads, want)
     assert any(name.startswith("model.layers.0.") for name in grads), "layers must get gradients"
     assert ("model.embed_tokens.weight" in grads) is (not frozen)
+
+
+def _packed(lengths_per_row: list[list[int]], cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segment ids (1..k, 0 = padding) and position ids restarting per sequence (padding: 0)."""
+    seg = torch.zeros(len(lengths_per_row), cols, dtype=torch.long)
+    pos = torch.zeros_like(seg)
+    for r, lengths in enumerate(lengths_per_row):
+        t = 0
+        for k, n in enumerate(lengths, start=1):
+            seg[r, t : t + n], pos[r, t : t + n] = k, torch.arange(n)
+            t += n
+    return seg, pos
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["segment-ids", "segment-ids+positions", "positions", "padded", "pad-tail+positions", "placeholders"],
+)
+def test_fused_hook_scales_packed_batches_like_token_scales(source, monkeypatch):
+    """Through a model: the scales the kernel computes itself (segment ids, positions, a 0/1 mask)
+    are token_scales' for the same batch. +-1 noise makes |noise| = the scale; recovered as
+    fl(x + n) - x in fp32 it is off by at most one ulp of |x + n| < 2 (2^-23 each way)."""
+    model = tiny_llama().train()
+    seg, pos = _packed([[20, 30, 10], [45, 15]], 64)
+    inputs = {"input_ids": torch.randint(3, VOCAB, (2, 64))}
+    if source.startswith("segment-ids"):
+        inputs["attention_mask"] = seg
+    if source.endswith("positions"):
+        inputs["position_ids"] = pos
+    if source == "padded":
+        inputs["attention_mask"] = (seg > 0).long()
+    pad_token_id, ignore_token_ids = None, None
+    if source == "placeholders":  # a VLM's image tokens (id 2 here) inside packed sequences
+        ignore_token_ids = (2,)
+        inputs["attention_mask"] = seg
+        inputs["input_ids"][:, 5:9] = 2
+    if source == "pad-tail+positions":  # Axolotl with sdpa: the padded tail is one more "sequence"
+        pad_token_id = 0
+        inputs["input_ids"][seg == 0] = 0
+        inputs["position_ids"] = torch.where(seg > 0, pos, torch.arange(64) - 60)
+    planned = []  # the kernel computed the scales itself, not token_scales
+    real_plan = neftune.noise.kernel_scales
+    monkeypatch.setattr(
+        neftune.noise, "kernel_scales", lambda *a, **k: planned.append(real_plan(*a, **k)) or planned[-1]
+    )
+    handle = neftune.activate(
+        model,
+        5.0,
+        backend="triton",
+        distribution="symmetric",
+        seed=3,
+        pad_token_id=pad_token_id,
+        ignore_token_ids=ignore_token_ids,
+    )
+    capture = _Capture(model.get_input_embeddings())
+    model(**inputs)
+    assert handle.last_backend == "triton" and handle.last_inplace
+    assert len(planned) == 1 and planned[0] is not None
+    with torch.no_grad():
+        noise = capture.values[0] - model.get_input_embeddings()(inputs["input_ids"])
+    batch = {k: v for k, v in inputs.items() if k != "input_ids"}
+    if pad_token_id is not None:
+        batch["pad_mask"] = inputs["input_ids"] == pad_token_id
+    if ignore_token_ids is not None:
+        batch["ignore"] = inputs["input_ids"] == 2
+    want = neftune.token_scales(noise, 5.0, **batch)[..., None].expand_as(noise)
+    if pad_token_id is not None:
+        assert torch.all(want[1, 60:] == 0), "the pad-token tail is padding"
+    assert torch.allclose(noise.abs(), want, rtol=0, atol=2.0**-22)
+    assert torch.all(noise[want == 0] == 0)
 
 
 def test_other_hook_before_ours_keeps_the_clean_output():

@@ -7,6 +7,9 @@ import json
 import pytest
 import yaml
 
+from report_consistency import contradictions
+from report_render import browser_check
+
 from conftest import cli
 
 pytest.importorskip("trl")
@@ -43,11 +46,14 @@ def test_sweep_end_to_end_then_report(tmp_path):
     assert '<div class="box warn"><b>Not informative:</b> every generated answer was empty' in html
     # Instead of a verdict: no headline verdicts, no recommendation box (good news or not).
     assert "No verdict and no recommendation" in html
-    top = html.split("<h2>The paper's signatures</h2>")[0]
+    top = html.split("<summary>The paper's signatures</summary>")[0]
     assert 'class="box headline"' not in top and 'class="pick"' not in html
     md = (out / "report" / "summary.md").read_text()
     assert "> **Not informative:** every generated answer was empty" in md
     assert "## Headline" not in md and "## Recommendation" not in md
+    # A degenerate tiny run: no length differences under its banner, nothing else contradicted.
+    assert contradictions(out / "report") == []
+    browser_check(out / "report" / "report.html", tmp_path)
 
     # Rebuild from results.json alone.
     (out / "report" / "report.html").unlink()
@@ -83,7 +89,9 @@ def test_compare_scalings_then_length_control_in_the_report(tmp_path):
     doc = json.loads((out / "report" / "summary.json").read_text())["instruction_following"]
     compared = {(e["setting"].get("scaling", "per_sequence"), e["metric"]) for e in doc["length_control"]}
     assert {("batch", "ifeval/prompt_strict"), ("per_sequence", "ifeval/prompt_loose")} <= compared
-    assert doc["verdict"] and doc["by_constraint_type"]
+    assert doc["by_constraint_type"] and doc["length_control"]
+    assert contradictions(out / "report") == []
+    browser_check(out / "report" / "report.html", tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,7 @@ def test_the_experiment_gets_every_given_option():
     """compare's options reach every arm: training ones in cfg.train, evaluation ones in cfg.eval;
     what is not given stays the preset's."""
     from neftune.cli import _experiment_config
+    from neftune.experiments.plan import IFEVAL_MAX_NEW_TOKENS
 
     given = {
         "lora": True, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": "q_proj", "field_map": "instruction=q",
@@ -80,8 +81,8 @@ def test_the_experiment_gets_every_given_option():
     assert (t.data_seed, t.padding_free) == (3, False)
     assert (t.data, t.max_steps) == ("builtin:quick", 50), "not given: the preset's"
     assert cfg.schedules == ["linear"] and cfg.seeds == [0] and cfg.alphas == [0.0, 5.0]
-    assert cfg.eval == {"n_generate": 60, "max_new_tokens": 48, "n_train_loss": 7, "batch_size": 3,
-                        "repetition_penalty": 1.2}  # fmt: skip
+    assert cfg.eval == {"n_generate": 60, "max_new_tokens": 48, "ifeval_max_new_tokens": IFEVAL_MAX_NEW_TOKENS,
+                        "n_train_loss": 7, "batch_size": 3, "repetition_penalty": 1.2}  # fmt: skip
     assert _experiment_config("quick", {"epochs": 2.0}).train.max_steps == -1, "--epochs wins"
 
 
@@ -118,7 +119,7 @@ def test_a_bad_value_in_a_config_file_says_where_it_comes_from(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "command", ["train", "eval", "export", "compare", "sweep", "analyze", "viz", "report"]
+    "command", ["train", "eval", "export", "compare", "sweep", "analyze", "viz", "report", "ifeval"]
 )
 def test_help_at_80_columns_cuts_no_option_name(command):
     code, output = _raw(command, "-h", width=80)

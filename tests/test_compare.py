@@ -88,6 +88,62 @@ def test_scalings_run_every_noisy_setting_with_each_scaling():
     assert Setting.from_mapping(Setting(5.0, scaling="batch").to_dict()) == Setting(5.0, scaling="batch")
 
 
+def test_scalings_at_some_alphas_only():
+    # The scaling study: the baseline, alpha 10 per-sequence and alpha 10 with transformers' batch
+    # scaling; and the GPU grid, alphas 0/5/10/15 per-sequence plus alpha 10 batch-scaled.
+    cfg = ExperimentConfig(alphas=[0.0, 10.0], seeds=[0], scalings=["per_sequence", "batch"])
+    assert cfg.settings() == [Setting(0.0), Setting(10.0), Setting(10.0, scaling="batch")]
+    gpu = ExperimentConfig(alphas=[0.0, 5.0, 10.0, 15.0], seeds=[0], scalings=["per_sequence", "batch@10"])
+    gpu.validate()
+    assert gpu.settings() == [
+        Setting(0.0),
+        Setting(5.0),
+        Setting(10.0),
+        Setting(10.0, scaling="batch"),
+        Setting(15.0),
+    ]
+    assert gpu.train_config(Arm(Setting(10.0, scaling="batch"), 0), "x").padding_free
+    with pytest.raises(RunError, match="alpha 7 is not a noisy alpha"):
+        replace(gpu, scalings=["per_sequence", "batch@7"]).validate()
+    with pytest.raises(RunError, match="batch@10"):
+        replace(gpu, scalings=["batch@ten"]).validate()
+
+
+def test_each_seed_draws_its_own_data_and_prompts_unless_fixed():
+    from neftune.data.bundle import resolve_data
+    from neftune.training import TrainConfig
+
+    cfg = ExperimentConfig(seeds=[0, 1], train=TrainConfig(data="builtin:quick"))
+    arm0, arm1 = Arm(Setting(0.0), 0), Arm(Setting(5.0), 1)
+    assert cfg.arm_data(arm0) == ("builtin:quick@0", 0) and cfg.arm_data(arm1) == ("builtin:quick@1", 1)
+    tc = cfg.train_config(arm1, "x")
+    assert (tc.data, tc.data_seed) == ("builtin:quick@1", 1)
+    # Seed 0's data is the data of before (builtin:quick is builtin:quick@0); seed 1 has other prompts.
+    prompts = [
+        [r.messages[0]["content"] for r in resolve_data(spec).ifeval["ifeval_seen_types"]]
+        for spec in ("builtin:quick", "builtin:quick@0", "builtin:quick@1")
+    ]
+    assert prompts[0] == prompts[1] and not set(prompts[0]) & set(prompts[2])
+    fixed = replace(cfg, data_seeds="fixed")
+    assert fixed.arm_data(arm1) == ("builtin:quick", 0)
+    assert replace(cfg, train=TrainConfig(data="builtin:quick@7")).arm_data(arm1) == ("builtin:quick@7", 1)
+    assert replace(cfg, train=TrainConfig(data="my.jsonl")).arm_data(arm1) == ("my.jsonl", 1)
+    with pytest.raises(RunError, match="data_seeds must be one of"):
+        replace(cfg, data_seeds="sometimes").validate()
+
+
+def test_experiments_from_before_data_seeds_resume_as_fixed():
+    from neftune.experiments.run import _default_shared, _differences, _upgraded
+
+    old = {k: v for k, v in tiny_experiment().shared().items() if k != "data_seeds"}
+    assert _upgraded(old)["data_seeds"] == "fixed"
+    # Resuming one with today's default would mix designs: refused, with the option named.
+    assert _differences(_upgraded(old), tiny_experiment().shared(), _default_shared()) == [
+        "data_seeds: 'fixed' then, 'per_seed' now"
+    ]
+    assert _differences(_upgraded(old), tiny_experiment(data_seeds="fixed").shared(), _default_shared()) == []
+
+
 def test_train_config_varies_only_the_arm_fields():
     cfg = tiny_experiment()
     tc = cfg.train_config(Arm(Setting(5.0, "gaussian", "cosine"), 4), "x")
@@ -278,3 +334,35 @@ def test_library_overwrite_replaces_a_previous_experiment_beside_a_users_file(tm
     assert results["status"] == "complete"
     assert (folder / "notes.txt").read_text() == "mine"
     assert not (folder / "arms" / "old-arm").exists()
+
+
+# --------------------------------------------------------------------------- the planner, before the run
+
+
+def test_dry_run_states_the_detectable_effect_from_a_pilot(tmp_path):
+    """`compare --dry-run` trains nothing, writes nothing, and says what the grid could detect:
+    from a pilot (here the committed CPU study), or that it cannot say without one."""
+    from pathlib import Path
+
+    from conftest import cli
+
+    pilot = Path(__file__).resolve().parents[1] / "docs" / "results" / "smollm2-135m-cpu-ifeval-quick"
+    out = tmp_path / "study"
+    args = ["compare", "--preset", "quick", "--alphas", "0,10", "--scalings", "per_sequence,batch"]
+    code, text = cli(*args, "--seeds", "5", "--dry-run", "--pilot", pilot, "--out", out)
+    assert code == 0, text
+    assert not out.exists(), "a dry run creates nothing"
+    assert "15 arms = 3 settings" in text and "alpha 10, batch scaling" in text
+    assert "seed s on data seed s" in text
+    # 5 seeds, prompts drawn per seed, from a 3-seed pilot that shared its prompts.
+    assert (
+        "Detectable effect on prompts with every instruction followed (strict) (ifeval/prompt_strict)" in text
+    )
+    assert "with 5 seeds x 80 prompts drawn per seed" in text and "3 seeds x 80 prompts shared" in text
+    assert "Time: about" in text and "of the 12 arms of" in text
+    fixed = cli(*args, "--seeds", "5", "--fixed-data", "--dry-run", "--pilot", pilot, "--out", out)[1]
+    assert "with 5 seeds x 80 prompts shared by every seed" in fixed
+    code, text = cli(*args, "--seeds", "5", "--dry-run", "--out", out)
+    assert code == 0 and "cannot be said before the run without a pilot" in text
+    code, text = cli(*args, "--dry-run", "--pilot", tmp_path / "nothing", "--out", out)
+    assert code == 2 and "results.json not found" in text

@@ -39,7 +39,16 @@ def test_make_config_refuses_unknown_and_conflicting_settings():
         make_config("5")
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         make_config(NEFTuneConfig(), alpha=-1.0)  # overrides are checked like the fields
-    assert FIELDS == ("alpha", "distribution", "scaling", "seed", "schedule", "backend")
+    assert FIELDS == (
+        "alpha",
+        "distribution",
+        "scaling",
+        "seed",
+        "schedule",
+        "backend",
+        "ignore_token_ids",
+        "pad_token_id",
+    )
 
 
 def test_activate_takes_the_config_object():

@@ -113,11 +113,18 @@ def test_p_value_closed_form_and_matches_interval() -> None:
         assert d.distinguishable == (d.p < 0.05), diffs
 
 
-def test_zero_variance_differences() -> None:
+def test_zero_variance_differences_give_no_verdict() -> None:
     assert paired_t_p_value([0.0, 0.0, 0.0]) == 1.0
     assert paired_t_p_value([0.5, 0.5]) == 0.0
+    # Identical non-zero differences: an interval of zero width and p = 0 would call them "better"
+    # (issue 23, item 4). There is no interval, hence no verdict.
     d = paired_difference({0: 1.5, 1: 2.5}, {0: 1.0, 1: 2.0})
-    assert (d.lo, d.hi) == (pytest.approx(0.5), pytest.approx(0.5)) and d.distinguishable
+    assert d.mean == pytest.approx(0.5) and d.degenerate
+    assert (d.lo, d.hi, d.p) == (None, None, None) and not d.distinguishable
+    assert verdict("higher", d) == "n/a (no variation)"
+    s = summarize(compare([0.25, 0.25, 0.25], [0.275, 0.275, 0.275]))  # steps of 1/40, all equal
+    c = cell(s, ACC, 5.0)
+    assert c.verdict == "n/a (no variation)" and c not in s.metric(ACC).compared
     with pytest.raises(ValueError, match="at least 2"):
         paired_t_p_value([1.0])
 
@@ -169,7 +176,7 @@ def test_one_seed() -> None:
     assert c.diff is not None and c.diff.mean == pytest.approx(0.2) and c.diff.lo is None and c.diff.p is None
     assert s.n_comparisons == 0
     text = " ".join(headline_sentences(s))
-    assert "could not be compared" in text and "run 2 or more seeds" in text
+    assert "No verdict on accuracy on held-out templates" in text and "run 2 or more seeds" in text
     rec = recommend(s)
     assert rec.recommended is None and "cannot be told from seed noise" in rec.reason
     json.dumps(summary_to_dict(s), allow_nan=False)  # undefined intervals are null, never NaN
@@ -257,7 +264,7 @@ def test_recommend_nothing_distinguishable() -> None:
     assert rec.recommended is None and not rec.beats_baseline
     assert rec.best_by_mean == Setting(5.0)  # the highest mean is still reported, not hidden
     assert rec.reason.startswith("No setting is recommended over training without noise")
-    assert "within seed noise" in rec.reason
+    assert "within noise; the experiment could detect ±" in rec.reason
 
 
 def test_recommend_baseline_best_and_loss_direction() -> None:
@@ -275,7 +282,7 @@ def test_recommend_baseline_best_and_loss_direction() -> None:
 def test_recommend_prefers_a_distinguishable_setting_over_a_noisy_higher_mean() -> None:
     base = [0.30, 0.32, 0.31]
     r = sweep_results(
-        {(5.0, "uniform"): [0.60, 0.20, 0.50], (10.0, "uniform"): [0.35, 0.37, 0.36]},  # a5: mean .433, noisy
+        {(5.0, "uniform"): [0.60, 0.20, 0.50], (10.0, "uniform"): [0.35, 0.38, 0.36]},  # a5: mean .433, noisy
         base,
     )
     rec = recommend(summarize(r))
@@ -295,18 +302,26 @@ def test_recommend_rejects_descriptive_metric() -> None:
 def test_headline_says_plainly_when_nothing_changed() -> None:
     r = compare([0.30, 0.32, 0.31], [0.31, 0.31, 0.33])
     r["arms"] += [arm(10.0, s, **{ACC: v}) for s, v in enumerate([0.29, 0.33, 0.30])]
-    lines = headline_sentences(summarize(r))
+    s = summarize(r)
+    lines = headline_sentences(s)
+    # Each "no detectable difference" says what could have been detected: (t_.975,2 + t_.8,2) x SE.
+    # alpha 5: diffs .01 -.01 .02, sd 0.015275, SE = sd / sqrt 3 = 0.0088192;
+    # alpha 10: diffs -.01 .01 -.01, sd 0.011547, SE 0.0066667.
+    t = 4.302653 + 1.060660  # scipy.stats.t.ppf(0.975, 2) + t.ppf(0.8, 2)
+    assert cell(s, ACC, 5.0).diff.detectable == pytest.approx(t * 0.0088192, rel=1e-4)
+    assert cell(s, ACC, 10.0).diff.detectable == pytest.approx(t * 0.0066667, rel=1e-4)
     assert lines[0] == (
         "NEFTune did not measurably change accuracy on held-out templates at any alpha "
-        "(3 seeds; differences within seed noise)."
+        "(3 seeds; differences from −0.003 to +0.007, all within noise); the experiment could detect "
+        "±0.036–0.047 or larger at 80% power."
     )
-    assert "did not help" in lines[1]
 
 
 def test_headline_names_improvement_with_interval() -> None:
     lines = headline_sentences(summarize(compare([0.0, 0.0, 0.0], [2.0, 3.0, 4.0])))
-    assert lines[0] == (
-        "NEFTune improved accuracy on held-out templates at alpha 5 (+3.0, 95% CI [+0.5, +5.5]) — 3 seeds per setting."
+    assert (
+        lines[0]
+        == "NEFTune improved accuracy on held-out templates at alpha 5 (+3.0, 95% CI [+0.5, +5.5]) (3 seeds)."
     )
     assert not any("did not help" in line for line in lines)
 
@@ -317,7 +332,15 @@ def test_multiple_comparisons_sentence() -> None:
     for alpha in (0.0, 5.0, 10.0):
         for s in range(3):
             arms.append(
-                arm(alpha, s, **{ACC: 0.3 + s / 100 + alpha / 1000, "loss/eval": 1.0 + s / 7, "x": s})
+                arm(
+                    alpha,
+                    s,
+                    **{
+                        ACC: 0.3 + s / 100 + alpha * (1 + s) / 1000,
+                        "loss/eval": 1.0 + s / 7 + alpha * s / 1000,
+                        "x": s + alpha * s / 100,
+                    },
+                )
             )
     s = summarize(results(arms))
     assert s.n_comparisons == 6
@@ -330,10 +353,19 @@ def test_paper_signatures() -> None:
     for alpha, shift in ((0.0, 0.0), (5.0, 1.0), (10.0, 0.0)):
         for s in range(3):
             arms.append(
-                arm(alpha, s, **{"length_tokens": 10 + s + shift * (2 + s / 10), "loss/train": 0.4 + s / 50})
+                arm(
+                    alpha,
+                    s,
+                    **{
+                        "length_chars/ifeval": 10 + s + shift * (2 + s / 10) + alpha * (s % 2) / 1000,
+                        "loss/train": 0.4 + s / 50 + alpha * ((s % 2) - 0.5) / 1000,
+                    },
+                )
             )
     sig = {x.name: x for x in paper_signatures(summarize(results(arms)))}
     longer = sig["longer answers"]
+    # Measured on the answers it claims: the instruction prompts' answers, and it says so.
+    assert longer.metric == "length_chars/ifeval" and "answers to the instruction prompts" in longer.sentence
     assert (
         longer.status == "partly seen"
         and longer.seen_at == ("alpha 5",)

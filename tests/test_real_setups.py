@@ -478,17 +478,7 @@ def test_trainer_resume_from_checkpoint_reproduces_seeded_noise(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_checkpoint_recomputing_the_embedding_with_seeded_noise_warns():
-    from torch.utils.checkpoint import checkpoint
-
-    model = tiny_llama()
-    ids, mask, _ = padded_batch()
-    neftune.activate(model, ALPHA, seed=0)
-    model.train()
-    out = checkpoint(lambda i, m: model(input_ids=i, attention_mask=m).logits, ids, mask, use_reentrant=False)
-    with pytest.warns(UserWarning, match="recomputed during backward"):
-        out.float().pow(2).mean().backward()
-    neftune.deactivate(model)
+# Activation checkpointing around the embedding (forward and recompute get one noise): test_checkpointing.py
 
 
 # ----------------------------------------------------------------------------- 8. bad input

@@ -17,6 +17,8 @@ import report_render as render_check  # tests/report_render.py: blank test and C
 from neftune.experiments.plots import setting_colors
 from neftune.experiments.report import ReportError, build_report, load_results
 from neftune.experiments.stats import summarize
+from report_consistency import contradictions
+from report_render import browser_check
 
 FIXTURE = Path(__file__).parent / "data" / "results_compare_fixture.json"
 
@@ -57,8 +59,9 @@ def test_report_writes_every_file(built) -> None:
     assert paths["html"] == report / "report.html"
     assert paths["markdown"] == report / "summary.md"
     assert paths["summary"] == report / "summary.json"
-    for name in ("learning_curves", "heldout_curves", "metric_means", "differences"):
+    for name in ("forest", "learning_curves", "metric_means", "differences"):
         assert paths[name] == report / f"{name}.png" and paths[name].stat().st_size > 0
+    assert "heldout_curves" not in paths  # every curve is drawn once, in learning_curves
     assert not list(report.glob(".*.tmp"))  # no leftovers of the atomic writes
 
 
@@ -90,10 +93,19 @@ def test_html_has_headline_tables_verdicts_and_no_external_resources(built, fixt
     for sentence in doc["headline"]:
         assert sentence.replace("'", "&#x27;") in html
     assert "NEFTune did not measurably change accuracy on held-out templates at any alpha" in html
-    # one table per metric, with the verdicts
+    # The page opens with the verdict, then the forest plot of the primary metric, then the table.
+    verdict = html.index('<p class="verdict">')
+    assert (
+        verdict
+        < html.index("The primary metric, each setting minus training without noise")
+        < html.index('<table class="glance">')
+    )
+    assert doc["verdict"].replace("'", "&#x27;") in html and "could detect ±" in doc["verdict"]
+    # one table per metric, with the verdicts, behind a collapsible section
     for m in doc["metrics"]:
         assert f"<code>{m['name']}</code>" in html
-    assert html.count("<colgroup>") == len(doc["metrics"])
+    assert html.count('<div class="metric">') == len(doc["metrics"])
+    assert "<details><summary>Every metric: means, differences, intervals, p-values</summary>" in html
     for verdict in ("better", "worse", "higher", "lower", "no detectable difference", "baseline"):
         assert f">{verdict}</span>" in html, verdict
     # what was run, signatures, reproduction, multiple comparisons
@@ -134,7 +146,8 @@ def test_markdown_summary(built) -> None:
     _, paths, _ = built
     md = paths["markdown"].read_text(encoding="utf-8")
     assert md.startswith("# NEFTune compare: smollm2-135m on builtin:quick")
-    assert "| setting | seeds | mean [95% CI] | diff vs baseline [95% CI] | p | verdict |" in md
+    assert "| setting | seeds | mean [95% CI] | diff vs baseline [95% CI] | detectable | p | verdict |" in md
+    assert md.index("**NEFTune did not measurably change") < md.index("![The primary metric")
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (paths["markdown"].parent / link).resolve().is_file(), link
     assert "../analyze/analyze.png" in md
@@ -174,6 +187,8 @@ def test_partial_results_with_failed_and_pending_arms(tmp_path, fixture_results)
     # no accuracy was measured: the primary metric is absent and the report says so
     assert "No finished arm reported accuracy on held-out templates" in doc["recommendation"]["reason"]
     assert '<div class="box warn"><p class="pick">No setting recommended' in html, "not dressed as good news"
+    assert contradictions(paths["html"].parent) == []
+    browser_check(paths["html"], tmp_path)
 
 
 def test_sweep_on_user_data(tmp_path, fixture_results) -> None:
@@ -217,6 +232,8 @@ def test_sweep_on_user_data(tmp_path, fixture_results) -> None:
     rec = doc["recommendation"]
     assert rec["recommended"] == {"alpha": 10.0, "distribution": "gaussian", "schedule": None}
     assert "Recommended: alpha 10, gaussian" in html
+    assert contradictions(paths["html"].parent) == []
+    browser_check(paths["html"], tmp_path)
 
 
 def test_report_errors(tmp_path, fixture_results) -> None:
@@ -240,7 +257,7 @@ def test_report_errors(tmp_path, fixture_results) -> None:
 # --------------------------------------------------------------------------- real browser
 
 
-def _chromium() -> str:
+def _chromium() -> str | None:
     found = render_check.find_chromium()
     if found is None:
         if os.environ.get("NEFTUNE_REQUIRE_BROWSER") == "1":
@@ -252,8 +269,10 @@ def _chromium() -> str:
 def test_report_renders_in_headless_chromium(built, tmp_path, fixture_results) -> None:
     chromium = _chromium()
     _, paths, _ = built
+    browser_check(paths["html"], tmp_path)  # every section open: nothing wider than the page
     shot = tmp_path / "shot.png"
-    proc = render_check.chromium_screenshot(paths["html"], shot, chromium=chromium, width=1280, height=4000)
+    # With the collapsible sections open, as a reader who opens them sees the page.
+    proc = render_check.open_screenshot(paths["html"], shot, chromium=chromium, width=1280, height=4000)
     assert shot.is_file(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
     img = Image.open(shot).convert("RGB")
     w, h = img.size
@@ -272,3 +291,99 @@ def test_report_renders_in_headless_chromium(built, tmp_path, fixture_results) -
         rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
         hits = int((np.abs(pixels - rgb).max(axis=2) <= 24).sum())
         assert hits >= 100, f"{setting}: colour {hex_color} found on {hits} pixels only"
+
+
+# --------------------------------------------------------------------------- no contradictions
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "results"
+COMMITTED = sorted(p.parent.name for p in RESULTS_DIR.glob("*/results.json"))
+
+
+@pytest.mark.slow  # rebuilds each committed study's report (its answers re-scored), ~10-40 s each
+@pytest.mark.usefixtures("neftune_cache")  # the SmolLM2 tokenizer infers old answers' truncation
+@pytest.mark.parametrize("study", COMMITTED)
+def test_committed_studies_rebuilt_have_no_contradictions(study, tmp_path):
+    import shutil
+
+    folder = tmp_path / study
+    shutil.copytree(RESULTS_DIR / study, folder, ignore=shutil.ignore_patterns("report"))
+    paths = build_report(folder)
+    assert contradictions(paths["html"].parent) == []
+    doc = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    assert "could detect ±" in doc["verdict"]
+    if "instruction_following" in doc:
+        # The study predates the truncation flag: inferred from the answers' token counts, and the
+        # length signature is measured on the instruction answers, like the length sentences.
+        truncation = doc["instruction_following"]["truncation"]["ifeval"]
+        assert all(t["cap"] == 96 and t["cut"] > 0 for t in truncation)
+        sig = next(s for s in doc["signatures"] if s["name"] == "longer answers")
+        assert sig["metric"] == "length_chars/ifeval"
+    browser_check(paths["html"], tmp_path)
+
+
+def _degenerate_run(folder: Path) -> Path:
+    """What a tiny random model leaves after a few steps: every answer empty, nothing right."""
+    arms = []
+    for alpha in (0.0, 5.0):
+        for seed in (0, 1):
+            arm_id = f"a{alpha:g}-s{seed}"
+            eval_dir = folder / "arms" / arm_id / "eval"
+            eval_dir.mkdir(parents=True)
+            splits = {
+                "eval_heldout_templates": [{"length_chars": 0, "correct": False, "truncated": False}] * 3,
+                "ifeval_seen_types": [
+                    {"length_chars": 0, "kinds": ["no_commas", "postscript"], "strict": [False, False],
+                     "loose": [False, False], "truncated": False}
+                ] * 3,
+            }  # fmt: skip
+            (eval_dir / "per_prompt.json").write_text(json.dumps({"splits": splits}))
+            arms.append(
+                {"id": arm_id, "setting": {"alpha": alpha, "distribution": "uniform", "schedule": None},
+                 "seed": seed, "status": "complete", "dir": f"arms/{arm_id}", "seconds": 30.0,
+                 "train": {"train_loss": 10.8 + alpha / 100 + seed / 50},
+                 "eval": {"accuracy/eval_heldout_templates": 0.0, "ifeval/prompt_strict": 0.0,
+                          "length_chars": 0.0, "length_chars/ifeval": 0.0, "loss/train": 10.7 + seed / 40}}
+            )  # fmt: skip
+    results = {
+        "schema": "neftune.results/1", "kind": "compare", "status": "complete", "arms": arms,
+        "baseline": {"alpha": 0.0, "distribution": "uniform", "schedule": None},
+        "config": {"model": "tiny", "data": "builtin:quick", "primary_metric": "ifeval/prompt_strict"},
+    }  # fmt: skip
+    return write_results(folder, results)
+
+
+def test_a_degenerate_run_lists_no_length_differences_under_its_banner(tmp_path):
+    paths = build_report(_degenerate_run(tmp_path / "tiny"))
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "<b>Not informative:</b> every generated answer was empty" in html
+    assert "characters longer" not in html and "characters shorter" not in html
+    assert "Not shown: the experiment is not informative" in html
+    assert contradictions(paths["html"].parent) == []
+    # Every paired difference of an empty answer is zero: no verdict from a zero-width interval.
+    doc = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    primary = next(m for m in doc["metrics"] if m["name"] == "ifeval/prompt_strict")
+    assert {c["verdict"] for c in primary["cells"] if not c["is_baseline"]} == {"n/a (no variation)"}
+    browser_check(paths["html"], tmp_path)
+
+
+def test_the_contradiction_check_finds_contradictions(built, tmp_path):
+    import shutil
+
+    _, paths, _ = built
+    report = tmp_path / "report"
+    shutil.copytree(paths["html"].parent, report)
+    doc = json.loads((report / "summary.json").read_text(encoding="utf-8"))
+    sig = next(s for s in doc["signatures"] if s["name"] == "higher training loss with noise off")
+    assert sig["status"] == "seen"
+    sig["status"] = "not seen"  # while the data show it
+    doc["headline"].append("No detectable difference in everything else.")  # without its detectable effect
+    (report / "summary.json").write_text(json.dumps(doc), encoding="utf-8")
+    found = contradictions(report)
+    assert any("'not seen' but the data show it" in f for f in found)
+    assert any("null result without its detectable effect" in f for f in found)
+    html = (report / "report.html").read_text(encoding="utf-8")
+    html = html.replace(
+        "<main>", "<main><div><b>Not informative:</b> x</div><p>alpha 5: answers 3 characters longer</p>"
+    )
+    (report / "report.html").write_text(html, encoding="utf-8")
+    assert any("not informative" in f for f in contradictions(report))

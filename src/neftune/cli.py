@@ -20,6 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import cli_options as opts
+from .cli_frameworks import add_framework_commands
 from .cli_options import OUTPUT
 from .configfile import CONFIG_NAME, ConfigFileError, load_config_file, read_options, resolve_paths
 from .evaluation import EvalConfig
@@ -547,6 +548,7 @@ def eval_(
     out: opts.EvalOut = None,
     overwrite: opts.EvalOverwrite = False,
     as_json: opts.AsJson = False,
+    ifeval: opts.IfevalFile = None,
     config: _Config = None,
 ) -> None:
     """Evaluate MODEL with the noise off: losses, accuracy, lengths, repetition, ROUGE-L, AlpacaEval export."""
@@ -554,7 +556,14 @@ def eval_(
 
     from .evaluation import EvalConfig, check_eval_config, check_eval_out, evaluate
 
-    paths = _tidy_paths({"model": model, "data": data, "out": str(out) if out else None})
+    paths = _tidy_paths(
+        {
+            "model": model,
+            "data": data,
+            "out": str(out) if out else None,
+            "ifeval": str(ifeval) if ifeval else None,
+        }
+    )
     cfg = EvalConfig(
         model=paths["model"],
         data=paths["data"],
@@ -567,6 +576,7 @@ def eval_(
         seed=seed,
         field_map=field_map,
         trust_remote_code=trust_remote_code,
+        ifeval=paths["ifeval"],
     )
     try:
         check_eval_config(cfg)
@@ -773,6 +783,8 @@ def _grid_values(kind: str, preset: str, cfg, out: Path, report: bool, names: se
         values["distribution"] = cfg.distributions[0]
         values["schedule"] = cfg.schedules[0] or "constant"
     values["scalings"] = ",".join(cfg.scalings)
+    if "fixed_data" in names:
+        values["fixed_data"] = cfg.data_seeds == "fixed"
     train = asdict(cfg.train)
     values.update({k: train[k] for k in SHARED_TRAIN_FIELDS if k in names})
     values.pop("epochs" if cfg.train.max_steps > 0 else "max_steps", None)  # the one not in effect
@@ -823,6 +835,8 @@ def _experiment_config(preset: str, given: dict):
         cfg.scalings = [str(x) for x in parse_names(given["scalings"], "scalings")]
     if given.get("curve_every") is not None:
         cfg.curve_every = given["curve_every"]
+    if given.get("fixed_data"):
+        cfg.data_seeds = "fixed"
     train_fields = {f.name for f in fields(TrainConfig)} - {*ARM_FIELDS, "scaling"}
     train = {k: v for k, v in given.items() if k in train_fields}
     if "epochs" in train and "max_steps" not in train:
@@ -836,6 +850,8 @@ def _experiment_config(preset: str, given: dict):
     evals = {k: v for k, v in given.items() if k in eval_fields and v is not None}
     if given.get("eval_batch_size") is not None:
         evals["batch_size"] = given["eval_batch_size"]
+    if evals.get("ifeval") is not None:  # the arms read it from their own folders: one absolute path
+        evals["ifeval"] = str(Path(evals["ifeval"]).resolve())
     cfg.eval.update(evals)
     return cfg
 
@@ -879,6 +895,9 @@ def _run_grid(kind: str, ctx: typer.Context, options: dict, always: tuple[str, .
         check_model(t.model)
     except _user_errors() as exc:
         _fail(str(exc))
+    if options.get("dry_run"):
+        _print_plan(kind, cfg, out, options.get("pilot"))
+        return
     protect = [Path(p) for p in (cfg.train.data, cfg.train.model) if Path(p).exists()]
     _prepare_experiment_folder(out, options["overwrite"], protect, cfg, kind)
     n_arms = len(cfg.arms())
@@ -939,10 +958,66 @@ def _run_grid(kind: str, ctx: typer.Context, options: dict, always: tuple[str, .
     _print_experiment_summary(out, results, options["report"])
 
 
+def _print_plan(kind: str, cfg, out: Path, pilot: Path | None) -> None:
+    """``--dry-run``: what would run, how long it may take, and the effect it could detect."""
+    import statistics
+
+    from .experiments.answers import load_experiment_answers
+    from .experiments.labels import setting_labels
+    from .experiments.plan import detectable_before_run
+    from .experiments.report import load_results
+    from .experiments.stats import summarize
+
+    settings = cfg.settings()
+    labels = setting_labels(settings)
+    n_arms = len(cfg.arms())
+    design = (
+        "every seed on the same data and evaluation prompts"
+        if cfg.data_seeds == "fixed"
+        else "seed s on data seed s (its own training data and evaluation prompts)"
+    )
+    lines = [
+        f"neftune {kind} --dry-run: nothing is trained or written.",
+        f"{n_arms} arms = {len(settings)} settings ({', '.join(labels[s] for s in settings)}) x {len(cfg.seeds)} seeds "
+        f"({', '.join(map(str, cfg.seeds))}) of {cfg.train.model} on {cfg.train.data} -> {out}",
+        f"Data: {design}.",
+    ]
+    source = pilot if pilot is not None else (out if (out / "results.json").is_file() else None)
+    summary = None
+    if source is not None:
+        try:
+            results = load_results(source)
+            summary = summarize(results, answers=load_experiment_answers(source, results))
+        except (ValueError, OSError) as exc:
+            _fail(f"--pilot {source}: {exc}")
+        secs = [a["seconds"] for a in results["arms"] if isinstance(a.get("seconds"), (int, float))]
+        if secs and summary.n_complete:
+            median = statistics.median(secs)
+            lines.append(
+                f"Time: about {n_arms * median / 60:.0f} min ({n_arms} arms x the median {median:.0f} s of the "
+                f"{len(secs)} arms of {source}; the same preset and machine are assumed)."
+            )
+        if not summary.n_complete:
+            summary = None
+        else:
+            from .evaluation import EvalConfig
+
+            caps = {a.caps.get("ifeval") for a in summary.answers.values()} - {None}
+            cap = int(cfg.eval.get("ifeval_max_new_tokens", EvalConfig(model="").ifeval_max_new_tokens))
+            if caps and max(caps) < cap:
+                lines.append(
+                    f"Note: the pilot capped instruction answers at {max(caps)} new tokens, this run at {cap}: "
+                    "its evaluations generate longer answers and take longer than the pilot's."
+                )
+    lines.append(detectable_before_run(cfg, summary, str(source)))
+    for line in lines:
+        console.print(escape(line), soft_wrap=True, highlight=False)
+
+
 def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
     done = sum(a["status"] == "complete" for a in results["arms"])
     console.print(f"[green]Done:[/] {done}/{len(results['arms'])} arms in {out}")
-    _print_headline(results)
+    _print_headline(results, out)
     if report:
         console.print(
             f"Report: {out / 'report' / 'report.html'}  (Markdown: {out / 'report' / 'summary.md'})"
@@ -951,13 +1026,15 @@ def _print_experiment_summary(out: Path, results: dict, report: bool) -> None:
         console.print(f"Report: neftune report {out}")
 
 
-def _print_headline(results: dict) -> None:
-    """The statistics' plain-words verdicts (and, for sweeps, the recommendation) on stdout."""
+def _print_headline(results: dict, folder: Path | None = None) -> None:
+    """The statistics' plain-words verdicts (and, for sweeps, the recommendation) on stdout; with
+    ``folder``, from the arms' stored answers too, as the report computes them."""
+    from .experiments.answers import load_experiment_answers
     from .experiments.findings import headline_sentences, recommend, status_sentence
     from .experiments.informative import not_informative_reasons
     from .experiments.stats import summarize
 
-    summary = summarize(results)
+    summary = summarize(results, answers=load_experiment_answers(folder, results) if folder else None)
     reasons = not_informative_reasons(results)
     if reasons:
         lines = [
@@ -1010,6 +1087,7 @@ def compare(
     repetition_penalty: opts.RepetitionPenalty = _E.repetition_penalty,
     curve_every: _GridCurveEvery = None,
     eval_batch_size: opts.EvalBatchSize = _E.batch_size,
+    ifeval: opts.IfevalFile = None,
     overwrite: opts.ExperimentOverwrite = False,
     report: opts.Report = True,
     config: _Config = None,
@@ -1018,6 +1096,9 @@ def compare(
     cpus_per_arm: opts.CpusPerArm = 1.0,
     gpus_per_arm: opts.GpusPerArm = None,
     max_retries: opts.MaxRetries = 2,
+    fixed_data: opts.FixedData = False,
+    dry_run: opts.DryRun = False,
+    pilot: opts.Pilot = None,
     # Every other option of train and eval (what the arms vary aside), the same in every arm.
     schedule: opts.Schedule = _T.schedule,
     trust_remote_code: opts.TrustRemoteCode = _T.trust_remote_code,
@@ -1079,6 +1160,7 @@ def sweep(
     # Every other option of train and eval (what the arms vary aside), the same in every arm.
     scalings: opts.Scalings = None,
     eval_batch_size: opts.EvalBatchSize = _E.batch_size,
+    ifeval: opts.IfevalFile = None,
     trust_remote_code: opts.TrustRemoteCode = _T.trust_remote_code,
     data_seed: opts.DataSeed = _T.data_seed,
     field_map: opts.FieldMap = _T.field_map,
@@ -1207,10 +1289,17 @@ def report_(
 
     try:
         paths = build_report(folder)
-        _print_headline(load_results(folder))
+        _print_headline(load_results(folder), folder)
     except _user_errors() as exc:  # ReportError is a ValueError
         _fail(str(exc))
     console.print(f"Report: {paths['html']}  (Markdown: {paths['markdown']})")
+
+
+add_framework_commands(app)  # neftune llamafactory train, neftune trl sft
+
+from .cli_ifeval import ifeval as _ifeval_command  # noqa: E402  (its own module; registered here)
+
+app.command("ifeval")(_ifeval_command)
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """The options of the ``neftune`` commands, each declared once (flags, help, help panel).
 
 Every command's options are here (``--config``, whose callback reads the file, is in the CLI
-itself). ``train``, ``eval``, ``compare`` and ``sweep`` use the same declaration for the same
-option, so their spellings and help cannot drift apart. A declaration is an ``Annotated`` type for a typer
+itself; ``neftune trl sft`` hands its arguments to TRL's own parser). ``train``, ``eval``,
+``compare`` and ``sweep`` use the same declaration for the same option, so their spellings and
+help cannot drift apart. A declaration is an ``Annotated`` type for a typer
 parameter; the command gives the default::
 
     lora_r: opts.LoraR = TrainConfig().lora_r          # in train
@@ -247,6 +248,15 @@ SplitSeed = Annotated[
         rich_help_panel=DATA,
     ),
 ]
+IfevalFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--ifeval",
+        help="Measure instruction following on this IFEval-format JSONL file (key, prompt, "
+        "instruction_id_list, kwargs), every prompt, instead of the built-in instruction prompts.",
+        rich_help_panel=EVAL,
+    ),
+]
 CurveEvery = Annotated[
     int | None,
     typer.Option(help="Steps between noise-off curve points (0: none).", rich_help_panel=EVAL),
@@ -377,9 +387,36 @@ Schedules = Annotated[
 Scalings = Annotated[
     str | None,
     typer.Option(
-        help="Comma-separated noise scalings for the noisy arms: per_sequence, batch.",
+        help="Comma-separated noise scalings for the noisy arms: per_sequence, batch; batch@10 runs "
+        "batch scaling at alpha 10 only.",
         show_default="per_sequence",
         rich_help_panel=NOISE,
+    ),
+]
+
+FixedData = Annotated[
+    bool,
+    typer.Option(
+        "--fixed-data",
+        help="Train and evaluate every seed on the same data and prompts (data seed fixed); by default "
+        "seed s uses data seed s, so the intervals cover how the data and prompts were drawn.",
+        rich_help_panel=DATA,
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the arms, the time and the effect the experiment could detect (from --pilot or the "
+        "arms already in --out), and stop.",
+        rich_help_panel=GRID,
+    ),
+]
+Pilot = Annotated[
+    Path | None,
+    typer.Option(
+        help="An earlier experiment folder whose variance predicts the detectable effect in --dry-run.",
+        rich_help_panel=GRID,
     ),
 ]
 
@@ -491,3 +528,48 @@ VizOut = Annotated[
     ),
 ]
 ExperimentFolder = Annotated[Path, typer.Argument(help="Experiment folder holding results.json.")]
+
+# --------------------------------------------------------------------------- ifeval
+
+IfevalInput = Annotated[
+    Path,
+    typer.Option(
+        "--input",
+        help="IFEval-format prompts: JSON Lines with key, prompt, instruction_id_list, kwargs.",
+        rich_help_panel=DATA,
+    ),
+]
+IfevalResponses = Annotated[
+    Path,
+    typer.Option(
+        help='Responses: JSON Lines of {"prompt": ..., "response": ...}, matched to --input by prompt text.',
+        rich_help_panel=DATA,
+    ),
+]
+IfevalOut = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Also write per-prompt results here (eval_results_strict.jsonl, eval_results_loose.jsonl, "
+        "per_prompt.json, ifeval_scores.json).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+IfevalOverwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace the results of an earlier `neftune ifeval` in --out.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+ScoresAsJson = Annotated[
+    bool, typer.Option("--json", help="Print the scores as JSON.", rich_help_panel=OUTPUT)
+]
+
+# --------------------------------------------------------------------------- llamafactory train
+
+LlamaFactoryConfig = Annotated[
+    Path,
+    typer.Argument(help="LLaMA-Factory's YAML (or JSON), plus neftune_* keys (neftune_alpha: 5, ...)."),
+]

@@ -200,7 +200,7 @@ def _hint(name: str, aliases: Mapping[str, str]) -> str:
 # --------------------------------------------------------------------------- paths
 
 #: Options that hold a path (when they are not a preset, built-in data or a hub id).
-PATH_OPTIONS = ("model", "data", "out")
+PATH_OPTIONS = ("model", "data", "out", "ifeval", "pilot")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".yaml", ".yml")
 
@@ -223,7 +223,7 @@ def _is_name(key: str, value: str, candidate: Path) -> bool:
 
 
 def resolve_paths(values: Mapping[str, Any], folder: str | Path) -> dict[str, Any]:
-    """``values`` with relative paths (``model``, ``data``, ``out``) read from ``folder`` (the config
+    """``values`` with relative paths (``model``, ``data``, ``out``, ``ifeval``, ``pilot``) read from ``folder`` (the config
     file's), e.g. ``data: train.jsonl`` in ``cfg/x.yaml`` -> ``cfg/train.jsonl``."""
     out = dict(values)
     for key in PATH_OPTIONS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 #: Attribute names under which distributed / compile wrappers keep the real model.
@@ -187,3 +188,74 @@ def find_input_embedding(model: nn.Module) -> EmbeddingLocation:
         f"could not find the input embedding of {type(model).__name__}: " + "; ".join(tried) + ". "
         "Pass the embedding explicitly: neftune.activate(model, alpha, embedding=model.<path>)."
     )
+
+
+#: Config attributes naming the placeholder tokens of images, videos and audio clips: a
+#: vision-language (or audio-language) model embeds them and then overwrites their embeddings
+#: with the encoder's features (transformers' ``get_placeholder_mask`` + ``masked_scatter``), so
+#: noise on them is thrown away. ``*_start`` / ``*_end`` / ``boi`` / ``eoi`` tokens are real text
+#: tokens and keep their noise.
+PLACEHOLDER_ATTRS = (
+    "image_token_id",
+    "image_token_index",
+    "video_token_id",
+    "video_token_index",
+    "audio_token_id",
+    "audio_token_index",
+)
+#: Model types whose ``image_token_index`` is an ordinary token the model keeps (Mllama attends to
+#: the image through cross-attention; its ``<|image|>`` embedding is used as is).
+_KEPT_PLACEHOLDERS = frozenset({"mllama"})
+
+
+def _configs(config: object, depth: int = 0) -> list[object]:
+    """``config`` and its sub-configs (``text_config``, ``vision_config``, ``thinker_config``...)."""
+    found = [config]
+    if depth < 2:
+        for value in vars(config).values() if hasattr(config, "__dict__") else ():
+            if value is not config and hasattr(value, "model_type") and hasattr(value, "to_dict"):
+                found.extend(_configs(value, depth + 1))
+    return found
+
+
+def placeholder_token_ids(model: nn.Module) -> tuple[int, ...]:
+    """Ids of the image / video / audio placeholder tokens named in ``model``'s config (sorted; may be empty).
+
+    Read from the ``config`` of the model (PEFT and distributed wrappers looked through) and of
+    its sub-configs, under the names in :data:`PLACEHOLDER_ATTRS`. Models whose placeholder
+    embedding is used as is (Mllama) give none.
+    """
+    root = unwrap_model(model)
+    holders = [root]
+    base = _peft_base(root)
+    if base is not None:
+        holders.append(base)
+    ids: set[int] = set()
+    for holder in holders:
+        config = getattr(holder, "config", None)
+        if not hasattr(config, "to_dict") or getattr(config, "model_type", None) in _KEPT_PLACEHOLDERS:
+            continue
+        for cfg in _configs(config):
+            if getattr(cfg, "model_type", None) in _KEPT_PLACEHOLDERS:
+                continue
+            for attr in PLACEHOLDER_ATTRS:
+                value = getattr(cfg, attr, None)
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                    ids.add(value)
+    return tuple(sorted(ids))
+
+
+def placeholder_mask(ids: object, token_ids: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor | None:
+    """Bool mask of the positions of ``ids`` holding one of ``token_ids``; None if ``ids`` are not token ids of ``shape``."""
+    if (
+        not token_ids
+        or not isinstance(ids, torch.Tensor)
+        or ids.is_floating_point()
+        or ids.is_complex()
+        or tuple(ids.shape) != tuple(shape)
+    ):
+        return None
+    mask = ids == token_ids[0]
+    for token in token_ids[1:]:
+        mask = mask | (ids == token)
+    return mask

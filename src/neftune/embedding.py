@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 from torch import nn
 
+from .checkpointing import differentiated_reentrant_forward, draw_key, in_backward, replaying
 from .config import NEFTuneConfig, make_config
+from .discovery import placeholder_mask
 from .guards import transformers_hooked
 from .kernels.backend import output_writable_in_place, resolve_backend
 from .noise import check_alpha, generator_device, noised, pad_token_mask
@@ -23,6 +26,10 @@ class NEFTuneEmbedding(nn.Embedding):
     them, ``L`` is the row length (masks as in :func:`neftune.add_noise`). ``config``: a :class:`~neftune.NEFTuneConfig` (or alpha) and
     overrides as in :func:`neftune.activate`; scaling is always per sequence and there is no
     schedule (call :meth:`set_alpha`). The fused kernel noises the lookup's result in place.
+    ``config.ignore_token_ids``: tokens that get no noise and do not count in ``L`` (a VLM's
+    media placeholders; there is no model config to read them from here, so None means none).
+    Under activation checkpointing the recompute repeats the forward's noise
+    (:mod:`neftune.checkpointing`).
     """
 
     def __init__(
@@ -77,26 +84,55 @@ class NEFTuneEmbedding(nn.Embedding):
         cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         out = super().forward(input)
-        if not (self.training and torch.is_grad_enabled()) or self.alpha == 0.0:
+        if not self.training or self.alpha == 0.0:
             return out
+        if not torch.is_grad_enabled() and (
+            torch.compiler.is_compiling()
+            or torch.is_inference_mode_enabled()
+            or not differentiated_reentrant_forward()
+        ):
+            return out  # a no-grad pass (not the forward of a reentrant checkpoint): stays clean
         if transformers_hooked([self]) is not None:
             raise ValueError(
                 "transformers' own NEFTune hook was added to a NEFTuneEmbedding, which adds the noise "
                 "itself: the noise would be added twice; unset neftune_noise_alpha in the trainer arguments"
             )
-        backend = resolve_backend(self.backend, out)
-        result, _ = noised(
-            out,
-            self.alpha,
-            backend=backend,
-            distribution=self.distribution,
-            generator=self._stream.generator(generator_device(backend, out)),
-            inplace=backend == "triton" and output_writable_in_place(out),
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cu_seqlens=cu_seqlens,
-            pad_mask=pad_token_mask(input, self.config.pad_token_id, out),
-        )
+        compiling = torch.compiler.is_compiling()
+        recompute = not compiling and in_backward()
+        key = draw_key(out, input)
+        draw = self._stream.journal.take(key) if recompute else None
+        if draw is not None:
+            params = draw.params
+        else:
+            backend = resolve_backend(self.backend, out)
+            params = {
+                "alpha": self.alpha,
+                "backend": backend,
+                "batch": {
+                    "attention_mask": attention_mask,
+                    "position_ids": position_ids,
+                    "cu_seqlens": cu_seqlens,
+                },
+                "ignore": placeholder_mask(input, self.config.ignore_token_ids or (), tuple(out.shape[:-1])),
+                "pad_mask": pad_token_mask(input, self.config.pad_token_id, out),
+            }
+        backend = params["backend"]
+        generator = self._stream.generator(generator_device(backend, out))
+        if not compiling and not recompute:
+            self._stream.journal.record(key, generator, params)
+        with replaying(draw, generator) if recompute else contextlib.nullcontext():
+            result, _ = noised(
+                out,
+                params["alpha"],
+                backend=backend,
+                distribution=self.distribution,
+                generator=generator,
+                inplace=backend == "triton" and output_writable_in_place(out),
+                ignore=params["ignore"],
+                pad_mask=params["pad_mask"],
+                need_noise=False,
+                **params["batch"],
+            )
         return result
 
     def to_embedding(self) -> nn.Embedding:

@@ -7,7 +7,9 @@ Metrics (all on the same records every time for a given data spec and seed):
 - ``ifeval/{prompt,instruction}_{strict,loose}``: verifiable instruction following (built-in data:
   :mod:`neftune.data.instructions`, checkers in :mod:`neftune.instructions`), over both instruction
   splits, and per split with the suffix ``/seen_types`` or ``/heldout_types``; ``length_chars/ifeval``
-  is the mean length of those answers;
+  is the mean length of those answers. ``EvalConfig.ifeval`` (``--ifeval FILE``): every prompt of an
+  IFEval-format file instead (split ``ifeval_file``; ``docs/ifeval.md``); ``ifeval_text_units``
+  says whether IFEval's own text tools or approximations counted sentences and words;
 - ``length_chars``, ``length_tokens``, ``repetition_2gram``: of held-out generations;
 - ``rouge_l_train``: ROUGE-L of generations on training prompts against the training
   responses (the paper's Fig. 5: lower means less memorised).
@@ -17,6 +19,15 @@ The losses of a multi-turn record are those of its last answer. ``eval.json``'s 
 how many records (prompts) each metric was computed on.
 ``per_prompt.json`` keeps each generation's length and score (task answers checked, instruction
 constraints followed), which the report's length control and per-constraint tables read.
+
+Greedy decoding stops at the model's end-of-sequence token or at the cap (``max_new_tokens`` for
+task and training prompts, ``ifeval_max_new_tokens`` for instruction prompts). Every generation
+records ``new_tokens`` (tokens generated before the end token) and ``truncated`` (it reached the
+cap without ending) in ``generations.json`` and ``per_prompt.json``; ``truncated/ifeval`` and
+``truncated/tasks`` are the fractions of instruction and held-out task answers cut at the cap.
+An answer cut short fails every constraint about its end (postscript, end phrase, closing quote,
+JSON), so the instruction cap is set where the default model rarely reaches it: with the quick
+preset's fine-tuned SmolLM2-135M, see :data:`IFEVAL_MAX_NEW_TOKENS`.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +46,7 @@ from .data.bundle import resolve_data
 from .data.instructions import IFEVAL_SPLIT_SUFFIX
 from .data.turns import conversation_text
 from .instructions.checkers import follows_all
+from .instructions.text import backends as text_backends
 from .io import read_json_object, write_json_atomic
 from .metrics import (
     PER_PROMPT_FILE,
@@ -49,6 +61,11 @@ from .outdirs import EVAL_FILES
 from .progress import Progress, Tally, no_progress
 from .training import RESUMABLE, RUN_FILE, run_status
 
+#: Default cap on the answer to an instruction prompt, in new tokens. Measured (docs/results,
+#: "Truncation"): SmolLM2-135M-Instruct fine-tuned with the quick preset reaches it on at most 2%
+#: of the built-in instruction prompts; the earlier cap of 96 cut 20% of them.
+IFEVAL_MAX_NEW_TOKENS = 96
+
 
 @dataclass
 class EvalConfig:
@@ -58,7 +75,7 @@ class EvalConfig:
     data: str | None = None  # default: the run's data, else builtin:quick
     out: str | None = None  # default: see eval_out_dir
     max_new_tokens: int = 64
-    ifeval_max_new_tokens: int = 96  # answers to open-ended instruction prompts are longer
+    ifeval_max_new_tokens: int = IFEVAL_MAX_NEW_TOKENS  # answers to open-ended instruction prompts are longer
     repetition_penalty: float = 1.0
     batch_size: int = 8
     n_generate: int = 60  # per split; 0 skips generation
@@ -66,6 +83,8 @@ class EvalConfig:
     seed: int | None = None  # default: the run's data_seed, else 0
     field_map: str | None = None  # default: the run's, when evaluating on the run's data
     trust_remote_code: bool = False  # run a hub model's own Python code; only for models you trust
+    # An IFEval-format JSONL file: its every prompt, instead of the built-in instruction prompts.
+    ifeval: str | None = None
 
 
 def eval_data_spec(cfg: EvalConfig) -> tuple[str, int]:
@@ -92,9 +111,15 @@ def _slug(text: str) -> str:
 
 def eval_out_dir(cfg: EvalConfig) -> Path:
     """Where ``eval.json`` goes: ``--out``; else ``MODEL/eval`` for a run folder evaluated on its own
-    data, ``MODEL/eval-<data>`` on other data, and ``runs/eval/<model>/<data>`` for other models."""
+    data, ``MODEL/eval-<data>`` on other data, and ``runs/eval/<model>/<data>`` for other models;
+    with ``--ifeval FILE``, ``-ifeval-<file>`` is added to the folder's name."""
     if cfg.out:
         return Path(cfg.out)
+    folder = _default_eval_dir(cfg)
+    return folder.with_name(f"{folder.name}-ifeval-{_slug(cfg.ifeval)}") if cfg.ifeval else folder
+
+
+def _default_eval_dir(cfg: EvalConfig) -> Path:
     data, seed = eval_data_spec(cfg)
     run = read_json_object(Path(cfg.model) / RUN_FILE)
     if run is not None:
@@ -133,12 +158,13 @@ def check_eval_out(cfg: EvalConfig, *, overwrite: bool = False) -> tuple[Path, s
     except ValueError:
         saved = {}
     data, seed = eval_data_spec(cfg)
-    then = (str(earlier["model"]), str(earlier["data"]), saved.get("seed", seed))
-    now = (cfg.model, data, seed)
+    then = (str(earlier["model"]), str(earlier["data"]), saved.get("seed", seed), saved.get("ifeval"))
+    now = (cfg.model, data, seed, cfg.ifeval)
     if then != now and not overwrite:
         raise ValueError(
-            f"{out} holds an evaluation of model {then[0]!r} on {then[1]!r} (split seed {then[2]}); this one is "
-            f"of {now[0]!r} on {now[1]!r} (seed {now[2]}). Choose another --out, or pass --overwrite to replace it"
+            f"{out} holds an evaluation of model {then[0]!r} on {then[1]!r} (split seed {then[2]}"
+            f"{f', --ifeval {then[3]}' if then[3] else ''}); this one is of {now[0]!r} on {now[1]!r} (seed {now[2]}"
+            f"{f', --ifeval {now[3]}' if now[3] else ''}). Choose another --out, or pass --overwrite to replace it"
         )
     return out, f"replacing the earlier evaluation in {out}"
 
@@ -214,6 +240,12 @@ def check_eval_config(cfg: EvalConfig) -> None:
         raise ValueError(f"repetition_penalty must be a finite number > 0, got {cfg.repetition_penalty}")
     if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise ValueError(f"--out {cfg.out} is a file, not a folder; choose a folder for eval.json")
+    if cfg.ifeval is not None:
+        if cfg.n_generate == 0:
+            raise ValueError("--ifeval needs generations: n_generate must be > 0")
+        from .instructions.ifeval_format import read_ifeval_inputs
+
+        read_ifeval_inputs(cfg.ifeval)  # a DataError (a ValueError) naming FILE:LINE
 
 
 def _encode(tok: Any, record: Record) -> tuple[list[int], int]:
@@ -255,7 +287,30 @@ def response_loss(
     return total / count if count else math.nan
 
 
-def generate(
+@dataclass(frozen=True)
+class Answer:
+    """One greedy generation: its ``text`` (special tokens dropped, stripped), ``new_tokens``
+    (tokens generated before the end-of-sequence token) and ``truncated`` (it reached
+    ``max_new_tokens`` without producing the end token)."""
+
+    text: str
+    new_tokens: int
+    truncated: bool
+
+
+def _end_token_ids(model: Any, tok: Any) -> set[int]:
+    """The token ids that end a generation: the model's generation config's, else the tokenizer's."""
+    found: set[int] = set()
+    for source in (getattr(model, "generation_config", None), tok):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            found.add(value)
+        elif isinstance(value, (list, tuple)):
+            found.update(v for v in value if isinstance(v, int))
+    return found
+
+
+def generate_answers(
     model: Any,
     tok: Any,
     records: list[Record],
@@ -264,8 +319,9 @@ def generate(
     repetition_penalty: float = 1.0,
     batch_size: int = 8,
     progress: Tally | None = None,
-) -> list[str]:
-    """Greedy responses to each record's prompt (left-padded batches, noise off).
+) -> list[Answer]:
+    """Greedy responses to each record's prompt (left-padded batches, noise off), stopping at the
+    end-of-sequence token or after ``max_new_tokens``, with their token counts and truncation.
 
     ``progress``: each batch's responses are added to it as they are generated.
     """
@@ -273,7 +329,8 @@ def generate(
 
     tok.padding_side = "left"
     device = next(model.parameters()).device
-    outputs: list[str] = []
+    ends = _end_token_ids(model, tok)
+    answers: list[Answer] = []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
         texts = [
@@ -290,40 +347,86 @@ def generate(
                 pad_token_id=tok.pad_token_id,
             )
         new = gen[:, enc["input_ids"].shape[1] :]
-        outputs.extend(t.strip() for t in tok.batch_decode(new, skip_special_tokens=True))
+        decoded = tok.batch_decode(new, skip_special_tokens=True)
+        for row, text in zip(new.tolist(), decoded):
+            end = next((i for i, t in enumerate(row) if t in ends), None)
+            answers.append(
+                Answer(
+                    text=text.strip(),
+                    new_tokens=len(row) if end is None else end,
+                    truncated=end is None and len(row) >= max_new_tokens,
+                )
+            )
         if progress is not None:
             progress.add(len(chunk))
-    return outputs
+    return answers
 
 
-def _generation_rows(records: list[Record], outs: list[str]) -> list[dict[str, str]]:
-    """``generations.json`` rows: each prompt (the conversation so far, for a multi-turn record),
-    its reference response and the model's output."""
+def generate(
+    model: Any,
+    tok: Any,
+    records: list[Record],
+    *,
+    max_new_tokens: int = 64,
+    repetition_penalty: float = 1.0,
+    batch_size: int = 8,
+    progress: Tally | None = None,
+) -> list[str]:
+    """The texts of :func:`generate_answers`."""
     return [
-        {"prompt": conversation_text(r.messages), "reference": r.response, "output": o}
-        for r, o in zip(records, outs)
+        a.text
+        for a in generate_answers(
+            model,
+            tok,
+            records,
+            max_new_tokens=max_new_tokens,
+            repetition_penalty=repetition_penalty,
+            batch_size=batch_size,
+            progress=progress,
+        )
     ]
+
+
+def _generation_rows(records: list[Record], answers: list[Answer]) -> list[dict[str, Any]]:
+    """``generations.json`` rows: each prompt (the conversation so far, for a multi-turn record),
+    its reference response, the model's output, its token count and whether the cap cut it."""
+    return [
+        {
+            "prompt": conversation_text(r.messages),
+            "reference": r.response,
+            "output": a.text,
+            "new_tokens": a.new_tokens,
+            "truncated": a.truncated,
+        }
+        for r, a in zip(records, answers)
+    ]
+
+
+def _truncated_rate(answers: list[Answer]) -> float:
+    return sum(a.truncated for a in answers) / len(answers) if answers else math.nan
 
 
 def _instruction_metrics(
     splits: dict[str, list[Record]],
     cfg: EvalConfig,
-    answer: Callable[[list[Record], int], list[str]],
-    generations: dict[str, list[dict[str, str]]],
+    answer: Callable[[list[Record], int], list[Answer]],
+    generations: dict[str, list[dict[str, Any]]],
     per_prompt: dict[str, list[dict[str, Any]]],
     counts: dict[str, int],
 ) -> dict[str, float]:
     """``ifeval/*`` metrics of ``answer(records, max_new_tokens)`` per instruction split; fills
-    ``generations``, ``per_prompt`` and ``counts`` (prompts behind each metric)."""
+    ``generations`` (with each prompt's constraints, so the answers can be re-scored later),
+    ``per_prompt`` and ``counts`` (prompts behind each metric)."""
     out: dict[str, float] = {}
     all_strict: list[list[bool]] = []
     all_loose: list[list[bool]] = []
-    all_outs: list[str] = []
+    all_answers: list[Answer] = []
     for name, records in splits.items():
         subset = records[: cfg.n_generate]
         if not subset:
             continue
-        outs = answer(subset, cfg.ifeval_max_new_tokens)
+        answers = answer(subset, cfg.ifeval_max_new_tokens)
+        outs = [a.text for a in answers]
         constraints = [r.meta["constraints"] for r in subset]
         # Each answer is checked once per mode; the split's, the overall and the per-prompt
         # figures all come from these results.
@@ -335,24 +438,37 @@ def _instruction_metrics(
             counts[f"ifeval/{key}/{suffix}"] = len(subset)
         all_strict += strict
         all_loose += loose
-        all_outs += outs
-        generations[name] = [{"prompt": r.messages[-2]["content"], "output": o} for r, o in zip(subset, outs)]
+        all_answers += answers
+        generations[name] = [
+            {
+                "prompt": r.messages[-2]["content"],
+                "output": a.text,
+                "new_tokens": a.new_tokens,
+                "truncated": a.truncated,
+                "constraints": [{"kind": c["kind"], "args": c.get("args") or {}} for c in cs],
+            }
+            for r, cs, a in zip(subset, constraints, answers)
+        ]
         per_prompt[name] = [
             {
-                "length_chars": len(o),
+                **({"key": r.meta["key"]} if "key" in r.meta else {}),  # an --ifeval file's key
+                "length_chars": len(a.text),
                 "variant": r.meta.get("variant"),
                 "kinds": [c["kind"] for c in cs],
                 "strict": s,
                 "loose": lo,
+                "new_tokens": a.new_tokens,
+                "truncated": a.truncated,
             }
-            for r, cs, o, s, lo in zip(subset, constraints, outs, strict, loose)
+            for r, cs, a, s, lo in zip(subset, constraints, answers, strict, loose)
         ]
-    if all_outs:
+    if all_answers:
         for key, value in following_rates(all_strict, all_loose).items():
             out[f"ifeval/{key}"] = value
-            counts[f"ifeval/{key}"] = len(all_outs)
-        out["length_chars/ifeval"] = sum(map(len, all_outs)) / len(all_outs)
-        counts["length_chars/ifeval"] = len(all_outs)
+            counts[f"ifeval/{key}"] = len(all_answers)
+        out["length_chars/ifeval"] = sum(len(a.text) for a in all_answers) / len(all_answers)
+        out["truncated/ifeval"] = _truncated_rate(all_answers)
+        counts["length_chars/ifeval"] = counts["truncated/ifeval"] = len(all_answers)
     return out
 
 
@@ -367,8 +483,18 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
     bundle = resolve_data(
         data, seed=split_seed, field_map=eval_field_map(cfg)
     )  # fails before the model loads
-    prompted = [*bundle.evals.values(), *bundle.ifeval.values(), bundle.train] if cfg.n_generate else []
-    tally = Tally(progress or no_progress, "evaluate", sum(min(cfg.n_generate, len(r)) for r in prompted))
+    ifeval_cfg = cfg
+    if cfg.ifeval:  # an IFEval-format file, every prompt, replaces the built-in instruction prompts
+        from .instructions.ifeval_format import IFEVAL_FILE_SPLIT, ifeval_records, read_ifeval_inputs
+
+        bundle.ifeval = {IFEVAL_FILE_SPLIT: ifeval_records(read_ifeval_inputs(cfg.ifeval))}
+        ifeval_cfg = replace(cfg, n_generate=len(bundle.ifeval[IFEVAL_FILE_SPLIT]))
+    prompted = [*bundle.evals.values(), bundle.train] if cfg.n_generate else []
+    n_prompts = sum(min(cfg.n_generate, len(r)) for r in prompted)
+    n_prompts += (
+        sum(min(ifeval_cfg.n_generate, len(r)) for r in bundle.ifeval.values()) if cfg.n_generate else 0
+    )
+    tally = Tally(progress or no_progress, "evaluate", n_prompts)
     tally.add(0)  # the total, before the model loads
     model, tok = load_for_eval(cfg.model, trust_remote_code=cfg.trust_remote_code)
     metrics: dict[str, Any] = {"model": cfg.model, "data": data}
@@ -384,8 +510,8 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
     per_prompt: dict[str, list[dict[str, Any]]] = {}
     if cfg.n_generate > 0:
 
-        def answer(records: list[Record], max_new_tokens: int = cfg.max_new_tokens) -> list[str]:
-            return generate(
+        def answer(records: list[Record], max_new_tokens: int = cfg.max_new_tokens) -> list[Answer]:
+            return generate_answers(
                 model,
                 tok,
                 records,
@@ -395,13 +521,14 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
                 progress=tally,
             )
 
-        held_out_texts: list[str] = []
+        held_out: list[Answer] = []
         export = []
         for name, records in bundle.evals.items():
             subset = records[: cfg.n_generate]
-            outs = answer(subset)
-            held_out_texts.extend(outs)
-            generations[name] = _generation_rows(subset, outs)
+            answers = answer(subset)
+            outs = [a.text for a in answers]
+            held_out.extend(answers)
+            generations[name] = _generation_rows(subset, answers)
             export.extend(
                 alpacaeval_records(
                     [conversation_text(r.messages) for r in subset],
@@ -415,20 +542,38 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
                     correct
                 )  # metrics.accuracy, from these checks
                 counts[f"accuracy/{name}"] = len(correct)
-                per_prompt[name] = [{"length_chars": len(o), "correct": c} for o, c in zip(outs, correct)]
-        metrics.update(_instruction_metrics(bundle.ifeval, cfg, answer, generations, per_prompt, counts))
+                per_prompt[name] = [
+                    {
+                        "length_chars": len(a.text),
+                        "correct": c,
+                        "new_tokens": a.new_tokens,
+                        "truncated": a.truncated,
+                    }
+                    for a, c in zip(answers, correct)
+                ]
+        metrics.update(
+            _instruction_metrics(bundle.ifeval, ifeval_cfg, answer, generations, per_prompt, counts)
+        )
+        if bundle.ifeval:
+            metrics["ifeval_text_units"] = text_backends()  # exact IFEval tools or approximations
         train_gen = bundle.train[: cfg.n_generate]
-        train_outs = answer(train_gen)
-        metrics["rouge_l_train"] = mean_rouge_l(train_outs, [r.response for r in train_gen])
+        train_answers = answer(train_gen)
+        metrics["rouge_l_train"] = mean_rouge_l(
+            [a.text for a in train_answers], [r.response for r in train_gen]
+        )
+        held_out_texts = [a.text for a in held_out]
         stats = length_stats(held_out_texts, tokenizer=tok)
         metrics["length_chars"] = stats.get("mean_chars")
         metrics["length_tokens"] = stats.get("mean_tokens")
         metrics["repetition_2gram"] = sum(repetition_rate(t) for t in held_out_texts) / len(held_out_texts)
+        metrics["truncated/tasks"] = _truncated_rate(held_out)
         counts["rouge_l_train"] = len(train_gen)
         counts.update(
-            dict.fromkeys(("length_chars", "length_tokens", "repetition_2gram"), len(held_out_texts))
+            dict.fromkeys(
+                ("length_chars", "length_tokens", "repetition_2gram", "truncated/tasks"), len(held_out_texts)
+            )
         )
-        generations["train"] = _generation_rows(train_gen, train_outs)
+        generations["train"] = _generation_rows(train_gen, train_answers)
     out = eval_out_dir(cfg)
     for name in ("generations.json", "alpaca_eval.json", PER_PROMPT_FILE):  # an earlier evaluation's
         if not generations and (out / name).exists():

@@ -95,10 +95,33 @@ def check_embedding_output(module: nn.Module, output: Any) -> None:
     )
 
 
+#: Name of transformers' NEFTune forward hook (``transformers.integrations.neftune``, formerly
+#: ``transformers.trainer_utils``) and of neftune's drop-in for it (``neftune.compat``).
+_TRANSFORMERS_HOOK_NAME = "neftune_post_forward_hook"
+
+
+def _has_neftune_forward_hook(module: nn.Module) -> bool:
+    """Whether one of ``module``'s registered forward hooks is transformers' NEFTune hook (or the drop-in)."""
+    for hook in module._forward_hooks.values():
+        fn = getattr(hook, "func", hook)  # functools.partial
+        if getattr(fn, "__name__", None) == _TRANSFORMERS_HOOK_NAME:
+            return True
+    return False
+
+
 def transformers_hooked(modules: Iterable[nn.Module]) -> nn.Module | None:
     """The first of ``modules`` that transformers' own NEFTune hook is on, or None.
 
-    transformers marks the module it hooks with ``neftune_noise_alpha`` (its alpha); a second
-    noise source on the same embedding would add the noise twice.
+    transformers marks the module it hooks with ``neftune_noise_alpha`` (its alpha) and registers
+    ``neftune_post_forward_hook`` on it; a second noise source on the same embedding would add the
+    noise twice. Both must be there: a marker left behind after the hook's handle was removed
+    without ``deactivate_neftune`` (which deletes the marker) noises nothing.
     """
-    return next((m for m in modules if getattr(m, "neftune_noise_alpha", None) is not None), None)
+    return next(
+        (
+            m
+            for m in modules
+            if getattr(m, "neftune_noise_alpha", None) is not None and _has_neftune_forward_hook(m)
+        ),
+        None,
+    )

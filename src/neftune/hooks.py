@@ -9,6 +9,9 @@ in a weak registry (which keeps no model alive), and after ``deactivate`` no hoo
 attribute remains. Nothing in the hooks changes Python state from step to step that
 torch.compile would guard on: the effective alpha is computed by ``set_alpha`` /
 ``set_progress`` and read from a tensor while compiling.
+Activation checkpointing around the embedding gets the same noise in its forward and its
+recompute (rule: :mod:`neftune.checkpointing`). A vision-language model's image / video / audio
+placeholder tokens get no noise and do not count in ``L`` (``NEFTuneConfig.ignore_token_ids``).
 Deep copies and pickles of a model with NEFTune active come out *without* noise (the
 hooks copy as inert no-ops, cleared by the next ``activate`` on the copy): a reference
 model made by ``copy.deepcopy`` must not be noised.
@@ -28,8 +31,15 @@ import torch
 from torch import nn
 
 from .batch_context import BatchContext
+from .checkpointing import (
+    JOURNAL_SIZE,
+    differentiated_reentrant_forward,
+    draw_key,
+    in_backward,
+    replaying,
+)
 from .config import NEFTuneConfig, make_config
-from .discovery import find_input_embedding, unwrap_model
+from .discovery import find_input_embedding, placeholder_mask, placeholder_token_ids, unwrap_model
 from .embedding import NEFTuneEmbedding
 from .guards import (
     check_embedding_module,
@@ -118,8 +128,12 @@ class NEFTuneHandle:
         *,
         locator: nn.Module | None = None,
         created_by: str | None = None,
+        ignore_token_ids: tuple[int, ...] = (),
     ):
         self._model = weakref.ref(model)
+        #: Token ids that get no noise and do not count in L (a VLM's media placeholders).
+        self.ignore_token_ids = tuple(ignore_token_ids)
+        self._model_ids: torch.Tensor | None = None  # input_ids of the model call in progress
         self.config = config
         self.created_by = created_by
         self.record_stats = False
@@ -222,6 +236,7 @@ class NEFTuneHandle:
             "schedule": schedule_name(self.schedule),
             "seed": self.config.seed,
             "backend": self.config.backend,
+            "ignore_token_ids": list(self.ignore_token_ids),
             "module": ", ".join(p or "<root>" for p, _ in self._targets),
             "module_type": type(embedding).__name__ if embedding is not None else "<freed>",
         }
@@ -245,6 +260,7 @@ class NEFTuneHandle:
         self._owner_removables = []
         self._owners = []
         self._batch.clear()
+        self._model_ids = None
         self._stream.clear()
         self.active = False
         refresh_compiled(modules, "deactivated")
@@ -331,6 +347,11 @@ class NEFTuneHandle:
             self._follow_embedding()
         arguments = self._batch.arguments(module, args, kwargs)
         outermost = self._batch.enter(module, arguments)
+        if self.ignore_token_ids:
+            # The model's own input_ids: some VLMs (Gemma 3/4) swap placeholders for padding before the lookup.
+            ids = arguments.get("input_ids")
+            if outermost or self._model_ids is None:
+                self._model_ids = ids if isinstance(ids, torch.Tensor) else None
         if not outermost or compiling or not (module.training and torch.is_grad_enabled()):
             return None
         embeds = arguments.get("inputs_embeds")
@@ -356,16 +377,22 @@ class NEFTuneHandle:
 
     def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         self._batch.exit()
+        if self._batch.depth == 0:
+            self._model_ids = None
 
     def _rescale_pending(self, embeds: torch.Tensor, pending: tuple) -> torch.Tensor | None:
         """Embeddings noised outside the model's forward (row length), rescaled per sequence now."""
-        _, noise, row_scale, alpha = pending
+        _, noise, old_scale, alpha, ignore = pending
         batch = self._batch.for_embedding("main", embeds)
         if not batch:
             return None
-        scales = token_scales(embeds, alpha, **batch).to(embeds.dtype)
+        if isinstance(old_scale, torch.Tensor):  # per token: placeholders were left out of the row
+            scales = token_scales(embeds, alpha, ignore=ignore, **batch)
+            ratio = torch.where(old_scale > 0, scales / old_scale.clamp(min=1e-30), 0.0).to(embeds.dtype)
+        else:
+            ratio = token_scales(embeds, alpha, **batch).to(embeds.dtype) / old_scale
         with torch.no_grad():
-            correction = noise * (scales / row_scale - 1.0).unsqueeze(-1)
+            correction = noise * (ratio - 1.0).unsqueeze(-1)
         return embeds + correction
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -384,28 +411,101 @@ class NEFTuneHandle:
                 "replaces it), or neftune.deactivate(model) to use transformers' hook instead"
             )
 
+    def _ignored(self, role: str, ids: object, output: torch.Tensor) -> torch.Tensor | None:
+        """Placeholder positions: in the ids the embedding got, or in the model's own ``input_ids``.
+
+        A decoder's embedding (``role="decoder"``) reads only its own ids: the model's
+        ``input_ids`` are the encoder's.
+        """
+        if not self.ignore_token_ids:
+            return None
+        shape = tuple(output.shape[:-1])
+        sources = (ids,) if role == "decoder" else (ids, self._model_ids)
+        found = [placeholder_mask(t, self.ignore_token_ids, shape) for t in sources]
+        masks = [m for m in found if m is not None]
+        if not masks:
+            return None
+        return masks[0] | masks[1].to(masks[0].device) if len(masks) == 2 else masks[0]
+
     def _embedding_hook(
         self, role: str, watched: tuple[nn.Module, ...], module: nn.Module, args: tuple, output: Any
     ) -> Any:
-        if not (module.training and torch.is_grad_enabled()):
+        if not module.training:
             return None
+        compiling = torch.compiler.is_compiling()
+        if not torch.is_grad_enabled() and (
+            compiling or torch.is_inference_mode_enabled() or not differentiated_reentrant_forward()
+        ):
+            return None  # a no-grad pass (not the forward of a reentrant checkpoint): stays clean
         self._check_single_source(watched)
         check_embedding_output(module, output)
         if self._alpha.error is not None:
             raise RuntimeError(self._alpha.error)
-        compiling = torch.compiler.is_compiling()
-        if not compiling:
-            if self._alpha.value == 0.0:
+        ids = args[0] if args else None
+        # A call during backward recomputes a checkpointed forward: repeat that forward's noise.
+        recompute = not compiling and in_backward()
+        draw = self._stream.journal.take(draw_key(output, ids)) if recompute else None
+        if draw is not None:
+            params = draw.params
+        else:
+            if not compiling and self._alpha.value == 0.0:
                 return None
-            if torch._C._current_graph_task_id() != -1 and self.generator(output.device) is not None:
+            if recompute:
                 self._warn_once(
                     "recompute",
                     "NEFTune: the input embedding was recomputed during backward (activation "
-                    "checkpointing around the embedding) with a private noise generator (seed=... or "
-                    "multi-process), so the recomputed noise differs from the forward's. Checkpoint "
-                    "the decoder layers only (transformers' gradient_checkpointing does), or use "
-                    "seed=None on a single process (torch.utils.checkpoint restores torch's RNG).",
+                    "checkpointing around it), but the forward call it repeats was not recorded "
+                    f"(more than {JOURNAL_SIZE} forwards before the backward, a new optimizer step "
+                    "between them, or a call from a backward hook): "
+                    "its noise may differ from the forward's.",
                 )
+            params = self._fresh_params(role, module, ids, output, compiling)
+        backend, inplace = params["backend"], params["inplace"] and not recompute
+        generator = self.generator(generator_device(backend, output))
+        if not compiling and not recompute:
+            self._stream.journal.record(draw_key(output, ids), generator, params)
+        with replaying(draw, generator) if recompute else contextlib.nullcontext():
+            result, noise = noised(
+                output,
+                params["alpha"],
+                backend=backend,
+                distribution=self.config.distribution,
+                scaling=self.config.scaling,
+                generator=generator,
+                inplace=inplace,
+                ignore=params["ignore"],
+                pad_mask=params["pad_mask"],
+                need_noise=self.record_stats or (params["outside"] and not params["batch"]),
+                **params["batch"],
+            )
+        if recompute:
+            return result  # counted and measured in the forward
+        self.last_backend, self.last_inplace = backend, inplace
+        self._calls.add_(1)
+        if self.record_stats:
+            with torch.no_grad():
+                clean = output.detach().float()
+                measured = noise.float() if noise is not None else result.detach().float() - clean
+                self._last_stats = (measured.norm(), clean.norm())
+            self.record_stats = False
+        if (
+            params["outside"]
+            and not compiling
+            and self.config.scaling == "per_sequence"
+            and not params["batch"]
+        ):
+            ignore, alpha = params["ignore"], self._alpha.value
+            if ignore is None:
+                old_scale: float | torch.Tensor = alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+            else:
+                old_scale = token_scales(output, alpha, ignore=ignore)
+            setattr(result, _PENDING, (self, noise, old_scale, alpha, ignore))
+        return result
+
+    def _fresh_params(
+        self, role: str, module: nn.Module, ids: object, output: torch.Tensor, compiling: bool
+    ) -> dict[str, Any]:
+        """What sets this call's noise: alpha, the batch's lengths, placeholders, backend."""
         outside = self._batch.depth == 0
         per_sequence = self.config.scaling == "per_sequence"
         if outside and not compiling and per_sequence:
@@ -415,10 +515,6 @@ class NEFTuneHandle:
                 "mask is not known there: the noise is scaled by the row length. Passing the result to "
                 "the model as inputs_embeds together with attention_mask rescales it per sequence.",
             )
-        batch = self._batch.for_embedding(role, output)
-        pad_mask = pad_token_mask(args[0] if args else None, self.config.pad_token_id, output)
-        if pad_mask is not None:
-            batch["pad_mask"] = pad_mask
         # While compiling, alpha is read from a tensor (no per-step Python constant to guard on);
         # batch scaling follows transformers' formula, which takes a Python float.
         alpha: float | torch.Tensor = self._alpha.tensor if compiling and per_sequence else self._alpha.value
@@ -434,28 +530,15 @@ class NEFTuneHandle:
             and not self.record_stats
             and may_write_in_place(module, output, self._hook_ids.get(id(module)))
         )
-        result, noise = noised(
-            output,
-            alpha,
-            backend=backend,
-            distribution=self.config.distribution,
-            scaling=self.config.scaling,
-            generator=self.generator(generator_device(backend, output)),
-            inplace=inplace,
-            **batch,
-        )
-        self.last_backend, self.last_inplace = backend, inplace
-        self._calls.add_(1)
-        if self.record_stats:
-            with torch.no_grad():
-                clean = output.detach().float()
-                measured = noise.float() if noise is not None else result.detach().float() - clean
-                self._last_stats = (measured.norm(), clean.norm())
-            self.record_stats = False
-        if outside and not compiling and per_sequence and not batch:
-            row_scale = self._alpha.value / math.sqrt(output.shape[-2] * output.shape[-1])
-            setattr(result, _PENDING, (self, noise, row_scale, self._alpha.value))
-        return result
+        return {
+            "alpha": alpha,
+            "batch": self._batch.for_embedding(role, output),
+            "ignore": self._ignored(role, ids, output) if per_sequence else None,
+            "pad_mask": pad_token_mask(ids, self.config.pad_token_id, output) if per_sequence else None,
+            "outside": outside,
+            "backend": backend,
+            "inplace": inplace,
+        }
 
 
 def activate(
@@ -478,6 +561,8 @@ def activate(
     Noise is added only while the embedding is in training mode and autograd is enabled.
     ``created_by``: a tag for integrations; an active handle with the same tag on the same
     embedding is a leftover of a run that raised, and is replaced instead of refused.
+    A vision-language model's image / video / audio placeholder tokens (ids from its config, or
+    ``ignore_token_ids``) get no noise and do not count in ``L``.
     """
     config = make_config(config, **overrides)
     if not isinstance(model, nn.Module):
@@ -498,7 +583,12 @@ def activate(
         _refuse_other_noise(root, path, module, created_by)
     for module in (*(m for _, m in targets), *owners):
         _drop_inert_hooks(module)
-    handle = NEFTuneHandle(model, targets, owners, config, locator=locator, created_by=created_by)
+    ignore = config.ignore_token_ids
+    if ignore is None:  # a VLM's placeholders, from its config; transformers' batch formula noises all
+        ignore = placeholder_token_ids(model) if config.scaling == "per_sequence" else ()
+    handle = NEFTuneHandle(
+        model, targets, owners, config, locator=locator, created_by=created_by, ignore_token_ids=ignore
+    )
     refresh_compiled([*(m for _, m in targets), *owners], "activated")
     return handle
 

@@ -20,7 +20,8 @@ import torch
 
 from .kernels import fused_add_noise
 from .kernels.backend import check_backend, draw_seed, resolve_backend
-from .kernels.reference import sample_eps, scaled_noise
+from .kernels.reference import sample_eps, torch_add_noise
+from .kernels.scales import kernel_scales, scale_value
 
 DISTRIBUTIONS = ("uniform", "gaussian", "symmetric")
 SCALINGS = ("per_sequence", "batch")
@@ -120,6 +121,7 @@ def segment_lengths(
     cu_seqlens: torch.Tensor | None = None,
     pad_mask: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Length ``L`` of the sequence each token belongs to, shape ``(B, T)`` int64; 0 on padding.
 
@@ -131,7 +133,9 @@ def segment_lengths(
     0 = padding, a new sequence where the id changes); or a block mask ``(B, H, T, T)`` /
     ``(B, T, T)`` (see :func:`block_mask_boundaries`). Padding does not count towards ``L``.
     ``pad_mask``: ``(B, T)`` bool, True on pad-token ids; a sequence made only of such tokens is
-    padding (a packer's padded tail given positions of its own). No host sync on accelerators.
+    padding (a packer's padded tail given positions of its own). ``ignore`` (``(B, T)`` bool,
+    True = a token to leave out, e.g. a VLM's image placeholders) is applied last, like padding
+    that does not split a sequence. No host sync on accelerators.
     """
     rows, cols = shape
     if device is None:
@@ -181,6 +185,8 @@ def segment_lengths(
             starts = starts | mask_starts
         seg = starts.long().cumsum(1) - 1  # segment index within the row
         row_offset = torch.arange(rows, device=device).unsqueeze(1) * cols
+    if ignore is not None:
+        valid = valid & ~_check_2d(ignore, "ignore", rows, cols).to(device=device, dtype=torch.bool)
     # Count real tokens per (row, segment) with one scatter over globally unique ids.
     gid = (seg + row_offset).view(-1)
     # cu_seqlens may list more (empty) segments than there are tokens: size for both.
@@ -215,10 +221,12 @@ def token_scales(
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     pad_mask: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token noise scale ``alpha / sqrt(L * d)``, shape ``(B, T)`` float32 (``(T,)`` for 2-D embeds).
 
-    Exactly 0.0 on padding positions. Boundaries and padding: see :func:`segment_lengths`.
+    Exactly 0.0 on padding positions and on ``ignore``d tokens. Boundaries, padding, ``pad_mask``
+    and ``ignore``: see :func:`segment_lengths`.
     """
     rows, cols, dim = _as_rows(embeds)
     lengths = segment_lengths(
@@ -228,9 +236,14 @@ def token_scales(
         cu_seqlens=cu_seqlens,
         pad_mask=pad_mask,
         device=embeds.device,
+        ignore=ignore,
     )
-    lf = lengths.to(torch.float32)
-    scales = torch.where(lengths > 0, alpha / torch.sqrt(lf.clamp(min=1.0) * dim), torch.zeros_like(lf))
+    # fl(fl(1 / sqrt(L * d)) * alpha) in float64, rounded once to float32: the same value on every
+    # device (torch's float32 sqrt on the CPU is not always correctly rounded) and in the fused
+    # kernels (neftune.kernels.scales.scale_value). Padding (L = 0, an inf here) is set to 0.
+    wide = torch.float32 if lengths.device.type == "mps" else torch.float64  # MPS has no float64
+    scales = (lengths.to(wide) * dim).sqrt_().reciprocal_().mul_(alpha)
+    scales = scales.masked_fill_(lengths == 0, 0.0).to(torch.float32)
     return scales if embeds.dim() == 3 else scales.squeeze(0)
 
 
@@ -275,6 +288,8 @@ def noised(
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     pad_mask: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
+    need_noise: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The one noise path: ``(embeds + noise, noise)``; every caller (``add_noise``, the hook, the module) uses it.
 
@@ -285,24 +300,40 @@ def noised(
     ``generator`` must be on :func:`generator_device` (``None``: torch's default RNG). The
     fused kernel returns no separate noise tensor (``None``) and writes into ``embeds`` when
     ``inplace``; the torch path never modifies ``embeds``. The result keeps ``embeds``'
-    autograd graph (identity gradient); the noise itself is not differentiated.
+    autograd graph (identity gradient); the noise itself is not differentiated. ``ignore``:
+    ``(B, T)`` bool, tokens that get no noise and do not count in ``L`` (per-sequence only).
+
+    Cost over the embeddings: the torch path draws ``eps`` and applies the scales in one fused
+    multiply-add (two passes; :func:`neftune.kernels.reference.torch_add_noise`), and returns the
+    noise only when ``need_noise`` (which can cost a third pass); the fused kernel reads and
+    writes once, its scales computed in the kernel where it can
+    (:func:`neftune.kernels.kernel_scales`).
     """
     if scaling == "batch":
         noise = batch_scaled_noise(embeds, alpha, distribution=distribution, generator=generator)
         return embeds + noise, noise
-    scales = token_scales(
-        embeds,
-        alpha,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        cu_seqlens=cu_seqlens,
-        pad_mask=pad_mask,
-    )
+    batch = {
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "cu_seqlens": cu_seqlens,
+        "pad_mask": pad_mask,
+        "ignore": ignore,
+    }
     if backend == "triton":
         seed = draw_seed(generator)
+        scales = kernel_scales(embeds, alpha, **batch)
+        if scales is None:  # a case the kernel cannot scale by itself: the torch reference's scales
+            scales = token_scales(embeds, alpha, **batch)
         return fused_add_noise(embeds, scales, distribution=distribution, seed=seed, inplace=inplace), None
-    noise = scaled_noise(embeds, scales, distribution=distribution, generator=generator)
-    return embeds + noise, noise
+    no_lengths = all(t is None for t in batch.values())
+    if no_lengths and isinstance(alpha, Real) and embeds.dim() in (2, 3):
+        # One sequence per row: token_scales' value for every token, without its ~10 small kernels.
+        scales: torch.Tensor | float = scale_value(embeds.shape[-2], embeds.shape[-1], alpha)
+    else:
+        scales = token_scales(embeds, alpha, **batch)
+    return torch_add_noise(
+        embeds, scales, distribution=distribution, generator=generator, need_noise=need_noise
+    )
 
 
 def add_noise(
@@ -316,14 +347,16 @@ def add_noise(
     generator: torch.Generator | None = None,
     backend: str = "auto",
     pad_mask: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Return ``embeds + alpha / sqrt(L * d) * eps`` with ``L`` each sequence's own length.
 
     ``embeds``: ``(B, T, d)`` or ``(T, d)``. With no mask, positions or ``cu_seqlens``,
     ``L`` is the row length ``T``. ``attention_mask`` may be 0/1, segment ids (packed rows:
     1..k, 0 = padding) or a block mask ``(B, H, T, T)``; ``pad_mask`` marks pad-token ids (a
-    sequence of only those is padding); see :func:`segment_lengths`. Padding (mask 0, a
-    masked-out block row, past ``cu_seqlens[-1]``) gets exactly zero noise. The result keeps ``embeds``' dtype, device and autograd graph
+    sequence of only those is padding); ``ignore`` marks tokens left out without splitting their
+    sequence (a VLM's image placeholders); see :func:`segment_lengths`. Padding (mask 0, a
+    masked-out block row, past ``cu_seqlens[-1]``) and ignored tokens get exactly zero noise. The result keeps ``embeds``' dtype, device and autograd graph
     (gradient w.r.t. ``embeds`` is the identity); the noise itself is not differentiated.
     Always adds noise: the train/eval decision belongs to the caller (see ``activate``).
     ``embeds`` itself is never modified.
@@ -352,5 +385,7 @@ def add_noise(
         position_ids=position_ids,
         cu_seqlens=cu_seqlens,
         pad_mask=pad_mask,
+        ignore=ignore,
+        need_noise=False,
     )
     return result

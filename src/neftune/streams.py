@@ -13,6 +13,8 @@ import operator
 
 import torch
 
+from .checkpointing import DrawJournal
+
 _RANK_STRIDE = 1_000_003  # distinct, reproducible seeds per distributed rank
 _MASK64 = 2**64 - 1
 
@@ -70,13 +72,16 @@ class NoiseStream:
     ``generator(device)`` is None (torch's default RNG, so ``torch.manual_seed`` governs the
     noise) without a seed on a single process; otherwise a private generator seeded by
     :func:`stream_seed` (without a seed: from ``torch.initial_seed()``). ``advance(step)``
-    reseeds every generator for optimizer step ``step``.
+    reseeds every generator for optimizer step ``step``. ``journal`` keeps the recent forward
+    draws, so that a checkpoint's recompute repeats them (:mod:`neftune.checkpointing`); it is
+    emptied at each new step.
     """
 
     def __init__(self, seed: int | None) -> None:
         self.seed = seed
         self.step = 0
         self._generators: dict[torch.device, torch.Generator] = {}
+        self.journal = DrawJournal()
 
     def _base(self) -> int:
         return self.seed if self.seed is not None else torch.initial_seed()
@@ -97,11 +102,13 @@ class NoiseStream:
         if step == self.step:
             return
         self.step = step
+        self.journal.clear()
         for gen in self._generators.values():
             gen.manual_seed(stream_seed(self._base(), distributed_rank(), step))
 
     def clear(self) -> None:
         self._generators = {}
+        self.journal.clear()
 
     def __getstate__(self) -> dict:
-        return {"seed": self.seed, "step": self.step, "_generators": {}}
+        return {"seed": self.seed, "step": self.step, "_generators": {}, "journal": DrawJournal()}

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .formatting import decimals_for, fmt_estimate, fmt_value, half_width, p_relation
+from .formatting import decimals_for, fmt_estimate, fmt_value, half_width, p_relation, two_digit_decimals
 from .labels import metric_direction, metric_label, sentence_case, setting_word
 from .setting import Setting
 from .stats import (
     BETTER,
     HIGHER,
     LOWER,
+    NA_DEGENERATE,
     NA_ONE_SEED,
     NO_DIFFERENCE,
     SUMMARY_SCHEMA,
@@ -31,12 +32,15 @@ from .stats import (
 __all__ = [
     "Recommendation",
     "Signature",
+    "detectable_phrase",
     "headline_sentences",
+    "interval_method",
     "multiple_comparisons_sentence",
     "paper_signatures",
     "recommend",
     "status_sentence",
     "summary_to_dict",
+    "verdict_sentence",
 ]
 
 # --------------------------------------------------------------------------- words
@@ -79,11 +83,57 @@ def _diff_ci(d: PairedDifference, pct: float) -> str:
     return f"{mean}, {pct:g}% CI {ci}"
 
 
+def detectable_phrase(cells: Sequence[Cell]) -> str | None:
+    """``could detect ±0.052 or larger`` (one cell) or ``could detect ±0.05–0.08 or larger`` (several):
+    the smallest differences the design detects with 80% power; None when none is known."""
+    found = sorted(c.diff.detectable for c in cells if c.diff is not None and c.diff.detectable is not None)
+    if not found:
+        return None
+    lo, hi = found[0], found[-1]
+    d = _two_digits(lo)
+    if len(found) == 1 or fmt_value(lo, d) == fmt_value(hi, d):
+        return f"could detect ±{fmt_value(hi, _two_digits(hi))} or larger at 80% power"
+    return f"could detect ±{fmt_value(lo, d)}–{fmt_value(hi, _two_digits(hi))} or larger at 80% power"
+
+
+def _two_digits(x: float) -> int:
+    """Decimals that show ``x`` to 2 significant digits."""
+    return two_digit_decimals(x)
+
+
+def _covers_phrase(cells: Sequence[Cell]) -> str:
+    covers = {c.diff.covers for c in cells if c.diff is not None}
+    return "seeds and prompts" if covers == {"seeds and prompts"} else "seeds"
+
+
+def interval_method(summary: Summary) -> str:
+    """One paragraph: how the intervals were computed (for the report and summary.json)."""
+    pct = f"{100 * summary.confidence:g}%"
+    design = (
+        "every seed was scored on the same prompts, so the prompt sampling is a separate part of the variance"
+        if summary.same_prompts
+        else "each seed drew its own data and evaluation prompts, so the seeds' spread holds the prompt sampling"
+    )
+    return (
+        f"Intervals are {pct} Student-t intervals. For metrics scored per answer (instruction following, task "
+        "accuracy, answer length, truncation) the variance covers seeds and prompts: a grouped delete-one "
+        "jackknife over seeds and over prompts, the whole estimate recomputed at each deletion, combined as "
+        f"in a two-level random-effects model ({design}). Other metrics (losses, ROUGE-L) vary over seeds "
+        "only: the paired t interval over seeds"
+        + (", which leaves out how their evaluation records were drawn." if summary.same_prompts else ".")
+        + " A difference gets a verdict only when its interval excludes 0; an interval of zero width gets "
+        "none. 'Could detect ±X': the smallest difference this design finds with 80% power at the same "
+        "confidence, (t quantile + t_0.8) x standard error."
+    )
+
+
 # --------------------------------------------------------------------------- headline
 
 
 def _metric_sentence(m: MetricSummary, summary: Summary) -> str | None:
-    """One sentence on how a metric moved against the baseline; None when nothing was compared."""
+    """One sentence on how a metric moved against the baseline; None when nothing was compared.
+
+    Every 'no detectable difference' carries the effect the design could have detected."""
     compared = m.compared
     if not compared:
         return None
@@ -93,8 +143,10 @@ def _metric_sentence(m: MetricSummary, summary: Summary) -> str | None:
     by = {v: [c for c in compared if c.verdict == v] for v in (BETTER, WORSE, HIGHER, LOWER, NO_DIFFERENCE)}
     if len(by[NO_DIFFERENCE]) == len(compared):
         where = f"at any {word}" if len(compared) > 1 else f"at {compared[0].label}"
+        power = detectable_phrase(compared)
         return (
-            f"NEFTune did not measurably change {m.label} {where} ({seeds}; differences within seed noise)."
+            f"NEFTune did not measurably change {m.label} {where} ({seeds}; differences within the noise of "
+            f"{_covers_phrase(compared)}{'; ' + power if power else ''})."
         )
     parts = []
     verbs = {
@@ -111,8 +163,72 @@ def _metric_sentence(m: MetricSummary, summary: Summary) -> str | None:
             parts.append(f"{verb} {obj}{tail} at {_join([_diff_phrase(c, pct) for c in by[v]])}")
             first = False
     if by[NO_DIFFERENCE]:
-        parts.append(f"made no detectable difference at {_others(by[NO_DIFFERENCE], word)}")
+        power = detectable_phrase(by[NO_DIFFERENCE])
+        parts.append(
+            f"made no detectable difference at {_others(by[NO_DIFFERENCE], word)}"
+            + (f" ({power})" if power else "")
+        )
     return f"NEFTune {'; '.join(parts)} — {seeds} per setting."
+
+
+def verdict_sentence(summary: Summary) -> str:
+    """The report's opening sentence: what NEFTune did to the primary metric, with the effect the
+    experiment could have detected when it found none."""
+    base_info = next((i for i in summary.settings if i.is_baseline), None)
+    if summary.baseline is None or base_info is None or not base_info.seeds_complete:
+        return "No finished baseline (no noise) arm: nothing says whether NEFTune helped."
+    primary = summary.metric(summary.primary_metric) if summary.primary_metric else None
+    if primary is None:
+        return f"No arm reported the primary metric ({summary.primary_metric}): no verdict."
+    compared = primary.compared
+    noisy = [c for c in primary.cells if not c.is_baseline]
+    if not compared:
+        why = (
+            "its differences have zero width (every paired answer scored the same)"
+            if any(c.verdict == NA_DEGENERATE for c in noisy)
+            else "fewer than 2 seeds pair up with the baseline (run 2 or more seeds)"
+        )
+        return f"No verdict on {primary.label}: {why}."
+    pct = 100 * summary.confidence
+    word = setting_word(summary.only_alpha_varies)
+    better = [c for c in compared if c.verdict == BETTER]
+    worse = [c for c in compared if c.verdict == WORSE]
+    quiet = [c for c in compared if c.verdict == NO_DIFFERENCE]
+    n_prompts = max((c.diff.n_prompts for c in compared if c.diff is not None), default=0)
+    design = _seeds_phrase(compared) + (f" x {n_prompts} prompts" if n_prompts else "")
+    if better:
+        text = f"NEFTune improved {primary.label} at {_join([_diff_phrase(c, pct) for c in better])}"
+        if worse:
+            text += f" and made it worse at {_join([_diff_phrase(c, pct) for c in worse])}"
+        if quiet:
+            power = detectable_phrase(quiet)
+            text += f"; no detectable difference at {_others(quiet, word)}" + (f" ({power})" if power else "")
+        return text + f" ({design})."
+    if worse:
+        text = f"NEFTune did not help: it made {primary.label} worse at {_join([_diff_phrase(c, pct) for c in worse])}"
+        if quiet:
+            power = detectable_phrase(quiet)
+            text += f", and made no detectable difference at {_others(quiet, word)}" + (
+                f" ({power})" if power else ""
+            )
+        return text + f" ({design})."
+    means = [c.diff.mean for c in quiet if c.diff is not None and c.diff.mean is not None]
+    spread = ""
+    if means:
+        # As many decimals as the narrowest interval shows (2 significant digits of its half-width).
+        d = max(decimals_for(c.diff.mean or 0.0, half_width(c.diff.lo, c.diff.hi)) for c in quiet if c.diff)
+        lo, hi = min(means), max(means)
+        spread = (
+            f"the difference was {fmt_value(lo, d, signed=True)}"
+            if len(means) == 1
+            else f"differences from {fmt_value(lo, d, signed=True)} to {fmt_value(hi, d, signed=True)}"
+        )
+    power = detectable_phrase(quiet)
+    where = f"at any {word}" if len(quiet) > 1 else f"at {quiet[0].label}"
+    return (
+        f"NEFTune did not measurably change {primary.label} {where} ({design}; {spread}, all within noise)"
+        + (f"; the experiment {power}." if power else ".")
+    )
 
 
 def multiple_comparisons_sentence(summary: Summary) -> str:
@@ -144,8 +260,9 @@ def status_sentence(summary: Summary) -> str | None:
 
 
 def headline_sentences(summary: Summary) -> list[str]:
-    """Plain-English headline: the primary metric, other quality metrics, the multiple-comparisons
-    caveat (the run's status is :func:`status_sentence`)."""
+    """Plain-English headline: the verdict on the primary metric (:func:`verdict_sentence`), other
+    quality metrics that moved, those that did not (with what could have been detected), and the
+    multiple-comparisons caveat (the run's status is :func:`status_sentence`)."""
     out: list[str] = []
     base_info = next((i for i in summary.settings if i.is_baseline), None)
     if summary.baseline is None or base_info is None or not base_info.seeds_complete:
@@ -157,16 +274,7 @@ def headline_sentences(summary: Summary) -> list[str]:
     quality = [m for m in summary.metrics if m.direction != "descriptive"]
     primary = summary.metric(summary.primary_metric) if summary.primary_metric else None
     if primary is not None:
-        sentence = _metric_sentence(primary, summary)
-        if sentence is None:
-            sentence = (
-                f"{sentence_case(primary.label)} could not be compared with the baseline: "
-                "fewer than 2 seeds pair up per setting, so an effect cannot be told from seed noise "
-                "(run 2 or more seeds)."
-            )
-        out.append(sentence)
-        if primary.compared and not any(c.verdict == BETTER for c in primary.compared):
-            out.append(f"In plain words: NEFTune did not help {primary.label} in this experiment.")
+        out.append(verdict_sentence(summary))
     rest = [m for m in quality if m is not primary]
     quiet = []
     for m in rest:
@@ -175,9 +283,17 @@ def headline_sentences(summary: Summary) -> list[str]:
             if sentence:
                 out.append(sentence)
         elif m.compared:
-            quiet.append(m.label)
+            quiet.append(m)
     if quiet:
-        out.append(f"No detectable difference from the baseline in {_join(quiet)}.")
+        power = detectable_phrase([c for m in quiet for c in m.compared])
+        where = (
+            _join([m.label for m in quiet]) if len(quiet) <= 3 else f"the other {len(quiet)} quality metrics"
+        )
+        out.append(
+            f"No detectable difference from the baseline in {where}"
+            + (f" (they {power.replace('could detect', 'could detect differences of')})" if power else "")
+            + (" — see 'Every metric'." if len(quiet) > 3 else ".")
+        )
     out.append(multiple_comparisons_sentence(summary))
     return out
 
@@ -199,31 +315,56 @@ class Signature:
     sentence: str
 
 
+#: The paper's signatures: (name, [(metric, what it measures)] in order of preference, expected).
+#: "Longer answers" is about open-ended instructions (the paper's AlpacaEval answers), so it is
+#: measured on the answers to the instruction prompts; without them, on the held-out prompts' answers.
 _SIGNATURES = (
-    ("longer answers", ("length_tokens", "length_chars"), HIGHER),
-    ("higher training loss with noise off", ("loss/train",), HIGHER),
-    ("lower ROUGE-L against the training responses", ("rouge_l_train",), LOWER),
+    (
+        "longer answers",
+        (
+            ("length_chars/ifeval", "characters of the answers to the instruction prompts"),
+            ("length_chars", "characters of the answers to the held-out task prompts"),
+        ),
+        HIGHER,
+    ),
+    ("higher training loss with noise off", (("loss/train", "noise-off loss on training records"),), HIGHER),
+    (
+        "lower ROUGE-L against the training responses",
+        (("rouge_l_train", "answers to training prompts vs their training responses"),),
+        LOWER,
+    ),
 )
 
 
 def paper_signatures(summary: Summary) -> list[Signature]:
-    """Check the paper's three signatures: longer answers, higher noise-off training loss, lower ROUGE-L."""
+    """Check the paper's three signatures: longer answers (to the instruction prompts when there are
+    any), higher noise-off training loss, lower ROUGE-L against the training responses."""
     pct = 100 * summary.confidence
     out = []
     for name, candidates, expected in _SIGNATURES:
-        m = next((summary.metric(c) for c in candidates if summary.metric(c) is not None), None)
-        if m is None:
-            sentence = f"{sentence_case(name)}: not measured (no arm reported {_join(candidates)})."
+        found = next(
+            ((summary.metric(c), what) for c, what in candidates if summary.metric(c) is not None), None
+        )
+        if found is None:
+            names = [c for c, _ in candidates]
+            sentence = f"{sentence_case(name)}: not measured (no arm reported {_join(names)})."
             out.append(Signature(name, None, expected, "not measured", (), (), (), sentence))
             continue
+        m, what = found
         opposite = LOWER if expected == HIGHER else HIGHER
         compared = m.compared
         seen = [c for c in compared if c.verdict == expected]
         against = [c for c in compared if c.verdict == opposite]
         unclear = [c for c in compared if c.verdict == NO_DIFFERENCE]
-        head = f"{sentence_case(name)} ({m.label}; expected {expected} with noise)"
+        head = f"{sentence_case(name)} ({what}; expected {expected} with noise)"
         if not compared:
-            status, body = "cannot tell", "cannot tell: no setting pairs at least 2 seeds with the baseline"
+            degenerate = any(c.verdict == NA_DEGENERATE for c in m.cells)
+            status = "cannot tell"
+            body = (
+                "cannot tell: every difference has zero width (all answers scored alike)"
+                if degenerate
+                else "cannot tell: no setting pairs at least 2 seeds with the baseline"
+            )
         else:
             status = (
                 "seen"
@@ -241,8 +382,10 @@ def paper_signatures(summary: Summary) -> list[Signature]:
                 bits.append(f"the opposite at {_join([_diff_phrase(c, pct) for c in against])}")
             if unclear:
                 word = setting_word(summary.only_alpha_varies)
+                power = detectable_phrase(unclear)
                 bits.append(
-                    f"within seed noise at {_others(unclear, word) if bits else _join([c.label for c in unclear])}"
+                    f"within noise at {_others(unclear, word) if bits else _join([c.label for c in unclear])}"
+                    + (f" ({power})" if power else "")
                 )
             body = "; ".join(bits)
         out.append(
@@ -392,11 +535,16 @@ def recommend(summary: Summary, primary_metric: str | None = None) -> Recommenda
     d = top.diff
     assert d is not None
     if top.verdict == NO_DIFFERENCE:
-        why = f"its difference from the baseline ({_diff_ci(d, pct)}, {d.n} seeds) is within seed noise"
+        power = detectable_phrase([top])
+        why = f"its difference from the baseline ({_diff_ci(d, pct)}, {d.n} seeds) is within noise" + (
+            f"; the experiment {power}" if power else ""
+        )
         if len(noisy) > 1:
             why += ", and no other setting beat the baseline either"
     elif top.verdict == WORSE:
         why = "paired by seed it was still worse than the baseline beyond seed noise"
+    elif top.verdict == NA_DEGENERATE:
+        why = "its paired answers all scored alike, so the difference has no interval to judge it by"
     elif top.verdict == NA_ONE_SEED:
         why = (
             "only one of its seeds pairs with the baseline, so its difference cannot be told from seed noise"
@@ -437,16 +585,29 @@ def _cell_dict(c: Cell) -> dict[str, Any]:
         "diff": None,
         "verdict": c.verdict,
     }
+    out["ci_covers"] = e.covers if e.lo is not None else None
     if c.diff is not None:
-        d = c.diff
-        out["diff"] = {
-            "seeds": list(d.seeds),
-            "mean": d.mean,
-            "sd": d.sd,
-            "ci": [d.lo, d.hi] if d.lo is not None else None,
-            "p": d.p,
-        }
+        out["diff"] = _diff_dict(c.diff)
+    if c.diff_untruncated is not None:
+        out["diff_untruncated"] = _diff_dict(c.diff_untruncated)
+        out["verdict_untruncated"] = c.verdict_untruncated
     return out
+
+
+def _diff_dict(d: PairedDifference) -> dict[str, Any]:
+    return {
+        "seeds": list(d.seeds),
+        "mean": d.mean,
+        "sd": d.sd,
+        "ci": [d.lo, d.hi] if d.lo is not None else None,
+        "p": d.p,
+        "se": d.se,
+        "df": d.df,
+        "detectable_80": d.detectable,
+        "covers": d.covers,
+        "prompts_per_seed": d.n_prompts,
+        "degenerate": d.degenerate,
+    }
 
 
 def summary_to_dict(summary: Summary) -> dict[str, Any]:
@@ -495,7 +656,10 @@ def summary_to_dict(summary: Summary) -> dict[str, Any]:
             "distinguishable": summary.n_distinguishable,
             "expected_by_chance": summary.n_comparisons * (1 - summary.confidence),
         },
+        "same_prompts_across_seeds": summary.same_prompts,
+        "interval_method": interval_method(summary),
         "status_note": status_sentence(summary),
+        "verdict": verdict_sentence(summary),
         "headline": headline_sentences(summary),
         "signatures": [
             {

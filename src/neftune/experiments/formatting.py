@@ -18,6 +18,7 @@ __all__ = [
     "fmt_value",
     "half_width",
     "p_relation",
+    "two_digit_decimals",
 ]
 
 
@@ -33,6 +34,13 @@ def decimals_for(x: float, half_width: float | None = None) -> int:
     else:
         d = 0
     return min(6, max(0, d))
+
+
+def two_digit_decimals(x: float) -> int:
+    """Decimals that show ``x`` to 2 significant digits, in [0, 6] (2 for 0 or a non-finite ``x``)."""
+    if not x or not math.isfinite(x):
+        return 2
+    return min(6, max(0, 1 - math.floor(math.log10(abs(x)))))
 
 
 def fmt_value(x: float | None, decimals: int | None = None, signed: bool = False) -> str:

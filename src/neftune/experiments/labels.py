@@ -67,6 +67,8 @@ _FIXED_LABELS = {
     "length_tokens": "answer length in tokens",
     "repetition_2gram": "repeated bigrams in answers",
     "length_chars/ifeval": "length of instruction-prompt answers in characters",
+    "truncated/ifeval": "instruction answers cut at the generation cap",
+    "truncated/tasks": "task answers cut at the generation cap",
 }
 
 _IFEVAL_LEVELS = {"prompt": "prompts with every instruction followed", "instruction": "instructions followed"}
@@ -94,7 +96,15 @@ def metric_label(name: str) -> str:
 
 
 _ORDER_PREFIXES = ("ifeval/", "accuracy/", "loss/eval", "loss/train", TRAIN_LOSS_NOISE_ON)
-_ORDER_FIXED = ("rouge_l_train", "length_tokens", "length_chars", "length_chars/ifeval", "repetition_2gram")
+_ORDER_FIXED = (
+    "rouge_l_train",
+    "length_tokens",
+    "length_chars",
+    "length_chars/ifeval",
+    "repetition_2gram",
+    "truncated/ifeval",
+    "truncated/tasks",
+)
 
 
 def metric_sort_key(name: str, primary: str | None) -> tuple[int, str]:

@@ -1,120 +1,41 @@
-"""Length control: is a quality gain more than longer answers?
+"""Length control: how much of a quality difference goes with longer answers?
 
 NEFTune's headline gains come with much longer answers (AlpacaEval: raw win rate 26.5 -> 61.6,
 length-controlled 26.3 -> 31.6). Here every per-prompt quality score (a task answer checked
-right, a prompt's instructions all followed, one instruction followed) of a noisy arm is paired
+right, a prompt's instructions all followed, the instructions followed) of a noisy arm is paired
 with the baseline arm of the same seed on the same prompt, giving a score difference ``d`` and an
 answer-length difference ``x`` (characters) per prompt. Per setting and metric:
 
 - *raw* difference: per seed, the mean of ``d`` (exactly the difference of the arms' metric);
 - *length-adjusted* difference: the regression ``d = a_s + b * x`` with one intercept per seed
-  and a common slope ``b`` (least squares, within-seed centred), so ``a_s`` is seed ``s``'s score
-  difference *at equal answer length*;
+  and a common slope ``b`` (weighted least squares, within-seed centred); the estimate is the
+  mean of the ``a_s``, the score difference *at equal answer length*.
 
-and each of the two is summarised across seeds like every other comparison (mean, Student-t
-interval, paired t-test: :func:`neftune.experiments.stats.difference_estimate`). A gain
-that only comes from length has a raw interval above 0 and an adjusted one around 0. The
-adjustment assumes the score changes linearly with the length difference; it answers "would the
-gain remain at equal length", not whether length itself is what the instructions asked for.
-
-Pure functions; :func:`load_arm_rows` reads an arm's ``eval/per_prompt.json``.
+Both go through the same intervals as every other comparison (:mod:`.intervals`: over seeds and
+prompts), and the adjusted one re-fits the slope at every deletion, so the slope's estimation
+error is in its interval. The adjustment is an *association*, not an effect: answer length is
+itself changed by the noise, so "at equal length" compares answers the noise made longer with
+baseline answers that happened to be as long; it assumes a linear relation and says whether a
+difference is more than the length that goes with it, not what the noise would do with length
+held fixed. Pure functions.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from ..data.instructions import IFEVAL_SPLIT_SUFFIX
-from ..io import read_json_object
-from ..metrics import PER_PROMPT_FILE
+from .intervals import slope_of
 from .labels import metric_direction
 from .setting import Setting
-from .stats import PairedDifference, Summary, difference_estimate, verdict
+from .stats import PairedDifference, Summary, paired_groups, prompt_interval, verdict
 
-__all__ = [
-    "LengthControlled",
-    "adjusted_differences",
-    "arm_rows",
-    "length_control",
-    "load_arm_rows",
-    "load_length_control",
-]
-
-#: A per-prompt score: prompt key -> (score, answer length in characters).
-Rows = dict[tuple[Any, ...], tuple[float, float]]
+__all__ = ["LengthControlled", "length_control", "quality_metric"]
 
 
-def arm_rows(per_prompt: Mapping[str, Any]) -> dict[str, Rows]:
-    """Per metric name, the per-prompt (score, length) rows of one arm's ``per_prompt.json`` dict.
-
-    Task splits give ``accuracy/<split>``; instruction splits give ``ifeval/prompt_{strict,loose}``
-    (one row per prompt) and ``ifeval/instruction_{strict,loose}`` (one row per instruction, with
-    its prompt's length), overall and with the ``/<split suffix>``.
-    """
-    out: dict[str, Rows] = {}
-    for split, rows in (per_prompt.get("splits") or {}).items():
-        for i, row in enumerate(rows):
-            length = float(row["length_chars"])
-            if "correct" in row:
-                out.setdefault(f"accuracy/{split}", {})[(split, i)] = (float(row["correct"]), length)
-                continue
-            suffix = IFEVAL_SPLIT_SUFFIX.get(split, split)
-            for mode in ("strict", "loose"):
-                hits = [bool(h) for h in row[mode]]
-                for name in (f"ifeval/prompt_{mode}", f"ifeval/prompt_{mode}/{suffix}"):
-                    out.setdefault(name, {})[(split, i)] = (float(all(hits)), length)
-                for j, hit in enumerate(hits):
-                    for name in (f"ifeval/instruction_{mode}", f"ifeval/instruction_{mode}/{suffix}"):
-                        out.setdefault(name, {})[(split, i, j)] = (float(hit), length)
-    return out
-
-
-def load_arm_rows(arm_dir: str | Path) -> dict[str, Rows] | None:
-    """:func:`arm_rows` of ``arm_dir/eval/per_prompt.json``; None when it is missing or unreadable."""
-    data = read_json_object(Path(arm_dir) / "eval" / PER_PROMPT_FILE)
-    if data is None:
-        return None
-    try:
-        return arm_rows(data)
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _summary(per_seed: Mapping[int, float], confidence: float) -> PairedDifference:
-    """:func:`~.stats.difference_estimate` of the seeds whose value is finite."""
-    return difference_estimate({s: v for s, v in per_seed.items() if math.isfinite(v)}, confidence)
-
-
-def adjusted_differences(
-    pairs: Mapping[int, Sequence[tuple[float, float]]],
-) -> tuple[dict[int, float], dict[int, float], float | None]:
-    """Per seed: raw mean score difference and length-adjusted intercept; and the common slope.
-
-    ``pairs[seed]`` holds ``(score difference, length difference)`` per prompt. The slope is the
-    within-seed least-squares slope ``sum((x - mean_s x)(d - mean_s d)) / sum((x - mean_s x)^2)``;
-    the adjusted value of seed ``s`` is ``mean_s d - slope * mean_s x``. When the length
-    differences do not vary within any seed the slope is undefined: adjusted values are NaN.
-    """
-    raw: dict[int, float] = {}
-    means: dict[int, tuple[float, float]] = {}
-    sxy = sxx = 0.0
-    for seed, rows in pairs.items():
-        if not rows:
-            continue
-        d_mean = statistics.fmean(d for d, _ in rows)
-        x_mean = statistics.fmean(x for _, x in rows)
-        raw[seed], means[seed] = d_mean, (d_mean, x_mean)
-        sxy += sum((x - x_mean) * (d - d_mean) for d, x in rows)
-        sxx += sum((x - x_mean) ** 2 for _, x in rows)
-    if sxx <= 0:
-        return raw, {s: math.nan for s in raw}, None
-    slope = sxy / sxx
-    return raw, {s: d - slope * x for s, (d, x) in means.items()}, slope
+def quality_metric(name: str) -> bool:
+    """Metrics whose per-prompt scores the length control adjusts (generation-scored, with a direction)."""
+    return name.startswith(("accuracy/", "ifeval/")) and metric_direction(name) != "descriptive"
 
 
 @dataclass(frozen=True)
@@ -141,68 +62,50 @@ class LengthControlled:
         return self.adjusted_verdict == "better"
 
 
-def length_control(
-    arms: Sequence[tuple[Setting, int, Mapping[str, Rows]]],
-    baseline: Setting,
-    confidence: float = 0.95,
-) -> list[LengthControlled]:
-    """Raw and length-adjusted differences from ``baseline`` of every (noisy setting, metric).
-
-    ``arms``: (setting, seed, :func:`arm_rows`) of each finished arm. Only prompts both arms of
-    a seed answered are paired. Metrics without a better direction are skipped.
-    """
-    by_setting: dict[Setting, dict[int, Mapping[str, Rows]]] = {}
-    for setting, seed, rows in arms:
-        by_setting.setdefault(setting, {})[seed] = rows
-    base = by_setting.get(baseline, {})
+def length_control(summary: Summary) -> list[LengthControlled]:
+    """Raw and length-adjusted differences from the baseline of every (noisy setting, quality metric)
+    whose arms stored per-prompt answers (``summary.answers``), over the seeds both sides have."""
+    if summary.baseline is None:
+        return []
     out = []
-    for setting in sorted(by_setting, key=Setting.sort_key):
-        if setting == baseline:
+    confidence = summary.confidence
+    for m in summary.metrics:
+        if not quality_metric(m.name):
             continue
-        names = sorted({n for rows in by_setting[setting].values() for n in rows})
-        for name in names:
-            direction = metric_direction(name)
-            if direction == "descriptive":
+        base = summary.units(summary.baseline, m.name)
+        for c in m.cells:
+            if c.is_baseline:
                 continue
-            pairs: dict[int, list[tuple[float, float]]] = {}
-            for seed, rows in by_setting[setting].items():
-                mine, theirs = rows.get(name), base.get(seed, {}).get(name)
-                if not mine or not theirs:
-                    continue
-                pairs[seed] = [
-                    (v - theirs[k][0], n - theirs[k][1]) for k, (v, n) in mine.items() if k in theirs
-                ]
-            if not pairs:
+            mine = summary.units(c.setting, m.name)
+            shared = sorted(set(mine) & set(base))
+            if not shared:
                 continue
-            raw, adjusted, slope = adjusted_differences(pairs)
-            raw_d, adj_d = _summary(raw, confidence), _summary(adjusted, confidence)
-            all_x = [x for rows in pairs.values() for _, x in rows]
+            pairs = {s: (mine[s], base[s]) for s in shared}
+            raw = prompt_interval(pairs, confidence)
+            adjusted = prompt_interval(pairs, confidence, adjust_length=True)
+            if raw is None or adjusted is None:
+                continue
+            groups = paired_groups(pairs) or {}
+            slope = slope_of(groups) if len(groups) else None
+            xs = [float(g[3].mean()) for g in groups.values()]
+            raw_d = _difference(raw)
+            adj_d = _difference(adjusted)
             out.append(
                 LengthControlled(
-                    metric=name,
-                    setting=setting,
+                    metric=m.name,
+                    setting=c.setting,
                     raw=raw_d,
                     adjusted=adj_d,
-                    raw_verdict=verdict(direction, raw_d),
-                    adjusted_verdict=verdict(direction, adj_d),
+                    raw_verdict=verdict(m.direction, raw_d),
+                    adjusted_verdict=verdict(m.direction, adj_d),
                     slope_per_100_chars=None if slope is None else 100 * slope,
-                    length_difference=statistics.fmean(all_x) if all_x else math.nan,
+                    length_difference=sum(xs) / len(xs) if xs else math.nan,
                 )
             )
     return out
 
 
-def load_length_control(
-    folder: str | Path, results: Mapping[str, Any], summary: Summary
-) -> list[LengthControlled]:
-    """:func:`length_control` of an experiment folder's finished arms (those with ``per_prompt.json``)."""
-    if summary.baseline is None:
-        return []
-    arms = []
-    for arm in results.get("arms", []):
-        if arm.get("status") != "complete":
-            continue
-        rows = load_arm_rows(Path(folder) / str(arm.get("dir", "")))
-        if rows:
-            arms.append((Setting.from_mapping(arm["setting"]), int(arm["seed"]), rows))
-    return length_control(arms, summary.baseline, summary.confidence)
+def _difference(found) -> PairedDifference:
+    interval, per_seed = found
+    mean = interval.estimate if interval is not None else sum(per_seed.values()) / len(per_seed)
+    return PairedDifference.from_interval(sorted(per_seed), mean, None, interval)

@@ -9,6 +9,7 @@ None when the results hold nothing to draw; :func:`figure_png` renders one as PN
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import statistics
@@ -35,10 +36,11 @@ __all__ = [
     "curve_splits",
     "differences_figure",
     "figure_png",
-    "heldout_curves_figure",
+    "forest_figure",
     "learning_curves_figure",
     "make_figures",
     "metric_means_figure",
+    "plain_ticks",
     "setting_colors",
     "shade_paper_band",
     "viz_figure",
@@ -71,6 +73,13 @@ _PREFERRED_SPLITS = ("eval_heldout_templates", "eval", "eval_heldout_families", 
 def _panel_title(m: Any) -> str:
     """A metric panel's title: its label (wrapped at 44 characters, so neighbours do not overlap) and direction."""
     return f"{textwrap.fill(sentence_case(m.label), 44)}\n({DIRECTION_TEXT[m.direction]})"
+
+
+def plain_ticks(ax: Axes) -> None:
+    """Tick labels as plain numbers: no offset ("+1.08e1") and no scientific notation on linear axes."""
+    for axis in ("x", "y"):
+        with contextlib.suppress(AttributeError):  # a log or categorical axis has no ScalarFormatter
+            ax.ticklabel_format(axis=axis, style="plain", useOffset=False)
 
 
 def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
@@ -193,6 +202,7 @@ def _panel(
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    plain_ticks(ax)
 
 
 def _legend(fig: Figure, summary: Summary, colors: Mapping[Setting, str], series: Iterable[Series]) -> None:
@@ -217,63 +227,32 @@ def _split_title(kind: str, split: str | None) -> str:
 def learning_curves_figure(
     results: Mapping[str, Any], summary: Summary, curves: Mapping[str, Series] | None = None
 ) -> Figure | None:
-    """Four panels vs optimizer step: training loss with noise on (trainer log), training loss with
-    noise off, held-out loss and held-out accuracy (preferred held-out split); one colour per setting,
-    thin lines per seed, thick line = across-seed mean. None when no arm has any curve.
-    ``curves``: :func:`curve_series` of ``results`` when the caller already has it."""
+    """Every learning curve once, vs optimizer step: training loss with noise on (trainer log) and
+    off, then each held-out split's noise-off loss and, where it was measured, accuracy. One colour
+    per setting, thin lines per seed, thick line = across-seed mean; a panel only for a curve some
+    arm has. None when no arm has any curve. ``curves``: :func:`curve_series` of ``results`` when
+    the caller already has it."""
     curves = curve_series(results) if curves is None else curves
     colors = setting_colors(i.setting for i in summary.settings)
-    splits = curve_splits(results)
-    loss_split = next((s for s in splits if curves.get(f"loss/{s}")), None)
-    acc_split = next((s for s in splits if curves.get(f"accuracy/{s}")), None)
-    series = [
-        curves.get(TRAIN_LOSS, {}),
-        curves.get("loss/train", {}),
-        curves.get(f"loss/{loss_split}", {}) if loss_split else {},
-        curves.get(f"accuracy/{acc_split}", {}) if acc_split else {},
-    ]
-    if not any(series):
+    panels: list[tuple[Series, str, str]] = []
+    if curves.get(TRAIN_LOSS):
+        panels.append((curves[TRAIN_LOSS], "Training loss, noise ON (trainer log)", "loss"))
+    if curves.get("loss/train"):
+        panels.append((curves["loss/train"], "Training loss, noise OFF", "loss"))
+    for split in curve_splits(results):
+        for kind in ("loss", "accuracy"):
+            if curves.get(f"{kind}/{split}"):
+                panels.append((curves[f"{kind}/{split}"], _split_title(kind, split) + ", noise off", kind))
+    if not panels:
         return None
-    fig = Figure(figsize=(12, 8), layout="constrained")
-    axes = fig.subplots(2, 2).ravel()
-    _panel(
-        axes[0], series[0], colors, "Training loss, noise ON (trainer log)", "loss", "no trainer loss logged"
-    )
-    _panel(
-        axes[1], series[1], colors, "Training loss, noise OFF", "loss", "no noise-off curve (curve_every 0?)"
-    )
-    _panel(axes[2], series[2], colors, _split_title("loss", loss_split), "loss", "no held-out loss curve")
-    _panel(
-        axes[3],
-        series[3],
-        colors,
-        _split_title("accuracy", acc_split),
-        "accuracy",
-        "no accuracy curve (user data has no answers)",
-    )
-    _legend(fig, summary, colors, series)
-    return fig
-
-
-def heldout_curves_figure(
-    results: Mapping[str, Any], summary: Summary, curves: Mapping[str, Series] | None = None
-) -> Figure | None:
-    """Loss (top row) and accuracy (bottom row) for every held-out split; None with fewer than 2 splits.
-    ``curves``: :func:`curve_series` of ``results`` when the caller already has it."""
-    splits = curve_splits(results)
-    if len(splits) < 2:
-        return None
-    curves = curve_series(results) if curves is None else curves
-    colors = setting_colors(i.setting for i in summary.settings)
-    fig = Figure(figsize=(4.2 * len(splits), 7), layout="constrained")
-    axes = fig.subplots(2, len(splits), squeeze=False)
-    all_series = []
-    for j, split in enumerate(splits):
-        for i, kind in enumerate(("loss", "accuracy")):
-            s = curves.get(f"{kind}/{split}", {})
-            all_series.append(s)
-            _panel(axes[i][j], s, colors, _split_title(kind, split), kind, f"no {kind} on this split")
-    _legend(fig, summary, colors, all_series)
+    rows, cols = _grid(len(panels), 3)
+    fig = Figure(figsize=(4.3 * cols, 3.3 * rows + 0.7), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (series, title, ylabel) in zip(axes, panels):
+        _panel(ax, series, colors, title, ylabel, "")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    _legend(fig, summary, colors, [p[0] for p in panels])
     return fig
 
 
@@ -320,6 +299,7 @@ def _mean_panel(
     ax.set_title(_panel_title(m), fontsize=9.5)
     ax.grid(alpha=0.3)
     ax.margins(x=0.12)
+    plain_ticks(ax)
 
 
 def metric_means_figure(summary: Summary) -> Figure | None:
@@ -393,6 +373,7 @@ def differences_figure(summary: Summary) -> Figure | None:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.set_title(_panel_title(m), fontsize=9.5)
         ax.grid(alpha=0.3, axis="x")
+        plain_ticks(ax)
     for ax in axes[len(chosen) :]:
         ax.set_visible(False)
     pct = confidence_text(summary.confidence)
@@ -404,12 +385,79 @@ def differences_figure(summary: Summary) -> Figure | None:
     return fig
 
 
+_UNTRUNCATED_COLOR = "#6b6b6b"
+
+
+def forest_figure(summary: Summary, metric: str | None = None) -> Figure | None:
+    """The report's opening figure: the primary metric's (or ``metric``'s) difference from the
+    baseline per setting, paired by seed and prompt, with its interval (coloured by verdict), the
+    band of differences the design could not reliably detect (±the 80%-power detectable effect,
+    grey), and, for instruction-following metrics, the same difference without the answers cut at
+    the generation cap (hollow). None when no setting has a difference."""
+    name = metric or summary.primary_metric
+    m = summary.metric(name) if name else None
+    if m is None:
+        return None
+    cells = [c for c in m.cells if not c.is_baseline and c.diff is not None and c.diff.mean is not None]
+    if not cells:
+        return None
+    n = len(cells)
+    fig = Figure(figsize=(10.5, 0.62 * n + 1.8), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    pct = confidence_text(summary.confidence)
+    band_drawn = cut_drawn = False
+    for k, c in enumerate(cells):
+        d = c.diff
+        assert d is not None and d.mean is not None
+        if d.detectable is not None:
+            ax.fill_betweenx(
+                [k - 0.32, k + 0.32], -d.detectable, d.detectable, color="#d9d9d9", alpha=0.6, lw=0,
+                label=None if band_drawn else "± detectable effect (80% power)", zorder=0,
+            )  # fmt: skip
+            band_drawn = True
+        color = _VERDICT_COLORS.get(c.verdict, _NEUTRAL)
+        if d.lo is not None and d.hi is not None:
+            ax.errorbar(
+                d.mean,
+                k,
+                xerr=[[d.mean - d.lo], [d.hi - d.mean]],
+                fmt="o",
+                color=color,
+                capsize=4,
+                lw=2.2,
+                ms=7,
+                zorder=3,
+            )
+        else:
+            ax.plot(d.mean, k, "o", color=color, ms=7, zorder=3)
+        u = c.diff_untruncated
+        if u is not None and u.mean is not None and u.lo is not None and u.hi is not None:
+            ax.errorbar(
+                u.mean, k + 0.27, xerr=[[u.mean - u.lo], [u.hi - u.mean]], fmt="o", mfc="white",
+                color=_UNTRUNCATED_COLOR, capsize=3, lw=1.2, ms=5, zorder=2,
+                label=None if cut_drawn else "without answers cut at the cap",
+            )  # fmt: skip
+            cut_drawn = True
+    ax.axvline(0, color="#444444", lw=1, ls=":")
+    ax.set_yticks(range(n), [c.label for c in cells])
+    ax.set_ylim(n - 0.45, -0.6)
+    ax.set_xlabel(f"difference from training without noise: {m.label} ({DIRECTION_TEXT[m.direction]})")
+    ax.grid(alpha=0.3, axis="x")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8))
+    plain_ticks(ax)
+    handles, names = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color=_NEUTRAL, marker="o", lw=2))
+    names.append(f"difference, {pct} CI (green better, red worse, grey within noise)")
+    fig.legend(handles, names, loc="outside lower center", ncol=len(names), fontsize=8.5, frameon=False)
+    return fig
+
+
 def make_figures(results: Mapping[str, Any], summary: Summary) -> dict[str, Figure]:
     """All figures that have something to show, by file stem."""
     curves = curve_series(results)
     candidates = {
+        "forest": forest_figure(summary),
         "learning_curves": learning_curves_figure(results, summary, curves),
-        "heldout_curves": heldout_curves_figure(results, summary, curves),
         "metric_means": metric_means_figure(summary),
         "differences": differences_figure(summary),
     }
@@ -436,7 +484,12 @@ def answer_lengths_figure(
         ax = fig.add_subplot(1, len(groups), i)
         per = lengths[group]
         settings = sorted(per, key=Setting.sort_key)
-        parts = ax.boxplot([per[s] for s in settings], patch_artist=True, showfliers=True)
+        parts = ax.boxplot(
+            [per[s] for s in settings],
+            patch_artist=True,
+            showfliers=True,
+            medianprops={"color": "black", "linewidth": 1.8},
+        )
         for patch, s in zip(parts["boxes"], settings):
             patch.set_facecolor(BASELINE_COLOR if s.is_no_noise else colors.get(s, "#999999"))
             patch.set_alpha(0.55)
@@ -446,6 +499,7 @@ def answer_lengths_figure(
         ax.set_ylabel("answer length (characters)")
         ax.set_title(f"Answers to {_PROMPT_GROUPS[group]} (all seeds)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
+        plain_ticks(ax)
     return fig
 
 

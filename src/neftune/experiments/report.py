@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_bytes_atomic, write_json_atomic, write_text_atomic
-from .findings import summary_to_dict
-from .formatting import fmt_estimate, fmt_p, fmt_seconds
+from .answers import load_experiment_answers
+from .findings import interval_method, summary_to_dict
+from .formatting import fmt_estimate, fmt_p, fmt_seconds, fmt_value, two_digit_decimals
 from .informative import not_informative_reasons
 from .instruction_report import (
     InstructionSection,
     instruction_section,
     section_dict,
     section_view,
-    verdict_sentences,
 )
-from .labels import DIRECTION_TEXT, confidence_text, sentence_case, setting_text
+from .labels import DIRECTION_TEXT, confidence_text, metric_label, sentence_case, setting_text
 from .plots import answer_lengths_figure, figure_png, make_figures
 from .render import png_data_uri, render, stylesheet
 from .stats import (
@@ -37,8 +37,8 @@ from .stats import (
     NO_DIFFERENCE,
     RESULTS_SCHEMA,
     WORSE,
-    Cell,
     MetricSummary,
+    PairedDifference,
     Setting,
     Summary,
     summarize,
@@ -60,31 +60,34 @@ REPORT_FILES = (
 )
 
 _FIGURE_TEXT = {
+    "forest": (
+        "The primary metric, each setting minus training without noise",
+        "Dot and bar: the difference paired by seed and prompt with its confidence interval (green better, "
+        "red worse, grey within noise). Grey band: ± the smallest difference this design detects with 80% "
+        "power; a difference inside it can be missed. Hollow, for instruction following: the same difference "
+        "over the prompts whose answers neither arm cut at the generation cap.",
+    ),
     "learning_curves": (
         "Learning curves",
         "One colour per setting; thin lines are single seeds, the thick line their mean. Training loss "
         "with noise ON is what the trainer logged (noise included, so it is higher with more noise); the "
         "noise-OFF training loss and the held-out curves are measured with the noise switched off.",
     ),
-    "heldout_curves": (
-        "Every held-out split",
-        "Loss (top) and accuracy (bottom) with noise off on each held-out split, same colours.",
-    ),
     "metric_means": (
         "Mean of every metric per setting",
         "Big markers: across-seed mean with its confidence interval; small dots: single seeds; dashed line "
         "and grey band: the baseline's mean and interval; *: difference from the baseline distinguishable "
-        "from seed noise.",
+        "from noise.",
     ),
     "answer_lengths": (
         "Answer lengths per setting",
         "Box plots of the answers' lengths in characters, all seeds pooled: box from the lower to the upper "
-        "quartile, line at the median, whiskers to 1.5 interquartile ranges, dots beyond.",
+        "quartile, black line at the median, whiskers to 1.5 interquartile ranges, dots beyond.",
     ),
     "differences": (
-        "Difference from the baseline, paired by seed",
-        "Each setting minus the baseline on the same seed, mean and confidence interval. An interval that "
-        "crosses the dotted zero line is within seed noise.",
+        "Difference from the baseline, every metric",
+        "Each setting minus the baseline on the same seed (and prompt, for metrics scored per answer), mean "
+        "and confidence interval. An interval that crosses the dotted zero line is within noise.",
     ),
 }
 _SIGNATURE_CLASS = {"seen": "s-seen", "partly seen": "s-partly", "opposite": "s-opposite"}
@@ -145,31 +148,122 @@ def _extra_images(folder: Path) -> list[tuple[str, Path]]:
 # --------------------------------------------------------------------------- shared table content
 
 
-def _diff_text(c: Cell) -> str:
-    if c.is_baseline or c.diff is None or c.diff.mean is None:
+def _diff_text(d: PairedDifference | None) -> str:
+    if d is None or d.mean is None:
         return "–"
-    return fmt_estimate(c.diff.mean, c.diff.lo, c.diff.hi, signed=True)
+    return fmt_estimate(d.mean, d.lo, d.hi, signed=True)
+
+
+def _detectable_text(d: PairedDifference | None) -> str:
+    """``±0.051``: the effect detectable with 80% power, to 2 significant digits."""
+    if d is None or d.detectable is None:
+        return "–"
+    return "±" + fmt_value(d.detectable, two_digit_decimals(d.detectable))
 
 
 def _metric_rows(m: MetricSummary) -> list[dict[str, Any]]:
-    """One metric table's rows: display strings of setting, seeds, mean [CI], diff [CI], p and
-    verdict, the verdict's CSS class and ``is_baseline``."""
+    """One metric table's rows: display strings of setting, seeds, mean [CI], diff [CI], detectable
+    effect, p, verdict (and, for instruction following, the difference without cut answers), the
+    verdict's CSS class and ``is_baseline``."""
     rows = []
     for c in m.cells:
         e = c.estimate
+        u = c.diff_untruncated
         rows.append(
             {
                 "setting": c.label,
                 "seeds": str(e.n),
                 "mean": fmt_estimate(e.mean, e.lo, e.hi),
-                "diff": _diff_text(c),
+                "diff": "–" if c.is_baseline else _diff_text(c.diff),
+                "detectable": "–" if c.is_baseline else _detectable_text(c.diff),
                 "p": "–" if c.is_baseline or c.diff is None else fmt_p(c.diff.p),
                 "verdict": c.verdict,
                 "verdict_class": _VERDICT_CLASS.get(c.verdict, "v-na"),
+                "untruncated": "" if u is None else _diff_text(u),
+                "verdict_untruncated": c.verdict_untruncated or "",
+                "untruncated_class": _VERDICT_CLASS.get(c.verdict_untruncated or "", "v-na"),
                 "is_baseline": c.is_baseline,
             }
         )
     return rows
+
+
+#: Columns of the compact table, in order of preference (the primary metric comes first).
+_GLANCE = (
+    "ifeval/prompt_strict",
+    "ifeval/prompt_strict/heldout_types",
+    "ifeval/instruction_strict",
+    "length_chars/ifeval",
+    "accuracy/eval_heldout_families",
+    "accuracy/eval_heldout_templates",
+    "length_chars",
+    "loss/train",
+    "rouge_l_train",
+)
+_GLANCE_COLUMNS = 5
+
+
+def _short_label(name: str) -> str:
+    """A column header: the metric's label, shortened where it is long."""
+    short = {
+        "ifeval/prompt_strict": "all instructions followed (strict)",
+        "ifeval/prompt_strict/heldout_types": "all followed, held-out types",
+        "ifeval/instruction_strict": "instructions followed (strict)",
+        "length_chars/ifeval": "length of instruction answers (chars)",
+        "loss/train": "training loss, noise off",
+        "rouge_l_train": "ROUGE-L vs training answers",
+    }
+    return short.get(name, metric_label(name))
+
+
+def _glance(summary: Summary) -> dict[str, Any] | None:
+    """The compact table: one row per noisy setting, one column per key metric (the primary first):
+    the paired difference, its interval, the verdict as a chip and, when no difference was found,
+    the effect that could have been detected."""
+    names = [summary.primary_metric] if summary.primary_metric else []
+    names += [n for n in _GLANCE if n not in names]
+    metrics = [m for m in (summary.metric(n) for n in names) if m is not None and m.compared][
+        :_GLANCE_COLUMNS
+    ]
+    if not metrics:
+        return None
+    settings = [i for i in summary.settings if not i.is_baseline]
+    rows = []
+    for info in settings:
+        cells = []
+        for m in metrics:
+            c = m.cell(info.setting)
+            d = c.diff if c is not None else None
+            if c is None or d is None or d.mean is None:
+                cells.append(None)
+                continue
+            mean, _, ci = _diff_text(d).partition(" ")
+            u = c.diff_untruncated
+            cells.append(
+                {
+                    "mean": mean,
+                    "ci": ci,
+                    "verdict": c.verdict,
+                    "css": _VERDICT_CLASS.get(c.verdict, "v-na"),
+                    "detectable": _detectable_text(d) if c.verdict == NO_DIFFERENCE else "",
+                    # Shown only where leaving the cut answers out changes the verdict.
+                    "untruncated": None
+                    if u is None or c.verdict_untruncated in (None, c.verdict)
+                    else {
+                        "verdict": c.verdict_untruncated,
+                        "css": _VERDICT_CLASS.get(c.verdict_untruncated, "v-na"),
+                    },
+                }
+            )
+        rows.append({"setting": info.label, "cells": cells})
+    return {
+        "columns": [
+            {"title": _short_label(m.name), "name": m.name, "direction": DIRECTION_TEXT[m.direction]}
+            for m in metrics
+        ],
+        "rows": rows,
+        "untruncated": any(c.diff_untruncated is not None for m in metrics for c in m.cells),
+    }
 
 
 def _setting_text(d: Any, labels: Mapping[Setting, str]) -> str:
@@ -240,13 +334,18 @@ def _how_to_read(summary: Summary) -> list[str]:
     pct = confidence_text(summary.confidence)
     return [
         f"Each setting was trained with several seeds. Mean [{pct} CI]: the across-seed mean and its "
-        "Student-t confidence interval.",
-        "Diff vs baseline: the setting minus the baseline on the same seed (seeds missing on either side "
-        "are left out), with its interval and a two-sided paired t-test p-value.",
+        "confidence interval.",
+        "Diff vs baseline: the setting minus the baseline on the same seed (and the same prompt, for "
+        "metrics scored per answer; seeds or prompts missing on either side are left out), with its "
+        "interval and two-sided p-value. Detectable: the smallest difference this design finds with 80% "
+        "power. Without cut answers: the same over the prompts whose answers neither arm cut at the "
+        "generation cap (instruction following only).",
         "Verdict: better / worse (or higher / lower for descriptive metrics, which have no better side) "
         "only when that interval excludes 0; otherwise 'no detectable difference', which means the effect, "
-        "if any, is smaller than seed-to-seed noise at this number of seeds, not that it is zero. "
-        "'n/a (1 seed)': an interval needs at least 2 paired seeds.",
+        "if any, is smaller than the noise of this design (see 'detectable'), not that it is zero. "
+        "'n/a (1 seed)': an interval needs at least 2 paired seeds; 'n/a (no variation)': every paired "
+        "value was the same, so the interval has zero width and gives no verdict.",
+        interval_method(summary),
         "The training loss with noise off rising with alpha is the paper's 'less overfitting' signature, "
         "so it is described (higher / lower), not judged.",
         "Many metrics times many settings are compared, each at "
@@ -293,6 +392,12 @@ def _page(
     arms = _arm_rows(results, summary.labels)
     baseline = _setting_text(results["baseline"], summary.labels) if results.get("baseline") else "none"
     environment = results.get("environment") or {}
+    view = None if instruction is None else section_view(instruction, summary)
+    if view is not None and uninformative:
+        # No verdict of any kind under the "not informative" banner: no length sentences, no tables
+        # of differences (they would all be of empty answers).
+        view = {**view, "sentences": [], "length_control": [], "suppressed": True}
+    headline = list(doc.get("headline") or [])
     return {
         "title": _title(results),
         "results": results,
@@ -301,13 +406,16 @@ def _page(
         "pct": confidence_text(summary.confidence),
         "environment": environment,
         "uninformative": uninformative,
-        "headline": doc.get("headline") or [],
+        "verdict": doc.get("verdict") or "",
+        "headline": headline,
+        "more_headline": headline[1:] if headline and headline[0] == doc.get("verdict") else headline,
+        "glance": None if uninformative else _glance(summary),
         "recommendation": None if uninformative else _recommendation(doc, summary),
         "signatures": [
             {**sig, "css_class": _SIGNATURE_CLASS.get(sig["status"], "s-not")}
             for sig in doc.get("signatures") or []
         ],
-        "instruction": None if instruction is None else section_view(instruction, summary),
+        "instruction": view,
         "how_to_read": _how_to_read(summary),
         "metrics": [
             {
@@ -315,6 +423,7 @@ def _page(
                 "title": sentence_case(m.label),
                 "direction_text": DIRECTION_TEXT[m.direction],
                 "rows": _metric_rows(m),
+                "untruncated": any(c.diff_untruncated is not None for c in m.cells),
             }
             for m in summary.metrics
         ],
@@ -328,6 +437,10 @@ def _page(
             ("data", config.get("data", "?")),
             ("primary metric", config.get("primary_metric", "–")),
             ("baseline", baseline),
+            (
+                "evaluation prompts",
+                "the same for every seed" if summary.same_prompts else "drawn per seed (data seed = seed)",
+            ),
             ("wall time, total", times["total"]),
             ("wall time per arm", times["per_arm"]),
             ("started / last update", f"{results.get('created', '?')} / {results.get('updated', '?')}"),
@@ -336,6 +449,15 @@ def _page(
         "configuration": [(k, _compact_json(v)) for k, v in config.items()],
         "reproduce": _reproduce_lines(results),
     }
+
+
+def _forest_figure(data: bytes, summary: Summary) -> dict[str, Any]:
+    """The forest plot's figure; its caption mentions the hollow markers only when there are any."""
+    fig = _figure("forest", data)
+    m = summary.metric(summary.primary_metric) if summary.primary_metric else None
+    if m is None or not any(c.diff_untruncated is not None for c in m.cells):
+        fig["caption"] = fig["caption"].split(" Hollow,")[0]
+    return fig
 
 
 def _figure(name: str, data: bytes) -> dict[str, Any]:
@@ -360,10 +482,13 @@ def render_html(
     if page["instruction"] is not None:
         figure = _figure("answer_lengths", length_png) if length_png else None
         page["instruction"] = {**page["instruction"], "figure": figure}
+    figures = dict(figures)
+    forest = figures.pop("forest", None)
     return render(
         "report.html.j2",
         **page,
         css=stylesheet(),
+        forest=None if forest is None or page["uninformative"] else _forest_figure(forest, summary),
         figures={name: _figure(name, data) for name, data in figures.items()},
         extras=[{"caption": caption, "uri": png_data_uri(data)} for caption, data in extras],
     )
@@ -390,8 +515,11 @@ def render_markdown(
     return render(
         "report.md.j2",
         **page,
+        figure_names={Path(f).stem for f in figure_files},
         figure_files=[
-            {"name": f, "title": _FIGURE_TEXT.get(Path(f).stem, (Path(f).stem, ""))[0]} for f in figure_files
+            {"name": f, "title": _FIGURE_TEXT.get(Path(f).stem, (Path(f).stem, ""))[0]}
+            for f in figure_files
+            if Path(f).stem != "forest"
         ],
         extras=[{"caption": caption, "path": path} for caption, path in extra_files],
     )
@@ -401,16 +529,20 @@ def render_markdown(
 
 
 def build_report(folder: str | Path) -> dict[str, Path]:
-    """Build ``folder/report/`` from ``folder/results.json``; returns what was written.
+    """Build ``folder/report/`` from ``folder/results.json`` and the arms' stored answers; returns
+    what was written.
 
     Keys: ``html`` (report.html), ``markdown`` (summary.md), ``summary`` (summary.json) and
-    one per figure (``learning_curves``, ``heldout_curves``, ``metric_means``, ``differences``,
-    when there is something to draw). Raises :class:`ReportError` on a bad results.json.
+    one per figure (``forest``, ``learning_curves``, ``metric_means``, ``differences``,
+    ``answer_lengths``, when there is something to draw). The instruction answers are re-scored
+    with this version's checkers (:mod:`.answers`). Raises :class:`ReportError` on a bad
+    results.json.
     """
     folder = Path(folder)
     results = load_results(folder)
     try:
-        summary = summarize(results)
+        answers = load_experiment_answers(folder, results)
+        summary = summarize(results, answers=answers)
     except ValueError as exc:
         raise ReportError(f"{folder / 'results.json'}: {exc}") from exc
     doc = summary_to_dict(summary)
@@ -419,14 +551,15 @@ def build_report(folder: str | Path) -> dict[str, Path]:
     written: dict[str, Path] = {
         name: write_bytes_atomic(out / f"{name}.png", data) for name, data in pngs.items()
     }
-    instruction = instruction_section(folder, results, summary)
+    instruction = instruction_section(summary)
     length_fig = answer_lengths_figure(instruction.lengths, summary.labels)
     length_png = figure_png(length_fig) if length_fig is not None else None
     if length_png is not None:
         written["answer_lengths"] = write_bytes_atomic(out / "answer_lengths.png", length_png)
     if not instruction.empty:
         doc["instruction_following"] = section_dict(instruction, summary)
-        doc["headline"] = [*(doc.get("headline") or []), *verdict_sentences(instruction, summary.labels)]
+        if not_informative_reasons(results):  # no verdict of any kind, here either
+            doc["instruction_following"]["verdict"] = []
     extras = _extra_images(folder)
     extra_bytes = [(caption, path.read_bytes()) for caption, path in extras]
     extra_links = [(caption, f"../{path.relative_to(folder).as_posix()}") for caption, path in extras]

@@ -141,9 +141,13 @@ _MISSING = object()
 
 
 def _upgraded(shared: dict[str, Any]) -> dict[str, Any]:
-    """A stored ``shared()`` with today's train option names (experiments made by older versions)."""
+    """A stored ``shared()`` with today's train option names (experiments made by older versions).
+
+    Experiments from before ``data_seeds`` used one data seed for every arm: ``"fixed"``."""
     train = shared.get("train")
-    return {**shared, "train": upgrade_train_values(train)} if isinstance(train, dict) else shared
+    shared = {**shared, "train": upgrade_train_values(train)} if isinstance(train, dict) else dict(shared)
+    shared.setdefault("data_seeds", "fixed")
+    return shared
 
 
 def _differences(
@@ -224,6 +228,9 @@ def run_arm(
     from .curves import curves_from_log
 
     arm_dir = folder / "arms" / arm.id
+    data, data_seed = cfg.arm_data(arm)
+    if (data, data_seed) != (cfg.train.data, cfg.train.data_seed):
+        bundle = resolve_data(data, seed=data_seed, field_map=cfg.train.field_map)  # this seed's own data
     start, started = time.perf_counter(), _now()
     if run_status(arm_dir) != "complete":
         progress("train", 0, None)  # while the data and model load
@@ -240,9 +247,9 @@ def run_arm(
     if metrics is None:
         eval_cfg = EvalConfig(
             model=str(arm_dir),
-            data=cfg.train.data,
+            data=data,
             out=str(arm_dir / "eval"),
-            seed=cfg.train.data_seed,
+            seed=data_seed,
             trust_remote_code=cfg.train.trust_remote_code,
         )
         eval_cfg = replace(eval_cfg, **cfg.eval)
@@ -256,6 +263,8 @@ def run_arm(
         train=run.get("metrics", {}),
         eval={k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
         curves=curves_from_log(log),
+        data=data,
+        data_seed=data_seed,
         started=started,
         finished=_now(),
         shared=cfg.shared(),
@@ -309,6 +318,7 @@ def collect_results(
             "eval": shared["eval"],
             "curve_every": cfg.curve_every,
             "curve_records": cfg.curve_records,
+            "data_seeds": cfg.data_seeds,
             "primary_metric": primary,
         },
         "baseline": baseline.to_dict() if baseline else None,
@@ -355,7 +365,7 @@ def run_experiment(
         raise DataError(f"{cfg.train.data}: no training records")
     folder.mkdir(parents=True, exist_ok=True)
     meta = _check_experiment(folder, cfg, kind)
-    primary = primary_metric(bundle)
+    primary = "ifeval/prompt_strict" if cfg.eval.get("ifeval") else primary_metric(bundle)  # --ifeval FILE
     env = environment()
     shared = cfg.shared()
 

@@ -1,10 +1,15 @@
 """The torch implementation of the noise op: the path users run, and the fused kernel's reference.
 
 ``reference_add_noise(embeds, scales, ...)`` is exactly what :func:`neftune.add_noise`,
-the activation hook and ``NEFTuneEmbedding`` compute on the torch backend: ``eps`` drawn
-in the embeddings' dtype on their device, multiplied by the per-token scale (cast to that
-dtype) and added. The fused kernel draws in float32 and rounds once at the end, so the two
-agree in distribution (tested), not in values.
+the activation hook and ``NEFTuneEmbedding`` compute on the torch backend
+(:func:`torch_add_noise`): ``eps`` drawn with torch's RNG in the embeddings' dtype on their
+device, then one fused multiply-add, ``torch.addcmul(embeds, eps, scales[..., None])``, which
+rounds ``embeds + s * eps`` once. That is two passes over the embeddings: one write (the draw),
+then two reads and a write; transformers' hook makes three (a zero fill, the draw, the add).
+With one scale for every token (no mask, positions or ``cu_seqlens``) uniform and Gaussian
+noise is drawn already scaled (``uniform_(-s, s)``, ``normal_(0, s)``) and added. The fused
+kernel draws with its own counter-based RNG, so the two agree in distribution (tested), not
+in values.
 """
 
 from __future__ import annotations
@@ -38,31 +43,52 @@ def sample_eps(
     dtype: torch.dtype,
     device: torch.device | str,
     generator: torch.Generator | None = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """Unscaled i.i.d. noise of ``dtype``: U(-1, 1), N(0, 1) or random signs ±1."""
+    """I.i.d. noise of ``dtype``: ``scale`` times U(-1, 1), N(0, 1) or random signs +-1."""
     out = torch.empty(shape, dtype=dtype, device=device)
     if distribution == "uniform":
-        return out.uniform_(-1.0, 1.0, generator=generator)
+        return out.uniform_(-scale, scale, generator=generator)
     if distribution == "gaussian":
-        return out.normal_(0.0, 1.0, generator=generator)
+        return out.normal_(0.0, scale, generator=generator)
     if distribution == "symmetric":
-        return out.bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
+        out = out.bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
+        return out if scale == 1.0 else out.mul_(scale)
     raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
 
 
-def scaled_noise(
+def torch_add_noise(
     embeds: torch.Tensor,
-    scales: torch.Tensor,
+    scales: torch.Tensor | float,
     *,
     distribution: str,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """``scales[..., None] * eps`` in ``embeds``' dtype and device, shape of ``embeds``; no autograd graph."""
+    need_noise: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The torch backend: ``(embeds + scales[..., None] * eps, noise)``; ``embeds`` is not modified.
+
+    ``scales``: ``embeds.shape[:-1]`` per-token scales, or one float for every token. The result
+    keeps ``embeds``' autograd graph (identity gradient); ``eps`` has none. ``noise`` (the added
+    noise, in ``embeds``' dtype) is None when ``need_noise`` is False and making it would cost an
+    extra pass (per-token scales, or +-1 noise).
+    """
+    one_scale = not isinstance(scales, torch.Tensor)
+    shape, dtype, device = embeds.shape, embeds.dtype, embeds.device
     with torch.no_grad():
-        eps = sample_eps(
-            embeds.shape, distribution, dtype=embeds.dtype, device=embeds.device, generator=generator
-        )
-        return eps.mul_(scales.to(embeds.dtype).unsqueeze(-1))
+        if one_scale and distribution != "symmetric":  # drawn already scaled: the noise is free
+            noise = sample_eps(
+                shape, distribution, dtype=dtype, device=device, generator=generator, scale=scales
+            )
+        else:
+            noise = None
+            eps = sample_eps(shape, distribution, dtype=dtype, device=device, generator=generator)
+            factor = float(scales) if one_scale else scales.to(dtype).unsqueeze(-1)
+    if noise is not None:
+        return embeds + noise, noise
+    # One fused multiply-add; autograd keeps neither eps nor the scales.
+    out = torch.add(embeds, eps, alpha=factor) if one_scale else torch.addcmul(embeds, eps, factor)
+    with torch.no_grad():
+        return out, (eps.mul_(factor) if need_noise else None)
 
 
 def reference_add_noise(
@@ -80,4 +106,5 @@ def reference_add_noise(
     """
     check_distribution(distribution)
     check_scales(embeds, scales)
-    return embeds + scaled_noise(embeds, scales, distribution=distribution, generator=generator)
+    out, _ = torch_add_noise(embeds, scales, distribution=distribution, generator=generator, need_noise=False)
+    return out
