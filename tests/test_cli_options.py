@@ -86,6 +86,38 @@ def test_the_experiment_gets_every_given_option():
     assert _experiment_config("quick", {"epochs": 2.0}).train.max_steps == -1, "--epochs wins"
 
 
+def test_mains_experiment_options_reach_the_experiment_and_its_config(tmp_path, monkeypatch):
+    """--fixed-data, --ifeval (one absolute path), --dry-run/--pilot (never written) through the shared
+    path: the experiment's config.yaml, read back with --config, gives the same experiment."""
+    from neftune.cli import _experiment_config, _grid_values
+    from neftune.configfile import resolve_paths, write_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "if.jsonl").write_text("{}\n")
+    given = {"fixed_data": True, "ifeval": "if.jsonl", "dry_run": True, "pilot": "runs/p", "seeds": "0"}
+    cfg = _experiment_config("quick", given)
+    assert cfg.data_seeds == "fixed" and cfg.eval["ifeval"] == str((tmp_path / "if.jsonl").resolve())
+    names = set(_params("compare"))
+    values = _grid_values("compare", "quick", cfg, Path("runs/x"), True, names)
+    assert values["fixed_data"] is True and values["ifeval"] == cfg.eval["ifeval"]
+    assert "dry_run" not in values and "pilot" not in values
+    import yaml
+
+    path = write_config(tmp_path / "runs" / "x" / "config.yaml", values, command="compare")
+    read = resolve_paths(yaml.safe_load(path.read_text()), path.parent)
+    again = _experiment_config("quick", {k: read[k] for k in ("fixed_data", "ifeval")})
+    assert (again.data_seeds, again.eval["ifeval"]) == ("fixed", cfg.eval["ifeval"])
+    assert _experiment_config("quick", {}).data_seeds == "per_seed"
+
+
+def test_help_lists_every_command():
+    code, output = _raw("-h", width=80)
+    assert code == 0 and max(len(line) for line in output.splitlines()) <= 80
+    for command in _commands():
+        assert re.search(rf"│ {command}\b", output), command
+    assert {"ifeval", "llamafactory", "trl"} <= set(_commands())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -100,6 +132,8 @@ def test_the_experiment_gets_every_given_option():
         (["eval"], "Missing option '--model'"),
         (["train", "--out"], "Option '--out' requires an argument"),
         (["nope"], "No such command 'nope'"),
+        (["compare", "--pilot"], "Option '--pilot' requires an argument"),
+        (["ifeval", "--input", "x.jsonl"], "Missing option '--responses'"),
     ],
 )
 def test_usage_errors_are_one_line(args, message):
