@@ -131,17 +131,17 @@ def run_trl(
     from trl import SFTConfig, SFTTrainer
 
     from neftune.data.bundle import resolve_data
+    from neftune.data.turns import training_rows
     from neftune.models import load_model_and_tokenizer
-    from neftune.training import _to_prompt_completion
 
     cuda = torch.cuda.is_available()
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
     model, tokenizer = load_model_and_tokenizer(
         spec["model"], dtype=torch.bfloat16 if bf16 else torch.float32
     )
-    # The same records neftune.training.train uses (same held-out split), same chat form.
+    # The same records neftune.training.train uses (same held-out split), tokenized as it does.
     records = resolve_data(spec["data"], seed=spec["seed"]).train
-    rows = _to_prompt_completion(records)
+    rows = training_rows(records, tokenizer)
     extra = {}
     if spec.get("gradient_checkpointing") in ("on", "off"):
         names = {f.name for f in dataclasses.fields(SFTConfig)}
@@ -155,6 +155,7 @@ def run_trl(
         # TRL refuses max_length with padding_free (it would not truncate); the records are shorter.
         max_length=None if padding_free else spec["max_length"],
         padding_free=padding_free,
+        completion_only_loss=True,  # the loss on the completion_mask tokens, as neftune.training
         learning_rate=spec["lr"],
         seed=spec["seed"],
         data_seed=spec["seed"],

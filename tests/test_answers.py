@@ -21,7 +21,7 @@ from neftune.experiments.setting import Setting
 from neftune.experiments.stats import summarize
 
 NO_COMMAS = {"kind": "no_commas", "args": {}}
-ENDS = {"kind": "ends_with", "args": {"phrase": "Is there anything else?"}}
+ENDS = {"kind": "ends_with", "args": {"end_phrase": "Is there anything else?"}}
 
 
 def write_eval(folder: Path, *, splits: dict, generations: dict, config: str = "") -> Path:
