@@ -580,4 +580,11 @@ def build_report(folder: str | Path) -> dict[str, Path]:
         out / "report.html",
         render_html(results, summary, doc, pngs, extra_bytes, instruction, length_png),
     )
+    # A figure an earlier build drew and this one does not (e.g. heldout_curves.png, now drawn inside
+    # learning_curves.png) would sit beside the new report as if it belonged to it: remove it. Only
+    # neftune's own report files are touched.
+    kept = {p.name for p in written.values()}
+    for name in REPORT_FILES:
+        if name not in kept:
+            (out / name).unlink(missing_ok=True)
     return written
