@@ -130,6 +130,21 @@ def test_verdict_in_plain_words():
     assert "remains better at equal answer length" in sentence(0.3)
 
 
+def test_one_seed_gives_no_quality_claim_in_words():
+    """With one paired seed there is no interval, so the sentence must not say "no quality metric
+    moved beyond noise" (a claim about noise it cannot make)."""
+    rows = {k: v for k, v in _rows(0.3).items() if k[1] == 0}
+    rows = {
+        k: [Row("ifeval_seen_types", r.index, r.length, False, r.prompt, kinds=("no_commas",),
+                strict=(bool(r.correct),), loose=(bool(r.correct),)) for r in v]
+        for k, v in rows.items()
+    }  # fmt: skip
+    summary = _summary(rows, "ifeval/prompt_strict")
+    (text,) = verdict_sentences(instruction_section(summary), summary)
+    assert "no verdict on quality" in text and "fewer than 2 seeds" in text, text
+    assert "beyond noise" not in text and "within noise" not in text, text
+
+
 def test_report_section_from_arm_folders(tmp_path):
     """A folder whose arms hold synthetic per_prompt.json files (a pure-length effect): the report
     shows the answer lengths, the raw and length-adjusted table, the verdict and per-type accuracy."""

@@ -18,7 +18,7 @@ from .formatting import fmt_estimate, fmt_value
 from .labels import metric_label
 from .length_control import LengthControlled, length_control
 from .setting import Setting
-from .stats import BETTER, HIGHER, LOWER, NO_DIFFERENCE, WORSE, Summary
+from .stats import BETTER, HIGHER, LOWER, NA_ONE_SEED, NO_DIFFERENCE, WORSE, Summary
 
 __all__ = [
     "InstructionSection",
@@ -164,6 +164,11 @@ def verdict_sentences(section: InstructionSection, summary: Summary) -> list[str
         length = length_phrase(summary, setting)
         head = f"{label}: {length}" if length else label
         moved = [lc for lc in items if lc.raw_verdict in (BETTER, WORSE)]
+        if all(lc.raw_verdict == NA_ONE_SEED for lc in items):
+            out.append(
+                f"{head}; no verdict on quality, raw or at equal length: fewer than 2 seeds pair with the baseline."
+            )
+            continue
         if not moved:
             text = f"{head}; no quality metric moved beyond noise, so there is no difference for length to go with"
             kept = [lc for lc in items if lc.adjusted_verdict in (BETTER, WORSE)]
