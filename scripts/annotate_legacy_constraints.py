@@ -24,49 +24,43 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# old kind -> (IFEval id, old argument -> IFEval argument); "relation" values are translated too.
-_LEGACY: dict[str, tuple[str, dict[str, str]]] = {
-    "word_count": ("length_constraints:number_words", {"n": "num_words", "relation": "relation"}),
-    "sentence_count": ("length_constraints:number_sentences", {"n": "num_sentences", "relation": "relation"}),
-    "paragraph_count": ("length_constraints:number_paragraphs", {"n": "num_paragraphs"}),
-    "bullet_count": ("detectable_format:number_bullet_lists", {"n": "num_bullets"}),
-    "highlights": ("detectable_format:number_highlighted_sections", {"n": "num_highlights"}),
-    "include_keywords": ("keywords:existence", {"keywords": "keywords"}),
-    "exclude_keyword": ("keywords:forbidden_words", {"keyword": "forbidden_words"}),
-    "keyword_frequency": (
-        "keywords:frequency",
-        {"keyword": "keyword", "n": "frequency", "relation": "relation"},
-    ),
-    "lowercase": ("change_case:english_lowercase", {}),
-    "uppercase": ("change_case:english_capital", {}),
-    "ends_with": ("startend:end_checker", {"phrase": "end_phrase"}),
-    "no_commas": ("punctuation:no_comma", {}),
-    "title": ("detectable_format:title", {}),
-    "postscript": ("detectable_content:postscript", {"marker": "postscript_marker"}),
-    "json_format": ("detectable_format:json_format", {}),
-    "repeat_request": ("combination:repeat_prompt", {"request": "prompt_to_repeat"}),
-    "placeholders": ("detectable_content:number_placeholders", {"n": "num_placeholders"}),
-    "letter_frequency": (
-        "keywords:letter_frequency",
-        {"letter": "letter", "n": "let_frequency", "relation": "let_relation"},
-    ),
-    "capital_words": (
-        "change_case:capital_word_frequency",
-        {"n": "capital_frequency", "relation": "capital_relation"},
-    ),
-    "quotation": ("startend:quotation", {}),
-    "sections": ("detectable_format:multiple_sections", {"n": "num_sections", "marker": "section_spliter"}),
-    "two_responses": ("combination:two_responses", {}),
+# old kind -> (old argument -> IFEval argument); the kind's IFEval id is checkers.KIND_IDS[kind] (the
+# short names did not change). "relation" values are translated too.
+_LEGACY_ARGS: dict[str, dict[str, str]] = {
+    "word_count": {"n": "num_words", "relation": "relation"},
+    "sentence_count": {"n": "num_sentences", "relation": "relation"},
+    "paragraph_count": {"n": "num_paragraphs"},
+    "bullet_count": {"n": "num_bullets"},
+    "highlights": {"n": "num_highlights"},
+    "include_keywords": {"keywords": "keywords"},
+    "exclude_keyword": {"keyword": "forbidden_words"},
+    "keyword_frequency": {"keyword": "keyword", "n": "frequency", "relation": "relation"},
+    "lowercase": {},
+    "uppercase": {},
+    "ends_with": {"phrase": "end_phrase"},
+    "no_commas": {},
+    "title": {},
+    "postscript": {"marker": "postscript_marker"},
+    "json_format": {},
+    "repeat_request": {"request": "prompt_to_repeat"},
+    "placeholders": {"n": "num_placeholders"},
+    "letter_frequency": {"letter": "letter", "n": "let_frequency", "relation": "let_relation"},
+    "capital_words": {"n": "capital_frequency", "relation": "capital_relation"},
+    "quotation": {},
+    "sections": {"n": "num_sections", "marker": "section_spliter"},
+    "two_responses": {},
 }
 
 
 def to_ifeval(constraint: dict[str, Any]) -> dict[str, Any] | None:
     """An old-format constraint as ``{"kind": <IFEval id>, "args": {...}}``; None without an IFEval
     definition. "at most n" of a count is IFEval's "less than n + 1" (the same test on integers)."""
-    entry = _LEGACY.get(constraint["kind"])
-    if entry is None:
+    from neftune.instructions.checkers import KIND_IDS
+
+    names = _LEGACY_ARGS.get(constraint["kind"])
+    if names is None:
         return None
-    ifeval_id, names = entry
+    ifeval_id = KIND_IDS[constraint["kind"]]
     old = dict(constraint.get("args") or {})
     relation = old.get("relation")
     if relation == "at most":
