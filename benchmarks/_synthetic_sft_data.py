@@ -50,7 +50,7 @@ def build_records(
     template's own tokens (measured on an empty exchange) are subtracted, the rest is split
     into prompt and response words (single tokens), prompt share uniform in [0.15, 0.5].
     """
-    from neftune.models import chat_token_ids
+    from neftune.finetune.models import chat_token_ids
 
     rng = random.Random(seed + 1)
     words = single_token_words(tokenizer)

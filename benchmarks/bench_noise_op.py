@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 from _common import DTYPES, machine_info, median_ci  # also puts this checkout's src/ on the path
 
-from neftune.io import write_json_atomic
+from neftune.finetune.io import write_json_atomic
 from neftune.kernels import fused_add_noise, kernel_scales, reference_add_noise, triton_available
 from neftune.kernels.reference import torch_add_noise
 from neftune.kernels.scales import scale_value

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from _common import SRC, machine_info, median_ci
 
-from neftune.io import write_json_atomic
+from neftune.finetune.io import write_json_atomic
 
 VARIANTS = ("local", "local-1thread", "ray")
 

@@ -40,7 +40,7 @@ import torch
 from _common import DTYPES, MODEL_CONFIGS, build_llama, machine_info, median_ci, summarize, synchronize
 
 import neftune
-from neftune.io import write_json_atomic
+from neftune.finetune.io import write_json_atomic
 from neftune.kernels import triton_available
 
 VARIANTS = ("off", "hf_hook", "ours_torch", "ours_fused")

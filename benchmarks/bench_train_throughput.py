@@ -4,8 +4,8 @@
 Four variants, each a full trainer run of the same model on the same records, batch size,
 max length and number of steps:
 
-  ours_padded         neftune.training.train(TrainConfig(..., padding_free=False))
-  ours_padding_free   neftune.training.train(TrainConfig(..., padding_free=True))   (its default)
+  ours_padded         neftune.finetune.training.train(TrainConfig(..., padding_free=False))
+  ours_padding_free   neftune.finetune.training.train(TrainConfig(..., padding_free=True))   (its default)
   trl_padded          trl.SFTTrainer(model, args=SFTConfig(neftune_noise_alpha=alpha, ...))
   trl_padding_free    the same with SFTConfig(padding_free=True)
 
@@ -64,7 +64,7 @@ from _common import MODEL_CONFIGS, build_llama, machine_info
 from _synthetic_sft_data import build_records
 from _throughput_meter import ThroughputMeter
 
-from neftune.io import write_json_atomic, write_jsonl_atomic
+from neftune.finetune.io import write_json_atomic, write_jsonl_atomic
 
 VARIANTS = ("ours_padded", "ours_padding_free", "trl_padded", "trl_padding_free")
 
@@ -88,21 +88,21 @@ def parse_ours_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def check_train_config_fields(overrides: dict[str, Any]) -> None:
-    from neftune.training import TrainConfig
+    from neftune.finetune.training import TrainConfig
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise SystemExit(
             f"--ours-variant: TrainConfig has no field(s) {unknown}; it has {sorted(known)}. A candidate "
-            "default can only be measured once neftune.training.TrainConfig exposes it."
+            "default can only be measured once neftune.finetune.training.TrainConfig exposes it."
         )
 
 
 def run_ours(
     spec: dict, padding_free: bool, meter: ThroughputMeter, out_dir: Path, overrides: dict | None = None
 ) -> None:
-    from neftune.training import TrainConfig, train
+    from neftune.finetune.training import TrainConfig, train
 
     cfg = TrainConfig(
         data_seed=spec["seed"],  # the same held-out split as the TRL baseline's records
@@ -130,16 +130,16 @@ def run_trl(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from neftune.data.bundle import resolve_data
-    from neftune.data.turns import training_rows
-    from neftune.models import load_model_and_tokenizer
+    from neftune.finetune.data.bundle import resolve_data
+    from neftune.finetune.data.turns import training_rows
+    from neftune.finetune.models import load_model_and_tokenizer
 
     cuda = torch.cuda.is_available()
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
     model, tokenizer = load_model_and_tokenizer(
         spec["model"], dtype=torch.bfloat16 if bf16 else torch.float32
     )
-    # The same records neftune.training.train uses (same held-out split), tokenized as it does.
+    # The same records neftune.finetune.training.train uses (same held-out split), tokenized as it does.
     records = resolve_data(spec["data"], seed=spec["seed"]).train
     rows = training_rows(records, tokenizer)
     extra = {}
@@ -155,7 +155,7 @@ def run_trl(
         # TRL refuses max_length with padding_free (it would not truncate); the records are shorter.
         max_length=None if padding_free else spec["max_length"],
         padding_free=padding_free,
-        completion_only_loss=True,  # the loss on the completion_mask tokens, as neftune.training
+        completion_only_loss=True,  # the loss on the completion_mask tokens, as neftune.finetune.training
         learning_rate=spec["lr"],
         seed=spec["seed"],
         data_seed=spec["seed"],
@@ -216,7 +216,7 @@ def prepare_model(args, workdir: Path) -> tuple[str, Any]:
     """The model spec both trainers load, and its tokenizer: a preset/folder, or a random-init shape."""
     from transformers import AutoTokenizer
 
-    from neftune.models import load_model_and_tokenizer
+    from neftune.finetune.models import load_model_and_tokenizer
 
     random_shape = args.model in ("1b", "135m") or (args.model == "tiny" and args.tokenizer is not None)
     if not random_shape:  # a neftune preset ("tiny", "smollm2-135m") or a model folder
@@ -224,7 +224,7 @@ def prepare_model(args, workdir: Path) -> tuple[str, Any]:
         return args.model, tok
     tok_dir = args.tokenizer
     if tok_dir is None:
-        from neftune.models import default_tokenizer_dir
+        from neftune.finetune.models import default_tokenizer_dir
 
         tok_dir = default_tokenizer_dir()
     tok = AutoTokenizer.from_pretrained(tok_dir)

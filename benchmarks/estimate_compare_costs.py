@@ -9,10 +9,10 @@ negligible beside its host work. On the proxy, with the built-in data of ``--pre
 
   plain_step_s    forward + backward + AdamW step of a batch of --batch real records (packed,
                   as padding-free training feeds them), median of --steps
-  trainer_step_s  one optimizer step of ``neftune.training.train`` (TRL SFTTrainer, padding-free)
+  trainer_step_s  one optimizer step of ``neftune.finetune.training.train`` (TRL SFTTrainer, padding-free)
                   on the same data: the difference to plain_step_s is the trainer's own work
   trainer_setup_s train() wall time minus its steps: model load, tokenising the data, saving
-  decode_step_s   one greedy decoding step of a batch of 8 prompts (``neftune.evaluation.generate``)
+  decode_step_s   one greedy decoding step of a batch of 8 prompts (``neftune.finetune.evaluation.generate``)
   tokens          mean chat-templated tokens per training record
 
 Times are the process's CPU time (``time.process_time``, all its threads), not wall time: on a
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from _common import machine_info
 
-from neftune.io import write_json_atomic
+from neftune.finetune.io import write_json_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from neftune.data.bundle import resolve_data
-    from neftune.evaluation import generate
     from neftune.experiments.plan import from_preset
-    from neftune.models import chat_token_ids, tiny_model_dir
-    from neftune.training import TrainConfig, train
+    from neftune.finetune.data.bundle import resolve_data
+    from neftune.finetune.evaluation import generate
+    from neftune.finetune.models import chat_token_ids, tiny_model_dir
+    from neftune.finetune.training import TrainConfig, train
 
     cfg = from_preset(args.preset)
     proxy = tiny_model_dir(hidden=64, layers=30)

@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from neftune.data.bundle import resolve_data
-    from neftune.evaluation import generate_answers, load_for_eval
+    from neftune.finetune.data.bundle import resolve_data
+    from neftune.finetune.evaluation import generate_answers, load_for_eval
 
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     model, tok = load_for_eval(args.model)

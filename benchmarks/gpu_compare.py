@@ -163,11 +163,11 @@ def plan_grid(
 #: forwards of its result, as an arm's evaluation runs them.
 _PROBE = """
 import json, math, statistics, sys, tempfile, time, torch, transformers, trl
-from neftune.data.bundle import resolve_data
-from neftune.evaluation import EvalConfig, generate, load_for_eval, response_loss
+from neftune.finetune.data.bundle import resolve_data
+from neftune.finetune.evaluation import EvalConfig, generate, load_for_eval, response_loss
 from neftune.experiments.plan import from_preset
-from neftune.models import resolve_model
-from neftune.training import TrainConfig, train
+from neftune.finetune.models import resolve_model
+from neftune.finetune.training import TrainConfig, train
 preset, model, steps, batch_size, new_tokens, eval_batch, alphas, scalings = sys.argv[1:9]
 steps = int(steps)
 cfg = from_preset(preset)

@@ -98,7 +98,7 @@ def prepare_wheels(gpu: Path) -> None:
 
 def prepare_tokenizer(gpu: Path) -> None:
     sys.path.insert(0, str(REPO / "src"))
-    from neftune.models import default_tokenizer_dir
+    from neftune.finetune.models import default_tokenizer_dir
 
     dest = gpu / "tokenizer"
     shutil.rmtree(dest, ignore_errors=True)

@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import triton
 
-    from neftune.io import write_json_atomic
+    from neftune.finetune.io import write_json_atomic
 
     configs = configurations()
     if args.only:

@@ -42,7 +42,7 @@ import torch
 from _common import DTYPES, MODEL_CONFIGS, build_llama, machine_info, synchronize
 
 import neftune
-from neftune.io import write_json_atomic
+from neftune.finetune.io import write_json_atomic
 from neftune.kernels import triton_available
 from neftune.noise import noised, token_scales
 

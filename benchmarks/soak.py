@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 import neftune
-from neftune.hooks import _ACTIVE, _Hook, _Inert
-from neftune.io import write_json_atomic
+from neftune.activation.hooks import _ACTIVE, _Hook, _Inert
+from neftune.finetune.io import write_json_atomic
 
 VOCAB, HIDDEN = 256, 64
 

@@ -55,7 +55,7 @@ _LEGACY_ARGS: dict[str, dict[str, str]] = {
 def to_ifeval(constraint: dict[str, Any]) -> dict[str, Any] | None:
     """An old-format constraint as ``{"kind": <IFEval id>, "args": {...}}``; None without an IFEval
     definition. "at most n" of a count is IFEval's "less than n + 1" (the same test on integers)."""
-    from neftune.instructions.checkers import KIND_IDS
+    from neftune.finetune.instructions.checkers import KIND_IDS
 
     names = _LEGACY_ARGS.get(constraint["kind"])
     if names is None:
@@ -76,8 +76,8 @@ def to_ifeval(constraint: dict[str, Any]) -> dict[str, Any] | None:
 def annotate(folder: Path, legacy: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
     """Write the constraints into every arm's ``eval/generations.json``; returns counts. Refuses
     (``ValueError``) when a stored prompt differs from the legacy file's prompt at its position."""
-    from neftune.instructions.checkers import follows_all
-    from neftune.io import write_json_atomic
+    from neftune.finetune.instructions.checkers import follows_all
+    from neftune.finetune.io import write_json_atomic
 
     counts = {"files": 0, "answers": 0, "without_ifeval_definition": 0}
     for path in sorted(folder.glob("arms/*/eval/generations.json")):

@@ -174,7 +174,7 @@ def assert_no_leftovers(before: dict, model: torch.nn.Module) -> None:
 
 def neftune_hooks(model: torch.nn.Module) -> list[str]:
     """Every forward hook / pre-hook on any module that neftune registered."""
-    from neftune.hooks import _Hook, _Inert
+    from neftune.activation.hooks import _Hook, _Inert
 
     found = []
     for name, module in model.named_modules():
@@ -378,7 +378,7 @@ def padded_batch():
 def tiny_experiment(**kw):
     """A 2-arm experiment (alphas 0 and 5, seed 0) of 2 steps on the tiny model; ``kw`` overrides."""
     from neftune.experiments.plan import ExperimentConfig
-    from neftune.training import TrainConfig
+    from neftune.finetune.training import TrainConfig
 
     train = TrainConfig(
         model="tiny", batch_size=2, max_steps=2, max_length=256, logging_steps=1, save_steps=1

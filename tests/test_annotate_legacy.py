@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from neftune.instructions.checkers import follows
+from neftune.finetune.instructions.checkers import follows
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "annotate_legacy_constraints.py"
 _spec = importlib.util.spec_from_file_location("annotate_legacy_constraints", _SCRIPT)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from neftune.data.bundle import resolve_data
 from neftune.experiments.answers import (
     INFER_SLACK,
     arm_metric_values,
@@ -19,6 +18,7 @@ from neftune.experiments.answers import (
 )
 from neftune.experiments.setting import Setting
 from neftune.experiments.stats import summarize
+from neftune.finetune.data.bundle import resolve_data
 
 NO_COMMAS = {"kind": "no_commas", "args": {}}
 ENDS = {"kind": "ends_with", "args": {"end_phrase": "Is there anything else?"}}

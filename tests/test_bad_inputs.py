@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 import neftune
-from neftune.data.bundle import resolve_data
-from neftune.evaluation import EvalConfig, check_eval_config
-from neftune.training import RUN_FILE, TrainConfig
+from neftune.finetune.data.bundle import resolve_data
+from neftune.finetune.evaluation import EvalConfig, check_eval_config
+from neftune.finetune.training import RUN_FILE, TrainConfig
 
 from conftest import tiny_llama
 

@@ -1,6 +1,6 @@
 """Activation checkpointing around the input embedding: the forward and its recompute see one noise.
 
-The rule under test is stated in ``neftune.checkpointing``: a reentrant checkpoint's no-grad forward
+The rule under test is stated in ``neftune.activation.checkpointing``: a reentrant checkpoint's no-grad forward
 is noised when its backward will run (a genuine ``no_grad`` pass stays clean), and a recompute during
 backward repeats the forward's draw (torch restores its RNG; neftune restores its private generator).
 Each test records the noise of every embedding call (forward and recompute) and checks them bit for

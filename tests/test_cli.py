@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from neftune.training import RUN_FILE
+from neftune.finetune.training import RUN_FILE
 
 from conftest import cli
 
@@ -137,8 +137,8 @@ def test_help_lists_every_option():
 
 
 def test_eval_defaults_to_the_data_the_run_was_trained_on(tmp_path):
-    from neftune.evaluation import EvalConfig, eval_data_spec
-    from neftune.io import write_json_atomic
+    from neftune.finetune.evaluation import EvalConfig, eval_data_spec
+    from neftune.finetune.io import write_json_atomic
 
     run = tmp_path / "run"
     write_json_atomic(

@@ -8,7 +8,7 @@ from dataclasses import fields
 import pytest
 import yaml
 
-from neftune.training import RUN_FILE, TrainConfig
+from neftune.finetune.training import RUN_FILE, TrainConfig
 
 from conftest import cli
 
@@ -238,8 +238,8 @@ def test_export_merges_a_lora_run_into_a_standalone_model(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from neftune.evaluation import load_for_eval
-    from neftune.models import resolve_model
+    from neftune.finetune.evaluation import load_for_eval
+    from neftune.finetune.models import resolve_model
 
     run = tmp_path / "run"
     code, text = cli(

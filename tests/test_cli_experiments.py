@@ -74,7 +74,7 @@ def test_compare_scalings_then_length_control_in_the_report(tmp_path):
     assert "3 arms (3 settings x 1 seeds)" in text
     results = json.loads((out / "results.json").read_text())
     assert results["command"].startswith(f"neftune compare --config {out / 'config.yaml'}")
-    from neftune.configfile import load_config_file
+    from neftune.finetune.configfile import load_config_file
 
     assert load_config_file(out / "config.yaml")["scalings"] == "per_sequence,batch"  # the rerun keeps them
     batch = [a for a in results["arms"] if a["setting"].get("scaling") == "batch"]

@@ -65,7 +65,7 @@ def test_compare_and_sweep_take_every_train_and_eval_option(grid):
 def test_the_experiment_gets_every_given_option():
     """compare's options reach every arm: training ones in cfg.train, evaluation ones in cfg.eval;
     what is not given stays the preset's."""
-    from neftune.cli import _experiment_config
+    from neftune.cli.grid import experiment_config as _experiment_config
     from neftune.experiments.plan import IFEVAL_MAX_NEW_TOKENS
 
     given = {
@@ -89,8 +89,8 @@ def test_the_experiment_gets_every_given_option():
 def test_mains_experiment_options_reach_the_experiment_and_its_config(tmp_path, monkeypatch):
     """--fixed-data, --ifeval (one absolute path), --dry-run/--pilot (never written) through the shared
     path: the experiment's config.yaml, read back with --config, gives the same experiment."""
-    from neftune.cli import _experiment_config, _grid_values
-    from neftune.configfile import resolve_paths, write_config
+    from neftune.cli.grid import experiment_config as _experiment_config, grid_values as _grid_values
+    from neftune.finetune.configfile import resolve_paths, write_config
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "if.jsonl").write_text("{}\n")
@@ -188,13 +188,13 @@ def test_version_imports_neither_torch_nor_the_command_line():
 
 
 def _names(command: str) -> dict[str, str]:
-    from neftune.cli import _option_names
+    from neftune.cli.common import option_names as _option_names
 
     return _option_names(_commands()[command])
 
 
 def test_trl_names_in_a_config_file():
-    from neftune.configfile import read_options
+    from neftune.finetune.configfile import read_options
 
     raw = {
         "model_name_or_path": "tiny", "dataset_name": "d.jsonl", "use_peft": True, "max_seq_length": 128,
@@ -223,7 +223,7 @@ def test_trl_names_in_a_config_file():
     ],
 )
 def test_config_names_that_are_not_options_say_what_to_use(raw, message):
-    from neftune.configfile import ConfigFileError, read_options
+    from neftune.finetune.configfile import ConfigFileError, read_options
 
     with pytest.raises(ConfigFileError) as info:
         read_options(raw, _names("train"), source="--config c.yaml", command="train")
@@ -234,8 +234,8 @@ def test_a_runs_config_is_the_base_of_an_experiment(tmp_path):
     """`compare --config runs/a5/config.yaml`: the run's options, its alpha beside the baseline."""
     from dataclasses import asdict
 
-    from neftune.configfile import read_options
-    from neftune.training import TrainConfig
+    from neftune.finetune.configfile import read_options
+    from neftune.finetune.training import TrainConfig
 
     run = asdict(TrainConfig(alpha=5.0, lora=True, lora_r=8, grad_accum=2, field_map="instruction=q", seed=3))
     for command, grid in (("compare", {"alphas": [0.0, 5.0], "distribution": "uniform", "schedule": None}),
@@ -254,7 +254,7 @@ def test_a_runs_config_is_the_base_of_an_experiment(tmp_path):
 
 
 def test_relative_paths_in_a_config_file_are_read_from_its_folder(tmp_path, monkeypatch):
-    from neftune.configfile import relative_paths, resolve_paths
+    from neftune.finetune.configfile import relative_paths, resolve_paths
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "proj" / "data").mkdir(parents=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from neftune.training import RUN_FILE, run_status
+from neftune.finetune.training import RUN_FILE, run_status
 
 from conftest import cli
 
@@ -107,7 +107,7 @@ def test_failed_preflight_creates_no_folder(tmp_path, args, message):
 
 
 def test_failed_preflight_keeps_the_previous_run(tmp_path):
-    from neftune.io import write_json_atomic
+    from neftune.finetune.io import write_json_atomic
 
     out = tmp_path / "run"
     write_json_atomic(
@@ -187,8 +187,8 @@ def test_eval_writes_a_folder_named_for_its_data_and_never_replaces_other_data(t
 
 
 def test_eval_folder_of_a_run(tmp_path):
-    from neftune.evaluation import EvalConfig, eval_out_dir
-    from neftune.io import write_json_atomic
+    from neftune.finetune.evaluation import EvalConfig, eval_out_dir
+    from neftune.finetune.io import write_json_atomic
 
     run = tmp_path / "run"
     write_json_atomic(run / RUN_FILE, {"status": "complete", "config": {"data": "a.jsonl", "data_seed": 0}})
@@ -301,9 +301,11 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint(tmp_path, monkeypatch)
 
 
 def test_eval_says_when_every_answer_is_empty(tmp_path, monkeypatch):
-    import neftune.evaluation
+    import neftune.finetune.evaluation
 
-    monkeypatch.setattr(neftune.evaluation, "generate", lambda model, tok, records, **kw: [""] * len(records))
+    monkeypatch.setattr(
+        neftune.finetune.evaluation, "generate", lambda model, tok, records, **kw: [""] * len(records)
+    )
     code, text = cli(
         "eval", "--model", "tiny", "--n-generate", "2", "--n-train-loss", "2", "--out", tmp_path / "e"
     )

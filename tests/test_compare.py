@@ -19,7 +19,7 @@ from neftune.experiments.plan import (
 )
 from neftune.experiments.run import ARM_FILE, RESULTS_FILE, NullProgress, run_experiment
 from neftune.experiments.setting import Setting
-from neftune.training import RunError
+from neftune.finetune.training import RunError
 
 from conftest import tiny_experiment
 
@@ -110,8 +110,8 @@ def test_scalings_at_some_alphas_only():
 
 
 def test_each_seed_draws_its_own_data_and_prompts_unless_fixed():
-    from neftune.data.bundle import resolve_data
-    from neftune.training import TrainConfig
+    from neftune.finetune.data.bundle import resolve_data
+    from neftune.finetune.training import TrainConfig
 
     cfg = ExperimentConfig(seeds=[0, 1], train=TrainConfig(data="builtin:quick"))
     arm0, arm1 = Arm(Setting(0.0), 0), Arm(Setting(5.0), 1)

@@ -15,7 +15,7 @@ import torch
 import neftune
 from neftune import NEFTuneConfig
 from neftune.config import FIELDS, make_config
-from neftune.training import TrainConfig, check_resume_config, upgrade_train_values
+from neftune.finetune.training import TrainConfig, check_resume_config, upgrade_train_values
 
 from conftest import cli, plain_trainer, tiny_llama
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from neftune.data import (
+from neftune.finetune.data import (
     DataError,
     Record,
     SplitConfig,
@@ -19,7 +19,7 @@ from neftune.data import (
     load_records,
     records_to_examples,
 )
-from neftune.io import read_json_object, write_json_atomic, write_jsonl_atomic
+from neftune.finetune.io import read_json_object, write_json_atomic, write_jsonl_atomic
 
 ALPACA = [
     {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
@@ -121,7 +121,7 @@ def test_saved_dataset_folder(tmp_path: Path) -> None:
 
 def _hub_answers(monkeypatch: pytest.MonkeyPatch, state: str) -> None:
     """The hub's answer about any id, without a network (see test_hub_status_* for the real probe)."""
-    from neftune import hub
+    from neftune.finetune import hub
 
     monkeypatch.setattr(hub, "hub_status", lambda repo_id, repo_type="model": hub.HubStatus(state))
 
@@ -354,7 +354,7 @@ def test_write_jsonl_atomic(tmp_path: Path) -> None:
 def test_write_text_atomic_cleans_up_when_rename_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from neftune import io as nio
+    from neftune.finetune import io as nio
 
     path = tmp_path / "out.json"
     write_json_atomic(path, {"old": 1})
@@ -610,7 +610,7 @@ def test_hub_status_one_request_classified(monkeypatch: pytest.MonkeyPatch) -> N
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    from neftune import hub
+    from neftune.finetune import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     calls = []
@@ -663,7 +663,7 @@ MULTI_TURN = [
 @pytest.fixture
 def tiny_tokenizer(neftune_cache):
     transformers = pytest.importorskip("transformers")
-    from neftune.models import resolve_model
+    from neftune.finetune.models import resolve_model
 
     return transformers.AutoTokenizer.from_pretrained(resolve_model("tiny"))
 
@@ -681,7 +681,7 @@ def _spans(ids: list[int], mask: list[int], tokenizer) -> list[str]:
 
 
 def test_every_assistant_turn_is_trained_by_default(tiny_tokenizer) -> None:
-    from neftune.data.turns import assistant_mask
+    from neftune.finetune.data.turns import assistant_mask
 
     ids, mask = assistant_mask(tiny_tokenizer, MULTI_TURN)
     assert _spans(ids, mask, tiny_tokenizer) == ["Blue.<|im_end|>\n", "Blue<|im_end|>\n"]
@@ -694,7 +694,7 @@ def test_every_assistant_turn_is_trained_by_default(tiny_tokenizer) -> None:
 def test_a_template_that_rewrites_earlier_turns_is_refused(tiny_tokenizer) -> None:
     """A template that renders an earlier answer differently later (as reasoning templates drop their
     thoughts) cannot say which tokens were that answer: refused, with the way out."""
-    from neftune.data.turns import assistant_mask
+    from neftune.finetune.data.turns import assistant_mask
 
     tiny_tokenizer.chat_template = (
         "{% for m in messages %}{% if m.role == 'assistant' and not loop.last %}<|im_start|>assistant\n..."
@@ -715,8 +715,8 @@ def test_single_turn_rows_are_what_trl_makes_of_prompt_completion(tiny_tokenizer
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from neftune.data.turns import training_rows
-    from neftune.models import resolve_model
+    from neftune.finetune.data.turns import training_rows
+    from neftune.finetune.models import resolve_model
 
     records = load_records(_write_jsonl(tmp_path / "d.jsonl", [*ALPACA, *CHAT[:1]]))
     model = AutoModelForCausalLM.from_pretrained(resolve_model("tiny"))
@@ -738,7 +738,7 @@ def test_single_turn_rows_are_what_trl_makes_of_prompt_completion(tiny_tokenizer
 
 
 def test_alpaca_eval_export_holds_the_conversation() -> None:
-    from neftune.data.turns import conversation_text
+    from neftune.finetune.data.turns import conversation_text
 
     assert conversation_text(MULTI_TURN) == (
         "User: Name a colour.\n\nAssistant: Blue.\n\nUser: Thanks! Say it again briefly."

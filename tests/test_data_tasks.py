@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neftune.data import (
+from neftune.finetune.data import (
     FAMILIES,
     PRESETS,
     SPLIT_NAMES,
@@ -355,7 +355,7 @@ def test_splits_identical_across_processes() -> None:
     import sys
 
     code = (
-        "import hashlib, json; from neftune.data import build_splits, SplitConfig; "
+        "import hashlib, json; from neftune.finetune.data import build_splits, SplitConfig; "
         "s = build_splits(SplitConfig(n_train=64, n_eval=16, seed=5)); "
         "print(hashlib.sha256(json.dumps({k: [e.prompt + e.output for e in v] for k, v in s.items()})"
         ".encode()).hexdigest())"

@@ -107,7 +107,7 @@ def test_bad_embeds():
 
 def test_mismatched_mask_inside_model_is_ignored_with_warning():
     """A mask that does not describe the embeddings is dropped with a warning naming what is used instead."""
-    from neftune.batch_context import BatchContext
+    from neftune.activation.batch_context import BatchContext
 
     warned = []
     context = BatchContext(lambda key, message: warned.append(message))

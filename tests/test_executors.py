@@ -22,7 +22,7 @@ import pytest
 
 from neftune.experiments.executors import ArmsFailed, LocalExecutor, RayExecutor, make_executor
 from neftune.experiments.run import ARM_FILE, RESULTS_FILE, NullProgress, run_experiment
-from neftune.training import RunError
+from neftune.finetune.training import RunError
 
 from conftest import cli, tiny_experiment
 
@@ -266,7 +266,7 @@ def test_eta_counts_arms_that_ran_at_the_same_time(monkeypatch):
     from rich.console import Console
     from rich.progress import Progress
 
-    from neftune import cli as climod
+    from neftune.cli import grid as climod
     from neftune.experiments.plan import Arm
     from neftune.experiments.setting import Setting
 
@@ -274,7 +274,7 @@ def test_eta_counts_arms_that_ran_at_the_same_time(monkeypatch):
     monkeypatch.setattr(climod.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(climod, "console", Console(file=io.StringIO()))
     with Progress(console=Console(file=io.StringIO())) as bar:
-        bars = climod._ExperimentBars(bar, total=4)
+        bars = climod.ExperimentBars(bar, total=4)
         arms = [Arm(Setting(a), 0) for a in (0.0, 5.0)]
         for i, arm in enumerate(arms):
             bars.arm_started(i, 4, arm)

@@ -1,4 +1,4 @@
-"""Every generation records its token count and whether the cap cut it (neftune.evaluation)."""
+"""Every generation records its token count and whether the cap cut it (neftune.finetune.evaluation)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from neftune.data.formats import Record  # noqa: E402
-from neftune.evaluation import generate_answers  # noqa: E402
+from neftune.finetune.data.formats import Record  # noqa: E402
+from neftune.finetune.evaluation import generate_answers  # noqa: E402
 
 EOS, PAD = 2, 0
 

@@ -60,7 +60,7 @@ def test_the_h200_plan_from_its_measured_costs(cmp):
 
 
 def _instruction_cap() -> int:
-    from neftune.evaluation import EvalConfig
+    from neftune.finetune.evaluation import EvalConfig
 
     return EvalConfig(model="").ifeval_max_new_tokens
 

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from neftune.data.formats import DataError
-from neftune.instructions.ifeval import INSTRUCTION_IDS, follows_instruction, needs_language_detector
-from neftune.instructions.ifeval_format import (
+from neftune.finetune.data.formats import DataError
+from neftune.finetune.instructions.ifeval import INSTRUCTION_IDS, follows_instruction, needs_language_detector
+from neftune.finetune.instructions.ifeval_format import (
     RESULT_FILES,
     read_ifeval_inputs,
     read_responses,
     score,
     summarize,
 )
-from neftune.instructions.text import exact, portable
+from neftune.finetune.instructions.text import exact, portable
 
 from conftest import cli
 
@@ -249,7 +249,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_eval_generates_and_scores_an_ifeval_file(tmp_path, neftune_cache):
-    from neftune.evaluation import EvalConfig, evaluate
+    from neftune.finetune.evaluation import EvalConfig, evaluate
 
     prompts = read_ifeval_inputs(INPUT)[:6]
     small = _write(

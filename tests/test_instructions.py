@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from neftune.data.bundle import resolve_data
-from neftune.data.instructions import (
+from neftune.finetune.data.bundle import resolve_data
+from neftune.finetune.data.instructions import (
     EVAL_ASKS,
     EVAL_TOPICS,
     HELDOUT_KINDS,
@@ -24,7 +24,7 @@ from neftune.data.instructions import (
     build_instruction_splits,
     compatible,
 )
-from neftune.instructions import (
+from neftune.finetune.instructions import (
     INSTRUCTION_IDS,
     KIND_IDS,
     KINDS,
@@ -33,8 +33,8 @@ from neftune.instructions import (
     follows,
     loose_variants,
 )
-from neftune.instructions.text import portable
-from neftune.metrics import following_by_kind, instruction_following
+from neftune.finetune.instructions.text import portable
+from neftune.finetune.metrics import following_by_kind, instruction_following
 
 
 def C(kind, **args):

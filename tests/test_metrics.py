@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neftune.data import Example
-from neftune.metrics import (
+from neftune.finetune.data import Example
+from neftune.finetune.metrics import (
     accuracy,
     accuracy_by_family,
     alpacaeval_records,

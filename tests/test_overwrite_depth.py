@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from neftune.io import write_json_atomic
-from neftune.outdirs import EVAL_FILES, files_under, remaining, remove_files
-from neftune.training import RUN_FILE, clear_run, run_files
+from neftune.finetune.io import write_json_atomic
+from neftune.finetune.outdirs import EVAL_FILES, files_under, remaining, remove_files
+from neftune.finetune.training import RUN_FILE, clear_run, run_files
 
 from conftest import cli
 

@@ -1,4 +1,4 @@
-"""The progress protocol (neftune.progress): running counts, the rich adapter, the producers' reports."""
+"""The progress protocol (neftune.finetune.progress): running counts, the rich adapter, the producers' reports."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from rich.progress import Progress
 
-from neftune.progress import RichBars, Tally
+from neftune.finetune.progress import RichBars, Tally
 
 
 def _rich() -> Progress:
@@ -50,7 +50,7 @@ def test_rich_bars_replace_the_previous_stage_and_draw_unknown_totals_open():
 
 
 def test_rich_bars_show_fields_only_from_reports_that_carry_them():
-    from neftune.cli import _loss_and_alpha
+    from neftune.cli.train import _loss_and_alpha
 
     bar = _rich()
     bars = RichBars(bar, show=_loss_and_alpha)
@@ -65,13 +65,13 @@ def test_rich_bars_show_fields_only_from_reports_that_carry_them():
 
 
 def test_experiment_bars_follow_the_arm_and_its_stages(monkeypatch):
-    from neftune import cli as climod
+    from neftune.cli import grid as climod
     from neftune.experiments.plan import Arm
     from neftune.experiments.setting import Setting
 
     monkeypatch.setattr(climod, "console", Console(file=io.StringIO()))
     bar = _rich()
-    bars = climod._ExperimentBars(bar, total=2)
+    bars = climod.ExperimentBars(bar, total=2)
     assert [t.description for t in bar.tasks] == ["arms", ""], "a blank run bar before the first arm"
     arm = Arm(Setting(5.0), 0)
     bars.arm_started(0, 2, arm)
@@ -88,7 +88,7 @@ def test_experiment_bars_follow_the_arm_and_its_stages(monkeypatch):
 
 def test_training_callback_reports_steps_and_logged_losses():
     pytest.importorskip("transformers")
-    from neftune.training import _progress_callback
+    from neftune.finetune.training import _progress_callback
 
     seen = []
     callback = _progress_callback(lambda *args, **fields: seen.append((args, fields)))

@@ -122,7 +122,7 @@ def _setup_sft() -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from neftune.models import resolve_model
+    from neftune.finetune.models import resolve_model
 
     folder = resolve_model("tiny")
     rows = [

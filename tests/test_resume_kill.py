@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from neftune.training import (
+from neftune.finetune.training import (
     RUN_FILE,
     RunError,
     TrainConfig,

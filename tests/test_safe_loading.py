@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from neftune.evaluation import load_for_eval
-from neftune.models import ModelError, load_model_and_tokenizer, tiny_model_dir
-from neftune.training import RUN_FILE, RunError, TrainConfig, run_status, train
+from neftune.finetune.evaluation import load_for_eval
+from neftune.finetune.models import ModelError, load_model_and_tokenizer, tiny_model_dir
+from neftune.finetune.training import RUN_FILE, RunError, TrainConfig, run_status, train
 
 from conftest import InterruptAtSave, cli
 

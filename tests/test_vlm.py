@@ -218,7 +218,7 @@ def test_the_text_embedding_is_found_and_the_placeholders_come_from_the_config(n
 
 
 def test_a_plain_module_holding_a_vision_tower_gets_its_text_embedding():
-    from neftune.discovery import find_input_embedding
+    from neftune.activation.discovery import find_input_embedding
 
     class Plain(nn.Module):  # no get_input_embeddings: found by scanning
         def __init__(self):
@@ -232,7 +232,7 @@ def test_a_plain_module_holding_a_vision_tower_gets_its_text_embedding():
 
 
 def test_models_that_keep_their_image_token_embedding_name_no_placeholder():
-    from neftune.discovery import placeholder_token_ids
+    from neftune.activation.discovery import placeholder_token_ids
 
     holder = nn.Module()
     holder.config = T.MllamaConfig()  # cross-attention to the image: <|image|> is an ordinary token

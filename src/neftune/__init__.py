@@ -4,6 +4,19 @@ import neftune
 handle = neftune.activate(model, alpha=5.0)   # train as usual
 neftune.deactivate(handle)
 
+This package is the library: the noise (``noise``, ``config``, ``schedules``, ``streams``), the
+machinery that puts it into a model (``activation``), its kernels (``kernels``) and the trainer
+and framework integrations (``integrations``); ``compat`` is transformers' function names. They
+import only each other, torch and the frameworks they integrate with. Above them, each importing
+only the layers below it (``tests/test_layers.py`` enforces it; ``docs/architecture.md`` maps it):
+
+- ``neftune.finetune``: the fine-tuning application (training, evaluation, data, checkers);
+- ``neftune.experiments``: compare / sweep: arms, statistics, reports;
+- ``neftune.cli``: the ``neftune`` command, one module per command.
+
+Modules that moved into those packages keep their old import paths (``neftune.training``,
+``neftune.hooks``, ...) for one release, with a ``DeprecationWarning`` (:mod:`neftune._moved`).
+
 The names below load on first use (PEP 562), so that ``import neftune`` and the ``neftune``
 command's ``--version`` do not import torch; ``from neftune import activate`` works as usual.
 """
@@ -13,11 +26,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _moved
+
 if TYPE_CHECKING:
-    from .compat import activate_neftune, deactivate_neftune, neftune_post_forward_hook
-    from .discovery import EmbeddingNotFoundError, find_input_embedding, unwrap_model
-    from .hooks import (
-        NEFTuneConfig,
+    from .activation.discovery import EmbeddingNotFoundError, find_input_embedding, unwrap_model
+    from .activation.hooks import (
         NEFTuneEmbedding,
         NEFTuneHandle,
         activate,
@@ -26,18 +39,23 @@ if TYPE_CHECKING:
         is_active,
         noisy_embeddings,
     )
+    from .compat import activate_neftune, deactivate_neftune, neftune_post_forward_hook
+    from .config import NEFTuneConfig
     from .noise import DISTRIBUTIONS, SCALINGS, add_noise, expected_noise_norm, segment_lengths, token_scales
     from .schedules import resolve_schedule
 
 __version__ = "0.1.0"
 
+_moved.install()
+
 #: Public name -> the submodule that defines it.
 _EXPORTS = {
     **dict.fromkeys(("activate_neftune", "deactivate_neftune", "neftune_post_forward_hook"), "compat"),
-    **dict.fromkeys(("EmbeddingNotFoundError", "find_input_embedding", "unwrap_model"), "discovery"),
+    **dict.fromkeys(
+        ("EmbeddingNotFoundError", "find_input_embedding", "unwrap_model"), "activation.discovery"
+    ),
     **dict.fromkeys(
         (
-            "NEFTuneConfig",
             "NEFTuneEmbedding",
             "NEFTuneHandle",
             "activate",
@@ -46,8 +64,9 @@ _EXPORTS = {
             "is_active",
             "noisy_embeddings",
         ),
-        "hooks",
+        "activation.hooks",
     ),
+    "NEFTuneConfig": "config",
     **dict.fromkeys(
         ("DISTRIBUTIONS", "SCALINGS", "add_noise", "expected_noise_norm", "segment_lengths", "token_scales"),
         "noise",

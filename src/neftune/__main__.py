@@ -8,15 +8,7 @@ from __future__ import annotations
 
 import sys
 
-
-def version_line() -> str:
-    """``neftune 0.1.0``: what ``--version`` prints."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"neftune {version('neftune')}"
-    except PackageNotFoundError:  # run from a source tree without installing
-        return "neftune (not installed)"
+from ._version import version_line
 
 
 def main() -> None:

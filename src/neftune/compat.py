@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hooks import NEFTuneHandle, activate
+from .activation.hooks import NEFTuneHandle, activate
 from .noise import add_noise, check_alpha
 
 

@@ -32,7 +32,7 @@ class NEFTuneConfig:
     (see :mod:`neftune.kernels.backend`); ``ignore_token_ids``: token ids that get no noise and
     do not count in ``L`` (a vision-language model's image / video / audio placeholders, whose
     embeddings it replaces by features), None to read them from the model's config at
-    ``activate`` (see :func:`neftune.discovery.placeholder_token_ids`), ``()`` for none; they
+    ``activate`` (see :func:`neftune.activation.discovery.placeholder_token_ids`), ``()`` for none; they
     apply to ``scaling="per_sequence"``; ``pad_token_id``: a sequence made only of this token
     id is padding (packers that give a row's padded tail position ids of its own, e.g. Axolotl's
     multipack); None: off. Every field is checked here, once.

@@ -13,7 +13,7 @@ import operator
 
 import torch
 
-from .checkpointing import DrawJournal
+from .activation.checkpointing import DrawJournal
 
 _RANK_STRIDE = 1_000_003  # distinct, reproducible seeds per distributed rank
 _MASK64 = 2**64 - 1
@@ -73,7 +73,7 @@ class NoiseStream:
     noise) without a seed on a single process; otherwise a private generator seeded by
     :func:`stream_seed` (without a seed: from ``torch.initial_seed()``). ``advance(step)``
     reseeds every generator for optimizer step ``step``. ``journal`` keeps the recent forward
-    draws, so that a checkpoint's recompute repeats them (:mod:`neftune.checkpointing`); it is
+    draws, so that a checkpoint's recompute repeats them (:mod:`neftune.activation.checkpointing`); it is
     emptied at each new step.
     """
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..data import Record, records_to_examples
-from ..evaluation import generate, response_loss
-from ..metrics import accuracy
+from ..finetune.data import Record, records_to_examples
+from ..finetune.evaluation import generate, response_loss
+from ..finetune.metrics import accuracy
 
 PREFIX = "curve/"
 

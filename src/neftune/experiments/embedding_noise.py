@@ -41,10 +41,10 @@ from typing import Any
 
 import torch
 
-from ..io import write_bytes_atomic, write_json_atomic
+from ..finetune.io import write_bytes_atomic, write_json_atomic
+from ..finetune.progress import Progress
+from ..finetune.provenance import environment
 from ..noise import DISTRIBUTIONS, EPS_VARIANCE, add_noise, check_alpha, check_choice
-from ..progress import Progress
-from ..provenance import environment
 from .nearest import changed_vector, search_neighbours, unit_angle
 
 DEFAULT_ALPHAS = (0.0, 1.0, 5.0, 10.0, 15.0, 20.0, 30.0)
@@ -318,7 +318,7 @@ def embedding_table(model: torch.nn.Module, *, chunk_size: int = 8192) -> tuple[
     autograd, so no noise hook fires. ``info``: module path, class, and the median ratio of
     output to weight row norms (1.0 when the output is the weight).
     """
-    from ..discovery import find_input_embedding
+    from ..activation.discovery import find_input_embedding
 
     loc = find_input_embedding(model)
     module = loc.module
@@ -350,7 +350,7 @@ def embedding_table(model: torch.nn.Module, *, chunk_size: int = 8192) -> tuple[
 def load_embedding_table(model_spec: str) -> tuple[torch.Tensor, dict[str, Any], Any]:
     """``(table, info, tokenizer)`` of a model spec: :func:`embedding_table` of the model loaded
     in float32; the model itself is not kept."""
-    from ..models import load_model_and_tokenizer
+    from ..finetune.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(model_spec, dtype=torch.float32)
     table, info = embedding_table(model)
@@ -365,8 +365,8 @@ def load_sequences(
     Each record is rendered whole with the tokenizer's chat template (what training sees)
     and cut at ``max_length``. Returns the sequences and ``{"available", "used", "truncated"}``.
     """
-    from ..data.bundle import resolve_data
-    from ..models import chat_token_ids
+    from ..finetune.data.bundle import resolve_data
+    from ..finetune.models import chat_token_ids
 
     records = resolve_data(data, seed=seed).train
     picked = list(records)

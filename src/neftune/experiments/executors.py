@@ -1,6 +1,6 @@
 """Where an experiment's arms run: here, one after the other (``local``), or as Ray tasks (``ray``).
 
-Both executors run the same :func:`neftune.experiments.run.run_arm` and share one protocol:
+Both executors run the same :func:`neftune.experiments.arm.run_arm` and share one protocol:
 an arm is finished exactly when its ``arm.json`` exists in the experiment folder, and the
 driver rebuilds ``results.json`` from the arm folders after each arm. So an experiment started
 with one executor resumes with the other, and an arm gives the same metrics wherever it ran.
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..training import RunError
+from ..finetune.training import RunError
 
 if TYPE_CHECKING:
+    from .arm import ExperimentProgress
     from .plan import Arm, ExperimentConfig
-    from .run import ExperimentProgress
 
 EXECUTORS = ("local", "ray")
 
@@ -145,7 +145,7 @@ class RayExecutor:
     def _run(self, ray: Any, work: ArmWork, *, local_cluster: bool) -> None:
         from ray.util.queue import Empty, Queue
 
-        from .run import ARM_FILE
+        from .layout import ARM_FILE
 
         cpus, gpus = self._resources(ray, local_cluster)
         events = Queue(actor_options={"num_cpus": 0})
@@ -220,8 +220,9 @@ class RayExecutor:
 
 def _ray_arm(cfg: ExperimentConfig, arm: Arm, folder: str, events: Any) -> dict[str, Any]:
     """The Ray task: one arm in a worker process; the driver sees only its record and arm.json."""
-    from ..data.bundle import resolve_data
-    from .run import EXPERIMENT_FILE, NullProgress, run_arm
+    from ..finetune.data.bundle import resolve_data
+    from .arm import NullProgress, run_arm
+    from .layout import EXPERIMENT_FILE
 
     host = socket.gethostname()
     events.put((arm.id, host, os.getpid()))

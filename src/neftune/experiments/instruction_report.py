@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data.instructions import HELDOUT_KINDS
+from ..finetune.data.instructions import HELDOUT_KINDS
 from .formatting import fmt_estimate, fmt_value
 from .labels import metric_label
 from .length_control import LengthControlled, length_control

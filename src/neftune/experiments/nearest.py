@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..progress import Progress
+from ..finetune.progress import Progress
 
 
 def unit_angle(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:

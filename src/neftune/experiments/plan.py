@@ -13,10 +13,10 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ..finetune.training import RunError, TrainConfig
 from ..kernels.backend import check_backend
 from ..noise import DISTRIBUTIONS, SCALINGS, check_alpha, check_choice
 from ..schedules import resolve_schedule
-from ..training import RunError, TrainConfig
 from .setting import Setting
 
 #: How the arms' data seeds are chosen (:attr:`ExperimentConfig.data_seeds`).
@@ -28,7 +28,7 @@ SHARED_TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in
 
 
 def _ifeval_cap() -> int:
-    from ..evaluation import IFEVAL_MAX_NEW_TOKENS
+    from ..finetune.evaluation import IFEVAL_MAX_NEW_TOKENS
 
     return IFEVAL_MAX_NEW_TOKENS
 
@@ -67,9 +67,9 @@ class Arm:
 class ExperimentConfig:
     """A grid of settings x seeds on one model and data set.
 
-    ``train``: options every arm shares (a :class:`~neftune.training.TrainConfig` whose
+    ``train``: options every arm shares (a :class:`~neftune.finetune.training.TrainConfig` whose
     alpha / distribution / schedule / seed / out are ignored). ``eval``: options of
-    :class:`~neftune.evaluation.EvalConfig` (``max_new_tokens``, ``n_generate``, ...).
+    :class:`~neftune.finetune.evaluation.EvalConfig` (``max_new_tokens``, ``n_generate``, ...).
     ``curve_every``: optimizer steps between noise-off curve points (0: no curves).
     ``scalings``: noise scalings of the noisy settings ("per_sequence", "batch"); each noisy
     setting runs once per scaling, at the same alphas and seeds (the baseline once). A scaling
@@ -124,7 +124,7 @@ class ExperimentConfig:
         if self.curve_every < 0 or self.curve_records < 1:
             raise RunError("curve-every must be >= 0 and curve-records >= 1")
         replace(self.train, alpha=max(self.alphas)).validate()
-        from ..evaluation import EvalConfig, check_eval_config
+        from ..finetune.evaluation import EvalConfig, check_eval_config
 
         allowed = {f.name for f in fields(EvalConfig)} - {"model", "data", "out", "seed"}
         unknown = sorted(set(self.eval) - allowed)
@@ -196,7 +196,7 @@ class ExperimentConfig:
 
 
 #: The instruction cap, written into the presets so that an experiment records it (resuming one
-#: evaluated with another cap is refused instead of mixing caps); see neftune.evaluation.
+#: evaluated with another cap is refused instead of mixing caps); see neftune.finetune.evaluation.
 IFEVAL_MAX_NEW_TOKENS = _ifeval_cap()
 
 #: ``--preset`` values: data size, grid and training length sized for the machine at hand.
@@ -285,8 +285,8 @@ def parse_names(text: str, name: str) -> list[str | None]:
 
 def _prompts_per_seed(cfg: ExperimentConfig, metric: str) -> int | None:
     """Evaluation prompts per seed behind ``metric`` (instruction or task prompts), from the data."""
-    from ..data.bundle import resolve_data
-    from ..data.instructions import IFEVAL_SPLIT_SUFFIX
+    from ..finetune.data.bundle import resolve_data
+    from ..finetune.data.instructions import IFEVAL_SPLIT_SUFFIX
 
     n_generate = int(cfg.eval.get("n_generate", 60))
     try:

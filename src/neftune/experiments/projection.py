@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from ..io import write_bytes_atomic, write_json_atomic
+from ..finetune.io import write_bytes_atomic, write_json_atomic
+from ..finetune.provenance import environment
 from ..noise import DISTRIBUTIONS, add_noise, check_alpha, check_choice
-from ..provenance import environment
 from .embedding_noise import (
     AnalyzeError,
     lengths_summary,

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from ..finetune.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .answers import load_experiment_answers
 from .findings import interval_method, summary_to_dict
 from .formatting import fmt_estimate, fmt_p, fmt_seconds, fmt_value, two_digit_decimals

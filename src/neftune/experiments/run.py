@@ -1,12 +1,6 @@
 """Run an experiment's arms, resumably, and keep ``results.json`` up to date.
 
-Folder layout (``DIR``)::
-
-    experiment.json        what every arm shares (model, data, training and eval options)
-    arms/<arm id>/         a `neftune train` run folder, its eval/ folder, and arm.json
-    results.json           every arm's metrics and curves (schema neftune.results/1)
-    report/                report.html, summary.md, PNGs (built by neftune.experiments.report)
-
+The folder's layout is :mod:`.layout`'s; one arm is :func:`.arm.run_arm`.
 An arm is finished exactly when its ``arm.json`` exists: it is written atomically, last.
 A re-run skips finished arms, resumes an interrupted training from its last checkpoint, redoes
 an evaluation that did not finish, and refuses to mix arms trained with different options.
@@ -17,101 +11,45 @@ Where the arms run (here, one after the other, or as Ray tasks) is :mod:`.execut
 from __future__ import annotations
 
 import functools
-import json
-import time
-from collections.abc import Sequence
-from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ..configfile import CONFIG_NAME
-from ..data import DataError
-from ..data.bundle import DataBundle, resolve_data
-from ..io import read_json_object, write_json_atomic
-from ..progress import Progress
-from ..provenance import environment
-from ..training import RUN_FILE, RunError, run_status, upgrade_train_values
+from ..finetune.data import DataError
+from ..finetune.data.bundle import DataBundle, resolve_data
+from ..finetune.io import read_json_object, write_json_atomic
+from ..finetune.provenance import environment
+from ..finetune.training import RunError, upgrade_train_values
+from .arm import ACCURACY_CURVE_SPLIT, ExperimentProgress, NullProgress, arm_record, now, run_arm
 from .executors import ArmWork, Executor, LocalExecutor
+from .layout import (
+    ARM_FILE,
+    EXPERIMENT_ENTRIES,
+    EXPERIMENT_FILE,
+    EXPERIMENT_FILES,
+    RESULTS_FILE,
+    clear_experiment,
+    experiment_files,
+)
 from .plan import Arm, ExperimentConfig
 from .stats import RESULTS_SCHEMA as SCHEMA
 
-RESULTS_FILE = "results.json"
-EXPERIMENT_FILE = "experiment.json"
-#: The files an experiment writes at the top of its folder.
-EXPERIMENT_FILES = (EXPERIMENT_FILE, RESULTS_FILE, CONFIG_NAME, "neftune.log")
-#: Its top-level entries: those files, the arm folders and the report.
-EXPERIMENT_ENTRIES = (*EXPERIMENT_FILES, "arms", "report")
-
-
-def experiment_files(folder: Path) -> set[str]:
-    """The files (relative paths, any depth) that the experiment in ``folder`` wrote.
-
-    Its top-level files, each arm folder's run files (:func:`~neftune.training.run_files`: the
-    run, its evaluation) and ``arm.json``, and the report's files. Anything else, at any depth,
-    is the user's.
-    """
-    from ..outdirs import entries
-    from ..training import run_files
-    from .report import REPORT_DIR, REPORT_FILES
-
-    owned = {n for n in EXPERIMENT_FILES if (folder / n).is_file()}
-    arms = folder / "arms"
-    for name in sorted(entries(arms)) if arms.is_dir() and not arms.is_symlink() else []:
-        arm = arms / name
-        if (
-            arm.is_dir()
-            and not arm.is_symlink()
-            and ((arm / ARM_FILE).is_file() or (arm / RUN_FILE).is_file())
-        ):
-            owned |= {f"arms/{name}/{p}" for p in run_files(arm)}
-            owned |= {f"arms/{name}/{ARM_FILE}"} if (arm / ARM_FILE).is_file() else set()
-    report = folder / REPORT_DIR
-    if report.is_dir() and not report.is_symlink():
-        owned |= {f"{REPORT_DIR}/{n}" for n in REPORT_FILES if (report / n).is_file()}
-    return owned
-
-
-def clear_experiment(folder: Path, protect: Sequence[Path] = ()) -> list[str]:
-    """Remove what a previous experiment wrote in ``folder``; returns the files kept (relative paths).
-
-    Kept: everything the experiment did not write, at any depth, and paths in ``protect`` (the
-    data being trained on).
-    """
-    from ..outdirs import entries, remaining, remove_files
-
-    touched = set(EXPERIMENT_ENTRIES) & entries(folder)
-    remove_files(folder, experiment_files(folder), protect)
-    return remaining(folder, touched)
-
-
-ARM_FILE = "arm.json"
-ACCURACY_CURVE_SPLIT = "eval_heldout_templates"
-
-
-class ExperimentProgress(Progress, Protocol):
-    """What the runner reports; the CLI draws bars from it. Every method is optional to act on.
-
-    Called as a :class:`~neftune.progress.Progress`, it follows the arm running in this
-    process: ``train`` and ``evaluate`` as those report them, ``report`` while the report is
-    built. The ``arm_*`` methods follow every arm, wherever it runs.
-    """
-
-    def arm_started(self, index: int, total: int, arm: Arm) -> None: ...
-    def arm_skipped(self, index: int, total: int, arm: Arm) -> None: ...
-    def arm_finished(self, index: int, total: int, arm: Arm, seconds: float) -> None: ...
-    def arm_retried(self, index: int, total: int, arm: Arm, attempt: int, where: str) -> None: ...
-
-
-class NullProgress(ExperimentProgress):
-    """Ignores every report (the protocol's methods do nothing)."""
-
-    def __call__(self, stage: str, done: int, total: int | None, **fields: Any) -> None:
-        pass
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+#: Names other modules import from here (defined in .arm and .layout).
+__all__ = [
+    "ACCURACY_CURVE_SPLIT",
+    "ARM_FILE",
+    "EXPERIMENT_ENTRIES",
+    "EXPERIMENT_FILE",
+    "EXPERIMENT_FILES",
+    "RESULTS_FILE",
+    "ExperimentProgress",
+    "NullProgress",
+    "clear_experiment",
+    "collect_results",
+    "experiment_files",
+    "primary_metric",
+    "run_arm",
+    "run_experiment",
+]
 
 
 def primary_metric(bundle: DataBundle) -> str:
@@ -125,7 +63,7 @@ def _check_experiment(folder: Path, cfg: ExperimentConfig, kind: str) -> dict[st
     shared = cfg.shared()
     saved = read_json_object(path)
     if saved is None:
-        saved = {"schema": SCHEMA, "kind": kind, "created": _now(), "shared": shared}
+        saved = {"schema": SCHEMA, "kind": kind, "created": now(), "shared": shared}
         write_json_atomic(path, saved)
         return saved
     differences = _differences(_upgraded(saved.get("shared", {})), shared, _default_shared())
@@ -178,33 +116,6 @@ def _default_shared() -> dict[str, Any]:
     return ExperimentConfig().shared()
 
 
-def _curve_callback(cfg: ExperimentConfig, bundle: DataBundle) -> Any:
-    from .curves import CurveCallback
-
-    n = cfg.curve_records
-    loss_sets = {"train": bundle.train[:n], **{k: v[:n] for k, v in bundle.evals.items()}}
-    accuracy = {ACCURACY_CURVE_SPLIT: bundle.evals[ACCURACY_CURVE_SPLIT][:n]} if bundle.builtin else {}
-    return CurveCallback(
-        cfg.curve_every,
-        loss_sets,
-        accuracy,
-        max_new_tokens=min(32, int(cfg.eval.get("max_new_tokens", 32))),
-        batch_size=int(cfg.eval.get("batch_size", 8)),
-    )
-
-
-def _arm_record(arm: Arm, status: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": arm.id,
-        "setting": arm.setting.to_dict(),
-        "seed": arm.seed,
-        "status": status,
-        "error": None,
-        "dir": f"arms/{arm.id}",
-        **extra,
-    }
-
-
 def _finished_arm(folder: Path, arm: Arm, shared: dict[str, Any]) -> dict[str, Any] | None:
     """The stored record of a finished arm trained with ``shared`` options, else None."""
     record = read_json_object(folder / "arms" / arm.id / ARM_FILE)
@@ -212,64 +123,6 @@ def _finished_arm(folder: Path, arm: Arm, shared: dict[str, Any]) -> dict[str, A
         return None
     if _differences(_upgraded(record.get("shared") or {}), shared, _default_shared()):
         return None
-    return record
-
-
-def run_arm(
-    cfg: ExperimentConfig,
-    arm: Arm,
-    folder: Path,
-    bundle: DataBundle,
-    progress: ExperimentProgress,
-) -> dict[str, Any]:
-    """Train (or resume) and evaluate one arm; writes and returns its ``arm.json`` record."""
-    from ..evaluation import EvalConfig, evaluate
-    from ..training import train
-    from .curves import curves_from_log
-
-    arm_dir = folder / "arms" / arm.id
-    data, data_seed = cfg.arm_data(arm)
-    if (data, data_seed) != (cfg.train.data, cfg.train.data_seed):
-        bundle = resolve_data(data, seed=data_seed, field_map=cfg.train.field_map)  # this seed's own data
-    start, started = time.perf_counter(), _now()
-    if run_status(arm_dir) != "complete":
-        progress("train", 0, None)  # while the data and model load
-        callbacks = [_curve_callback(cfg, bundle)] if cfg.curve_every > 0 else []
-        train(
-            cfg.train_config(arm, str(arm_dir)),
-            resume=True,
-            callbacks=callbacks,
-            progress=progress,
-            adopt=True,  # the arm folder is the experiment's; an --overwrite may have left the user's files
-        )
-    eval_file = arm_dir / "eval" / "eval.json"
-    metrics = read_json_object(eval_file)
-    if metrics is None:
-        eval_cfg = EvalConfig(
-            model=str(arm_dir),
-            data=data,
-            out=str(arm_dir / "eval"),
-            seed=data_seed,
-            trust_remote_code=cfg.train.trust_remote_code,
-        )
-        eval_cfg = replace(eval_cfg, **cfg.eval)
-        metrics = evaluate(eval_cfg, progress=progress)
-    run = read_json_object(arm_dir / RUN_FILE) or {}
-    log = json.loads((arm_dir / "train_log.json").read_text())
-    record = _arm_record(
-        arm,
-        "complete",
-        seconds=time.perf_counter() - start,
-        train=run.get("metrics", {}),
-        eval={k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
-        curves=curves_from_log(log),
-        data=data,
-        data_seed=data_seed,
-        started=started,
-        finished=_now(),
-        shared=cfg.shared(),
-    )
-    write_json_atomic(arm_dir / ARM_FILE, record)
     return record
 
 
@@ -292,7 +145,7 @@ def collect_results(
         record = _finished_arm(folder, arm, shared)
         if record is None:
             status = "failed" if arm.id in failed else "pending"
-            record = _arm_record(arm, status, error=failed.get(arm.id))
+            record = arm_record(arm, status, error=failed.get(arm.id))
         else:
             record = {k: v for k, v in record.items() if k != "shared"}
         arms.append(record)
@@ -304,7 +157,7 @@ def collect_results(
         "kind": kind,
         "status": "complete" if all(a["status"] == "complete" for a in arms) else "running",
         "created": created,
-        "updated": _now(),
+        "updated": now(),
         "command": command,
         "environment": env or environment(),
         "config": {

@@ -3,6 +3,9 @@
 Using them needs ``transformers`` (``pip install "neftune[transformers]"``). The names are imported
 on first use, so ``neftune.integrations.axolotl`` (an Axolotl plugin) imports even when the
 transformers integration cannot, and reports that itself.
+
+Part of the library: may import the rest of it (``neftune.config``, ``activation``, ``compat``)
+and the frameworks it integrates with; never ``neftune.finetune``, ``experiments`` or ``cli``.
 """
 
 from importlib import import_module

@@ -15,8 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..activation.hooks import NEFTuneHandle, activate
 from ..config import NEFTuneConfig, make_config
-from ..hooks import NEFTuneHandle, activate
 
 logger = logging.getLogger("neftune")
 

@@ -13,6 +13,8 @@ positions or ``cu_seqlens`` in at most one extra launch. Its reference is
 Triton is optional: nothing here imports it until a kernel is launched, and
 :func:`triton_available` says whether a launch can work (triton importable, and a
 CUDA tensor or ``TRITON_INTERPRET=1`` for the CPU interpreter).
+
+Part of the library: imports torch (and triton, lazily) and nothing else of neftune.
 """
 
 from __future__ import annotations

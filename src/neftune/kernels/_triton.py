@@ -52,7 +52,7 @@ from types import ModuleType
 import torch
 import triton
 
-from .scales import SCALE_TOKEN, SCALE_TOKEN2, ScaleArgs, float64_bits
+from .scale_args import SCALE_TOKEN, SCALE_TOKEN2, ScaleArgs, float64_bits
 
 DIST_CODES = {"uniform": 0, "gaussian": 1, "symmetric": 2, "none": 3}
 

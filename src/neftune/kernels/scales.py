@@ -22,40 +22,27 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
 from numbers import Real
 
 import torch
 
-SCALE_CONST, SCALE_TOKEN, SCALE_TOKEN2, SCALE_CU = 0, 1, 2, 3
+from .scale_args import SCALE_CONST, SCALE_CU, SCALE_TOKEN, SCALE_TOKEN2, ScaleArgs, float64_bits
+
+__all__ = [
+    "SCALE_CONST",
+    "SCALE_CU",
+    "SCALE_TOKEN",
+    "SCALE_TOKEN2",
+    "SCAN_CHUNK",
+    "ScaleArgs",
+    "float64_bits",
+    "kernel_scales",
+    "scale_value",
+]
+
 #: Tokens per step of the scan kernel's loop over a row (a constant: the row length is never a
 #: specialisation key).
 SCAN_CHUNK = 1024
-
-
-@dataclass(frozen=True)
-class ScaleArgs:
-    """How the noise kernel gets each token's scale (``SCALE_MODE`` of :mod:`._triton`).
-
-    ``value``: the one scale (``SCALE_CONST``) or alpha (``SCALE_CU``); ``scales``/``scales2``:
-    float32 per-token arrays (``SCALE_TOKEN``, ``SCALE_TOKEN2``); ``aux``: per-row segment-id
-    flags (``SCALE_TOKEN2``) or ``cu_seqlens`` (``SCALE_CU``).
-    """
-
-    mode: int
-    value: float = 0.0
-    scales: torch.Tensor | None = None
-    scales2: torch.Tensor | None = None
-    aux: torch.Tensor | None = None
-
-    def aux_steps(self) -> int:
-        """Halvings of the binary search over ``cu_seqlens`` (0 for the other modes)."""
-        return (self.aux.numel() - 1).bit_length() if self.mode == SCALE_CU else 0
-
-
-def float64_bits(x: float) -> int:
-    """The bit pattern of ``x`` as a float64, as a signed int64 (how alpha reaches the kernels)."""
-    return struct.unpack("<q", struct.pack("<d", float(x)))[0]
 
 
 def _f32(x: float) -> float:

@@ -14,7 +14,7 @@ Each checker below states IFEval's definition in words. Relations are IFEval's t
 section markers are regular expressions in IFEval (it does not escape them, so ``"e.g"`` also
 matches ``"eag"``); they are here too, and a text that is not a valid regular expression (on which
 IFEval would crash) is matched literally. The counts of words, sentences and word tokens and the
-language detection are :mod:`neftune.instructions.text`'s (deviations without the optional extra
+language detection are :mod:`neftune.finetune.instructions.text`'s (deviations without the optional extra
 are listed there and in ``docs/ifeval.md``).
 
 Arguments are checked before any response is scored (:func:`normalize_kwargs`): IFEval fills a

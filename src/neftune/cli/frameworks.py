@@ -1,7 +1,7 @@
 """``neftune llamafactory train`` and ``neftune trl sft``: a framework's own training with neftune's noise.
 
 Thin: the arguments go unchanged to :mod:`neftune.integrations.llamafactory` and
-:mod:`neftune.integrations.trl_cli` (CONFIG is declared in :mod:`neftune.cli_options`); refusals
+:mod:`neftune.integrations.trl_cli` (CONFIG is declared in :mod:`neftune.cli.options`); refusals
 print one line and exit 2.
 """
 
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import cli_options as opts
+from . import options as opts
 
 __all__ = ["add_framework_commands"]
 
@@ -53,7 +53,7 @@ def llamafactory_train(
         import llamafactory  # noqa: F401
     except ImportError as exc:
         _missing("LLaMA-Factory", "llamafactory", exc)
-    from .integrations.llamafactory import LlamaFactoryError, train
+    from ..integrations.llamafactory import LlamaFactoryError, train
 
     try:
         code = train(config, ctx.args)
@@ -69,7 +69,7 @@ def trl_sft(ctx: typer.Context) -> None:
     `neftune trl sft -h` lists them all (TRL's parser).
     """
     try:
-        from .integrations.trl_cli import TrlCliError, launch
+        from ..integrations.trl_cli import TrlCliError, launch
     except ImportError as exc:
         _missing("TRL", "trl", exc)
     try:

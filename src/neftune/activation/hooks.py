@@ -10,7 +10,7 @@ attribute remains. Nothing in the hooks changes Python state from step to step t
 torch.compile would guard on: the effective alpha is computed by ``set_alpha`` /
 ``set_progress`` and read from a tensor while compiling.
 Activation checkpointing around the embedding gets the same noise in its forward and its
-recompute (rule: :mod:`neftune.checkpointing`). A vision-language model's image / video / audio
+recompute (rule: :mod:`neftune.activation.checkpointing`). A vision-language model's image / video / audio
 placeholder tokens get no noise and do not count in ``L`` (``NEFTuneConfig.ignore_token_ids``).
 Deep copies and pickles of a model with NEFTune active come out *without* noise (the
 hooks copy as inert no-ops, cleared by the next ``activate`` on the copy): a reference
@@ -30,6 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import NEFTuneConfig, make_config
+from ..kernels.backend import may_write_in_place, resolve_backend
+from ..noise import generator_device, noised, pad_token_mask, token_scales
+from ..schedules import Schedule, ScheduledAlpha, resolve_schedule, schedule_name
+from ..streams import NoiseStream, check_seed, stream_seed
 from .batch_context import BatchContext
 from .checkpointing import (
     JOURNAL_SIZE,
@@ -38,7 +43,6 @@ from .checkpointing import (
     in_backward,
     replaying,
 )
-from .config import NEFTuneConfig, make_config
 from .discovery import find_input_embedding, placeholder_mask, placeholder_token_ids, unwrap_model
 from .embedding import NEFTuneEmbedding
 from .guards import (
@@ -48,10 +52,6 @@ from .guards import (
     refresh_compiled,
     transformers_hooked,
 )
-from .kernels.backend import may_write_in_place, resolve_backend
-from .noise import generator_device, noised, pad_token_mask, token_scales
-from .schedules import Schedule, ScheduledAlpha, resolve_schedule, schedule_name
-from .streams import NoiseStream, check_seed, stream_seed
 
 __all__ = [
     "NEFTuneConfig",

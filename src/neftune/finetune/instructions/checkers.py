@@ -4,7 +4,7 @@ A *constraint* is ``{"kind": <kind>, "args": {...}}`` (JSON-shaped, so it travel
 ``meta``). The kind is a short name of one IFEval instruction id (:data:`KIND_IDS`, e.g.
 ``word_count`` is ``length_constraints:number_words``) or an IFEval id itself, and the args are that
 instruction's arguments under IFEval's names. :func:`follows` checks a response with IFEval's
-checker (:mod:`neftune.instructions.ifeval`), strictly or loosely; so the ``ifeval/*`` metrics of
+checker (:mod:`neftune.finetune.instructions.ifeval`), strictly or loosely; so the ``ifeval/*`` metrics of
 the built-in data and of an IFEval-format file are computed by the same code.
 """
 

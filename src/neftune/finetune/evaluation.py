@@ -5,7 +5,7 @@ Metrics (all on the same records every time for a given data spec and seed):
   training subset: a large train/held-out gap is the overfitting NEFTune is meant to reduce);
 - ``accuracy/<split>``: checked answers of greedy generations (built-in tasks only);
 - ``ifeval/{prompt,instruction}_{strict,loose}``: verifiable instruction following (built-in data:
-  :mod:`neftune.data.instructions`, checkers in :mod:`neftune.instructions`), over both instruction
+  :mod:`neftune.finetune.data.instructions`, checkers in :mod:`neftune.finetune.instructions`), over both instruction
   splits, and per split with the suffix ``/seen_types`` or ``/heldout_types``; ``length_chars/ifeval``
   is the mean length of those answers. ``EvalConfig.ifeval`` (``--ifeval FILE``): every prompt of an
   IFEval-format file instead (split ``ifeval_file``; ``docs/ifeval.md``); ``ifeval_text_units``
@@ -479,7 +479,7 @@ def evaluate(cfg: EvalConfig, *, progress: Progress | None = None) -> dict[str, 
     """Compute every metric above; writes ``eval.json`` and ``generations.json`` into ``cfg.out``.
 
     ``progress``: called as ``progress("evaluate", generated, total)`` before the model loads
-    and after every batch of generated responses (:mod:`neftune.progress`).
+    and after every batch of generated responses (:mod:`neftune.finetune.progress`).
     """
     check_eval_config(cfg)
     data, split_seed = eval_data_spec(cfg)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import NEFTuneConfig
+from ..config import NEFTuneConfig
 from .configfile import CONFIG_NAME, write_config
 from .data import DataError, Record
 from .data.bundle import resolve_data
@@ -239,7 +239,7 @@ def run_files(out: Path) -> set[str]:
     Only these may be removed by ``--overwrite``. A run records every file it wrote
     (``written``, updated at the start, at each checkpoint and at the end); a file added
     afterwards, even inside ``eval/`` or ``checkpoints/``, is the user's. An evaluation folder
-    contributes the files an evaluation writes (:data:`~neftune.outdirs.EVAL_FILES`). A
+    contributes the files an evaluation writes (:data:`~neftune.finetune.outdirs.EVAL_FILES`). A
     ``checkpoint-N`` folder the run left half-written (killed while saving) is the run's. Runs of
     older neftune versions recorded no ``written``: inside their folders only files older than
     the run file count.
@@ -651,7 +651,7 @@ def train(
     ``callbacks``: extra ``transformers.TrainerCallback`` objects for the trainer.
     ``progress``: called as ``progress("train", step, total_steps)`` after every optimizer
     step, with ``loss=`` and ``alpha=`` (None without noise) at every logged step
-    (:mod:`neftune.progress`); when given, the trainer's own progress bar and log printing
+    (:mod:`neftune.finetune.progress`); when given, the trainer's own progress bar and log printing
     are turned off.
     ``report``: called as ``report("start", info)`` once the data and model are loaded (record
     counts, steps, device, the step a resume starts from, warnings, files ``overwrite`` kept).
@@ -666,7 +666,7 @@ def train(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from .integrations.transformers import attach
+    from ..integrations.transformers import attach
     from .models import load_model_and_tokenizer
 
     cfg.validate()

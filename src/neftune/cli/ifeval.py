@@ -1,7 +1,7 @@
 """``neftune ifeval``: score responses made elsewhere on an IFEval-format prompt file.
 
-Thin: its options are declared in :mod:`neftune.cli_options`; it calls
-:mod:`neftune.instructions.ifeval_format` and prints. Registered on the ``neftune`` app by
+Thin: its options are declared in :mod:`neftune.cli.options`; it calls
+:mod:`neftune.finetune.instructions.ifeval_format` and prints. Registered on the ``neftune`` app by
 :mod:`neftune.cli`.
 """
 
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import cli_options as opts
+from . import options as opts
 
 _err = Console(stderr=True)
 
@@ -33,8 +33,8 @@ def ifeval(
 ) -> None:
     """Score responses made elsewhere (vLLM, another trainer) as IFEval's own script does: strict and loose,
     prompt and instruction level, all 25 instruction types."""
-    from .data.formats import DataError
-    from .instructions.ifeval_format import (
+    from ..finetune.data.formats import DataError
+    from ..finetune.instructions.ifeval_format import (
         check_out_dir,
         read_ifeval_inputs,
         read_responses,
@@ -42,7 +42,7 @@ def ifeval(
         summarize,
         write_results,
     )
-    from .instructions.text import backends, exact
+    from ..finetune.instructions.text import backends, exact
 
     try:
         if out is not None:

@@ -347,7 +347,7 @@ AsJson = Annotated[
 
 def _presets_help() -> str:
     """What each ``--preset`` contains, from the presets themselves."""
-    from .experiments.plan import PRESETS
+    from ..experiments.plan import PRESETS
 
     parts = []
     for name, p in PRESETS.items():

@@ -118,7 +118,7 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 
 def accuracy(examples: Sequence[Example], predictions: Sequence[str]) -> float:
-    """Fraction of predictions that :func:`~neftune.data.check_answer` accepts."""
+    """Fraction of predictions that :func:`~neftune.finetune.data.check_answer` accepts."""
     _same_length(examples, predictions, "examples and predictions")
     return sum(check_answer(e, p) for e, p in zip(examples, predictions)) / len(examples)
 
@@ -142,7 +142,7 @@ def instruction_following(
 
     ``prompt_strict`` / ``prompt_loose``: fraction of prompts whose every constraint is followed;
     ``instruction_strict`` / ``instruction_loose``: fraction of all constraints followed (so a
-    prompt with three constraints weighs three times as much). See :mod:`neftune.instructions`.
+    prompt with three constraints weighs three times as much). See :mod:`neftune.finetune.instructions`.
     """
     _same_length(constraints, responses, "constraint lists and responses")
     return following_rates(

@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import NEFTuneConfig, make_config
+from ..kernels.backend import output_writable_in_place, resolve_backend
+from ..noise import check_alpha, generator_device, noised, pad_token_mask
+from ..streams import NoiseStream
 from .checkpointing import differentiated_reentrant_forward, draw_key, in_backward, replaying
-from .config import NEFTuneConfig, make_config
 from .discovery import placeholder_mask
 from .guards import transformers_hooked
-from .kernels.backend import output_writable_in_place, resolve_backend
-from .noise import check_alpha, generator_device, noised, pad_token_mask
-from .streams import NoiseStream
 
 
 class NEFTuneEmbedding(nn.Embedding):
@@ -29,7 +29,7 @@ class NEFTuneEmbedding(nn.Embedding):
     ``config.ignore_token_ids``: tokens that get no noise and do not count in ``L`` (a VLM's
     media placeholders; there is no model config to read them from here, so None means none).
     Under activation checkpointing the recompute repeats the forward's noise
-    (:mod:`neftune.checkpointing`).
+    (:mod:`neftune.activation.checkpointing`).
     """
 
     def __init__(

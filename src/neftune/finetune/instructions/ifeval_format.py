@@ -212,7 +212,7 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def ifeval_records(prompts: Sequence[IFEvalPrompt]) -> list[Record]:
     """Prompts as records to generate for (empty assistant turn); each constraint is an IFEval id with
-    its arguments, which :func:`neftune.instructions.follows` checks."""
+    its arguments, which :func:`neftune.finetune.instructions.follows` checks."""
     return [
         Record(
             messages=[{"role": "user", "content": p.prompt}, {"role": "assistant", "content": ""}],

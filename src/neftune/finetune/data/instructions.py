@@ -1,7 +1,7 @@
 """Built-in verifiable instruction data: open-ended prompts carrying one to three checkable constraints.
 
 Every prompt is an open-ended ask about a topic ("Describe coral reefs for a general reader.")
-followed by constraints, each one IFEval instruction (:data:`neftune.instructions.checkers.KIND_IDS`)
+followed by constraints, each one IFEval instruction (:data:`neftune.finetune.instructions.checkers.KIND_IDS`)
 worded in one of several ways (:data:`PHRASINGS`). Training responses are composed by program from
 sentence templates and kept only when every constraint's strict IFEval checker accepts them.
 
@@ -24,11 +24,11 @@ What the evaluation prompts hold out from training (each enforced by ``tests/tes
 What is not held out: the response sentence templates, the keyword pools and the letters are
 shared, and some held-out types are related to seen ones (``lowercase`` is seen, ``uppercase`` is
 held out; ``keyword_frequency`` is seen, ``letter_frequency`` held out), and the task data that
-``builtin:*`` mixes into training (:mod:`neftune.data.tasks`) has some all-upper-case answers.
+``builtin:*`` mixes into training (:mod:`neftune.finetune.data.tasks`) has some all-upper-case answers.
 
 Evaluation records carry no reference answer (their assistant turn is empty): they are scored by
 the checkers on the model's generation, never by loss. Everything is deterministic for a seed, whatever optional packages are
-installed (answers are checked with :func:`neftune.instructions.text.portable`).
+installed (answers are checked with :func:`neftune.finetune.instructions.text.portable`).
 """
 
 from __future__ import annotations
@@ -542,7 +542,7 @@ IFEVAL_PRESETS: dict[str, InstructionConfig] = {
     "standard": InstructionConfig(n_train=1500, n_eval=200),
     "full": InstructionConfig(n_train=6000, n_eval=400),
 }
-"""Instruction-data sizes of the built-in presets (next to :data:`neftune.data.tasks.PRESETS`)."""
+"""Instruction-data sizes of the built-in presets (next to :data:`neftune.finetune.data.tasks.PRESETS`)."""
 
 
 def _prompt(rng: random.Random, topics: Sequence[str], asks: Sequence[str]) -> tuple[str, str | None, str]:

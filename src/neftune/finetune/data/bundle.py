@@ -2,9 +2,9 @@
 
 ``builtin:<preset>`` (``quick``, ``standard``, ``full``; optional ``@seed``) gives the generated
 tasks with their held-out-template and held-out-family splits, plus the verifiable instruction data
-(:mod:`neftune.data.instructions`: its training records mixed into ``train``, its two eval splits in
+(:mod:`neftune.finetune.data.instructions`: its training records mixed into ``train``, its two eval splits in
 ``ifeval``); anything else goes to
-:func:`neftune.data.load_records` and a seeded 10% (at most 200) is held out for evaluation.
+:func:`neftune.finetune.data.load_records` and a seeded 10% (at most 200) is held out for evaluation.
 """
 
 from __future__ import annotations

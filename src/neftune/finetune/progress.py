@@ -5,9 +5,9 @@ Every producer calls one function of this shape (:class:`Progress`):
 =====================================  ============  ========================================
 producer                               stage         done / total, fields
 =====================================  ============  ========================================
-:func:`neftune.training.train`         ``train``     optimizer steps; ``loss``, ``alpha`` at
+:func:`neftune.finetune.training.train`         ``train``     optimizer steps; ``loss``, ``alpha`` at
                                                      logged steps (``alpha`` None: no noise)
-:func:`neftune.evaluation.evaluate`    ``evaluate``  responses generated
+:func:`neftune.finetune.evaluation.evaluate`    ``evaluate``  responses generated
 ``neftune analyze``                    ``noise``,    alphas drawn, distinct tokens searched
                                        ``nearest``
 =====================================  ============  ========================================

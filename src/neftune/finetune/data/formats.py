@@ -22,7 +22,7 @@ both kinds. Problems raise :class:`DataError` naming the file, the 1-based line
 (``--field-map instruction=question``) naming a column the file does not have is refused with
 the file's columns; records with an empty answer are refused, all of them counted and named.
 A record may hold several assistant turns; which of them are trained is
-:mod:`neftune.data.turns`' job.
+:mod:`neftune.finetune.data.turns`' job.
 """
 
 from __future__ import annotations
