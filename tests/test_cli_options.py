@@ -89,7 +89,8 @@ def test_the_experiment_gets_every_given_option():
 def test_mains_experiment_options_reach_the_experiment_and_its_config(tmp_path, monkeypatch):
     """--fixed-data, --ifeval (one absolute path), --dry-run/--pilot (never written) through the shared
     path: the experiment's config.yaml, read back with --config, gives the same experiment."""
-    from neftune.cli.grid import experiment_config as _experiment_config, grid_values as _grid_values
+    from neftune.cli.grid import experiment_config as _experiment_config
+    from neftune.cli.grid import grid_values as _grid_values
     from neftune.finetune.configfile import resolve_paths, write_config
 
     monkeypatch.chdir(tmp_path)
