@@ -135,6 +135,13 @@ def test_help_is_trls_with_neftune_options(capsys):
     assert "--neftune_alpha" in text and "--packing" in text and "--model_name_or_path" in text
 
 
+def test_help_through_neftune_exits_0_without_traceback():
+    # argparse's SystemExit(0) passes through the one-line-error wrapper (it used to die looking up
+    # click's Abort where typer >= 0.20 does not keep it)
+    code, out = cli("trl", "sft", "-h")
+    assert code == 0 and "--neftune_alpha" in out and "--model_name_or_path" in out
+
+
 def test_neftune_options_become_the_config(tiny_setup, tmp_path):
     from neftune.config import NEFTuneConfig
     from neftune.integrations.trl_cli import _split, make_parser

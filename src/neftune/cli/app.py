@@ -36,10 +36,20 @@ class _OneLineErrors(TyperGroup):
             message = _usage_message(exc, f"neftune {command}" if command else "neftune")
             console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True, highlight=False)
             raise SystemExit(exc.exit_code) from None
-        except click_errors.Abort:
+        except _abort_error(click_errors):  # Ctrl-C or end of input at a prompt
             console.print("Aborted.", highlight=False)
             raise SystemExit(1) from None
         raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _abort_error(click_errors) -> type[BaseException]:
+    """click's ``Abort``: typer >= 0.20 keeps it in ``typer.exceptions``, not beside the vendored
+    click's other exceptions (looking it up there raised AttributeError over any other exception,
+    e.g. the SystemExit of ``neftune trl sft -h``)."""
+    found = getattr(click_errors, "Abort", None)
+    if found is None:
+        from typer.exceptions import Abort as found
+    return found
 
 
 def _usage_message(exc, where: str) -> str:
