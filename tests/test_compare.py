@@ -359,10 +359,33 @@ def test_dry_run_states_the_detectable_effect_from_a_pilot(tmp_path):
         "Detectable effect on prompts with every instruction followed (strict) (ifeval/prompt_strict)" in text
     )
     assert "with 5 seeds x 80 prompts drawn per seed" in text and "3 seeds x 80 prompts shared" in text
-    assert "Time: about" in text and "of the 12 arms of" in text
+    assert "Time: about" in text and "(15 arms to run x the median" in text and "of the 12 arms of" in text
+    assert "Already finished" not in text
     fixed = cli(*args, "--seeds", "5", "--fixed-data", "--dry-run", "--pilot", pilot, "--out", out)[1]
     assert "with 5 seeds x 80 prompts shared by every seed" in fixed
     code, text = cli(*args, "--seeds", "5", "--dry-run", "--out", out)
     assert code == 0 and "cannot be said before the run without a pilot" in text
     code, text = cli(*args, "--dry-run", "--pilot", tmp_path / "nothing", "--out", out)
     assert code == 2 and "results.json not found" in text
+
+
+def test_dry_run_of_a_started_experiment_counts_only_the_arms_left(tmp_path):
+    """Resuming a study with more seeds: the plan names the finished arms and times only the rest."""
+    import shutil
+    from pathlib import Path
+
+    from conftest import cli
+
+    pilot = Path(__file__).resolve().parents[1] / "docs" / "results" / "smollm2-135m-cpu-scaling-pilot"
+    out = tmp_path / "study"
+    shutil.copytree(pilot, out, ignore=shutil.ignore_patterns("report"))
+    finished = sorted(p.parent.name for p in (out / "arms").glob("*/arm.json"))
+    assert len(finished) == 3
+    code, text = cli("compare", "--config", out / "config.yaml", "--seeds", "0,1", "--dry-run", "--out", out)
+    assert code == 0, text
+    assert "6 arms = 3 settings" in text
+    assert f"Already finished in {out}: 3 of them" in " ".join(text.split()) and all(
+        a in text for a in finished
+    )
+    assert "runs the other 3" in text and "(3 arms to run x the median" in text
+    assert sorted(p.name for p in (out / "arms").iterdir()) == finished, "a dry run writes nothing"

@@ -325,6 +325,7 @@ def _print_plan(kind: str, cfg, out: Path, pilot: Path | None) -> None:
     from ..experiments.labels import setting_labels
     from ..experiments.plan import detectable_before_run
     from ..experiments.report import load_results
+    from ..experiments.run import EXPERIMENT_FILE, finished_arms
     from ..experiments.stats import summarize
 
     settings = cfg.settings()
@@ -341,6 +342,13 @@ def _print_plan(kind: str, cfg, out: Path, pilot: Path | None) -> None:
         f"({', '.join(map(str, cfg.seeds))}) of {cfg.train.model} on {cfg.train.data} -> {out}",
         f"Data: {design}.",
     ]
+    done = finished_arms(out, cfg) if (out / EXPERIMENT_FILE).is_file() else []
+    to_run = n_arms - len(done)
+    if done:
+        lines.append(
+            f"Already finished in {out}: {len(done)} of them ({', '.join(a.id for a in done)}); "
+            f"a run skips them and runs the other {to_run}."
+        )
     source = pilot if pilot is not None else (out if (out / "results.json").is_file() else None)
     summary = None
     if source is not None:
@@ -353,7 +361,7 @@ def _print_plan(kind: str, cfg, out: Path, pilot: Path | None) -> None:
         if secs and summary.n_complete:
             median = statistics.median(secs)
             lines.append(
-                f"Time: about {n_arms * median / 60:.0f} min ({n_arms} arms x the median {median:.0f} s of the "
+                f"Time: about {to_run * median / 60:.0f} min ({to_run} arms to run x the median {median:.0f} s of the "
                 f"{len(secs)} arms of {source}; the same preset and machine are assumed)."
             )
         if not summary.n_complete:

@@ -46,6 +46,7 @@ __all__ = [
     "clear_experiment",
     "collect_results",
     "experiment_files",
+    "finished_arms",
     "primary_metric",
     "run_arm",
     "run_experiment",
@@ -124,6 +125,12 @@ def _finished_arm(folder: Path, arm: Arm, shared: dict[str, Any]) -> dict[str, A
     if _differences(_upgraded(record.get("shared") or {}), shared, _default_shared()):
         return None
     return record
+
+
+def finished_arms(folder: Path, cfg: ExperimentConfig) -> list[Arm]:
+    """The arms of ``cfg`` already finished in ``folder`` with its options: those a run skips."""
+    shared = cfg.shared()
+    return [arm for arm in cfg.arms() if _finished_arm(folder, arm, shared) is not None]
 
 
 def collect_results(
