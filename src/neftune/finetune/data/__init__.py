@@ -1,4 +1,7 @@
-"""Data for ``neftune train`` / ``neftune eval``: generated tasks and user data loaders."""
+"""Data for ``neftune train`` / ``neftune eval``: generated tasks and user data loaders.
+
+Part of ``neftune.finetune``: may import the library and the rest of ``finetune``.
+"""
 
 from .formats import DataError, Record, examples_to_records, load_records, parse_record, records_to_examples
 from .tasks import (
