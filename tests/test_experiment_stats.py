@@ -317,6 +317,15 @@ def test_headline_says_plainly_when_nothing_changed() -> None:
     )
 
 
+def test_headline_with_equal_differences_says_so_once() -> None:
+    # two settings whose differences round to the same value: not "from +0.007 to +0.007"
+    r = compare([0.30, 0.32, 0.31], [0.31, 0.31, 0.33])
+    r["arms"] += [arm(10.0, s, **{ACC: v}) for s, v in enumerate([0.31, 0.31, 0.33])]
+    line = headline_sentences(summarize(r))[0]
+    assert "(3 seeds; the difference was +0.007 at each, all within noise)" in line, line
+    assert "from +0.007 to" not in line
+
+
 def test_headline_names_improvement_with_interval() -> None:
     lines = headline_sentences(summarize(compare([0.0, 0.0, 0.0], [2.0, 3.0, 4.0])))
     assert (

@@ -217,12 +217,13 @@ def verdict_sentence(summary: Summary) -> str:
     if means:
         # As many decimals as the narrowest interval shows (2 significant digits of its half-width).
         d = max(decimals_for(c.diff.mean or 0.0, half_width(c.diff.lo, c.diff.hi)) for c in quiet if c.diff)
-        lo, hi = min(means), max(means)
-        spread = (
-            f"the difference was {fmt_value(lo, d, signed=True)}"
-            if len(means) == 1
-            else f"differences from {fmt_value(lo, d, signed=True)} to {fmt_value(hi, d, signed=True)}"
-        )
+        lo, hi = fmt_value(min(means), d, signed=True), fmt_value(max(means), d, signed=True)
+        if len(means) == 1:
+            spread = f"the difference was {lo}"
+        elif lo == hi:  # as shown: "from +0.004 to +0.004" reads like a typo
+            spread = f"the difference was {lo} at each"
+        else:
+            spread = f"differences from {lo} to {hi}"
     power = detectable_phrase(quiet)
     where = f"at any {word}" if len(quiet) > 1 else f"at {quiet[0].label}"
     return (
