@@ -370,22 +370,23 @@ def test_dry_run_states_the_detectable_effect_from_a_pilot(tmp_path):
 
 
 def test_dry_run_of_a_started_experiment_counts_only_the_arms_left(tmp_path):
-    """Resuming a study with more seeds: the plan names the finished arms and times only the rest."""
+    """Resuming a study with one more seed: the plan names the finished arms and times only the rest."""
+    import json
     import shutil
     from pathlib import Path
 
     from conftest import cli
 
-    pilot = Path(__file__).resolve().parents[1] / "docs" / "results" / "smollm2-135m-cpu-scaling-pilot"
+    study = Path(__file__).resolve().parents[1] / "docs" / "results" / "smollm2-135m-cpu-scaling-quick"
     out = tmp_path / "study"
-    shutil.copytree(pilot, out, ignore=shutil.ignore_patterns("report"))
+    shutil.copytree(study, out, ignore=shutil.ignore_patterns("report"))
+    seeds = json.loads((out / "results.json").read_text())["config"]["seeds"]
     finished = sorted(p.parent.name for p in (out / "arms").glob("*/arm.json"))
-    assert len(finished) == 3
-    code, text = cli("compare", "--config", out / "config.yaml", "--seeds", "0,1", "--dry-run", "--out", out)
+    assert len(finished) == 3 * len(seeds)  # 3 settings
+    more = ",".join(str(s) for s in [*seeds, max(seeds) + 1])
+    code, text = cli("compare", "--config", out / "config.yaml", "--seeds", more, "--dry-run", "--out", out)
     assert code == 0, text
-    assert "6 arms = 3 settings" in text
-    assert f"Already finished in {out}: 3 of them" in " ".join(text.split()) and all(
-        a in text for a in finished
-    )
+    assert f"{3 * (len(seeds) + 1)} arms = 3 settings" in text
+    assert f"Already finished in {out}: {len(finished)} of them" in text and all(a in text for a in finished)
     assert "runs the other 3" in text and "(3 arms to run x the median" in text
     assert sorted(p.name for p in (out / "arms").iterdir()) == finished, "a dry run writes nothing"
