@@ -23,7 +23,7 @@ CONFIDENCE = 0.95
 def compare(folder: Path, a: str, b: str) -> dict:
     """``{"a", "b", "seeds", "metrics": {name: {"all": row, "untruncated": row}}}``; a row holds the
     estimate, interval, p, detectable effect and the number of seeds and prompts (None: no interval)."""
-    from neftune.experiments.answers import load_experiment_answers
+    from neftune.experiments.answers import load_experiment_answers, row_metric_names
     from neftune.experiments.report import load_results
     from neftune.experiments.stats import prompt_interval, summarize
 
@@ -34,7 +34,7 @@ def compare(folder: Path, a: str, b: str) -> dict:
     if missing:
         raise SystemExit(f"no setting labelled {missing[0]!r}; the labels are: {', '.join(sorted(by_label))}")
     sa, sb = by_label[a], by_label[b]
-    names = sorted({n for (s, _), ans in summary.answers.items() if s == sa for n in _unit_names(ans)})
+    names = sorted({n for (s, _), ans in summary.answers.items() if s == sa for n in row_metric_names(ans)})
     out: dict = {"a": a, "b": b, "confidence": CONFIDENCE, "metrics": {}}
     seeds: set[int] = set()
     for name in names:
@@ -48,12 +48,6 @@ def compare(folder: Path, a: str, b: str) -> dict:
         out["metrics"][name] = row
     out["seeds"] = sorted(seeds)
     return out
-
-
-def _unit_names(answers) -> list[str]:
-    from neftune.experiments.answers import row_metric_names
-
-    return row_metric_names(answers)
 
 
 def _row(interval) -> dict | None:
