@@ -103,15 +103,18 @@ def test_only_shared_prompts_and_seeds_are_paired():
     assert lc.raw.seeds == (0,) and lc.raw.mean == 1.0 and lc.raw_verdict == "n/a (1 seed)"
 
 
+def _as_instruction_rows(rows):
+    """The same rows as instruction answers: one no-comma constraint, followed or not."""
+    return {
+        k: [Row("ifeval_seen_types", r.index, r.length, False, r.prompt, kinds=("no_commas",),
+                strict=(bool(r.correct),), loose=(bool(r.correct),)) for r in v]
+        for k, v in rows.items()
+    }  # fmt: skip
+
+
 def test_verdict_in_plain_words():
     def sentence(gain: float) -> str:
-        rows = _rows(gain)
-        # The same rows as instruction answers: one no-comma constraint followed or not.
-        rows = {
-            k: [Row("ifeval_seen_types", r.index, r.length, False, r.prompt, kinds=("no_commas",),
-                    strict=(bool(r.correct),), loose=(bool(r.correct),)) for r in v]
-            for k, v in rows.items()
-        }  # fmt: skip
+        rows = _as_instruction_rows(_rows(gain))
         summary = _summary(rows, "ifeval/prompt_strict")
         (text,) = verdict_sentences(instruction_section(summary), summary)
         return text
@@ -133,12 +136,7 @@ def test_verdict_in_plain_words():
 def test_one_seed_gives_no_quality_claim_in_words():
     """With one paired seed there is no interval, so the sentence must not say "no quality metric
     moved beyond noise" (a claim about noise it cannot make)."""
-    rows = {k: v for k, v in _rows(0.3).items() if k[1] == 0}
-    rows = {
-        k: [Row("ifeval_seen_types", r.index, r.length, False, r.prompt, kinds=("no_commas",),
-                strict=(bool(r.correct),), loose=(bool(r.correct),)) for r in v]
-        for k, v in rows.items()
-    }  # fmt: skip
+    rows = _as_instruction_rows({k: v for k, v in _rows(0.3).items() if k[1] == 0})
     summary = _summary(rows, "ifeval/prompt_strict")
     (text,) = verdict_sentences(instruction_section(summary), summary)
     assert "no verdict on quality" in text and "fewer than 2 seeds" in text, text
