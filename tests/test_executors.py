@@ -159,21 +159,26 @@ def test_ray_arms_overlap_and_match_local_and_resume_across_executors(tmp_path, 
 
 
 def _worker_pids(arm_id: str) -> list[int]:
+    """Live Ray workers running `arm_id` (a killed worker not yet reaped is a zombie: left out)."""
     import psutil
 
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
         if f"ray::neftune-arm:{arm_id}" in " ".join(proc.info["cmdline"] or []):
             found.append(proc.info["pid"])
     return found
 
 
-def _kill_worker(arm_id: str, deadline: float) -> None:
+def _kill_worker(arm_id: str, deadline: float, killed: set[int]) -> None:
+    """SIGKILL the workers of `arm_id` that are not in `killed` (the earlier attempts), once found."""
     while time.monotonic() < deadline:
-        pids = _worker_pids(arm_id)
+        pids = [pid for pid in _worker_pids(arm_id) if pid not in killed]
         if pids:
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
+            killed.update(pids)
             return
         time.sleep(0.05)
     raise AssertionError(f"no Ray worker of {arm_id} found")
@@ -190,27 +195,40 @@ def test_ray_killed_worker_is_retried_and_spent_retries_are_reported(tmp_path, r
     rec = Recorder()
     errors: list[BaseException] = []
 
-    def killer() -> None:
+    deadline = time.monotonic() + 300
+
+    # One killer per arm, so that the survivor is killed right after its first checkpoint however
+    # long the doomed arm's retry takes to start (one thread for both could miss it under load).
+    def kill_doomed() -> None:
+        killed: set[int] = set()
+        for attempt in (1, 2):  # max_retries=1: two attempts, both killed once they started
+            while rec.started.count(doomed) + sum(a == doomed for a, _ in rec.retried) < attempt:
+                assert time.monotonic() < deadline, "the doomed arm did not start"
+                time.sleep(0.05)
+            _kill_worker(doomed, deadline, killed)
+
+    def kill_survivor() -> None:
+        checkpoint = folder / "arms" / survivor / "checkpoints" / "checkpoint-1" / "trainer_state.json"
+        while not checkpoint.exists():
+            assert time.monotonic() < deadline, "no first checkpoint"
+            time.sleep(0.02)
+        _kill_worker(survivor, deadline, set())
+
+    def reported(job) -> None:
         try:
-            deadline = time.monotonic() + 300
-            checkpoint = folder / "arms" / survivor / "checkpoints" / "checkpoint-1" / "trainer_state.json"
-            for attempt in (1, 2):  # max_retries=1: two attempts, both killed once they started
-                while rec.started.count(doomed) + sum(a == doomed for a, _ in rec.retried) < attempt:
-                    assert time.monotonic() < deadline, "the doomed arm did not start"
-                    time.sleep(0.05)
-                _kill_worker(doomed, deadline)
-            while not checkpoint.exists():
-                assert time.monotonic() < deadline, "no first checkpoint"
-                time.sleep(0.02)
-            _kill_worker(survivor, deadline)
+            job()
         except BaseException as exc:  # reported by the test thread
             errors.append(exc)
 
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
+    threads = [
+        threading.Thread(target=reported, args=(job,), daemon=True) for job in (kill_doomed, kill_survivor)
+    ]
+    for thread in threads:
+        thread.start()
     with pytest.raises(ArmsFailed) as failed:
         run_experiment(cfg, folder, report=False, progress=rec, executor=RayExecutor(max_retries=1))
-    thread.join(timeout=60)
+    for thread in threads:
+        thread.join(timeout=60)
     assert not errors, errors
     assert list(failed.value.failures) == [doomed]
     assert "died 2 time(s) (--max-retries 1)" in failed.value.failures[doomed]
