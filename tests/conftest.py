@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import subprocess
 
 import pytest
 import torch
@@ -42,6 +45,25 @@ def cli(*args) -> tuple[int, str]:
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output, result.output
     return result.exit_code, " ".join(result.output.split())
+
+
+@contextlib.contextmanager
+def interruptible_process(command: list[str], **popen_kwargs):
+    """``subprocess.Popen(command)`` whose child takes Ctrl-C (SIGINT) the default way, killed on exit.
+
+    A suite started in the background (``nohup``, ``&`` in a script) ignores SIGINT, a child inherits
+    that, and Python then never raises KeyboardInterrupt: the child's SIGINT action is reset here.
+    Killing it on exit keeps a failed test from leaving a training running through the rest of the suite.
+    """
+    proc = subprocess.Popen(
+        command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen_kwargs
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def load_script(relative: str):

@@ -26,7 +26,7 @@ import pytest
 
 from neftune.finetune.training import RUN_FILE, run_status
 
-from conftest import cli
+from conftest import cli, interruptible_process
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
@@ -248,14 +248,15 @@ def test_sigint_to_the_neftune_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     command = [sys.executable, "-m", "neftune.cli", "train", *FAST[:-4], "--max-steps", "1000"]
     command += ["--max-length", "256", "--save-steps", "2", "--out", str(out)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
-    deadline = time.monotonic() + 240
-    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert state.exists(), proc.communicate(timeout=30)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with interruptible_process(command, env=env, **pipes) as proc:
+        deadline = time.monotonic() + 240
+        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert state.exists(), proc.communicate(timeout=30)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     lines = [line for line in stderr.splitlines() if "Interrupted" in line]
     assert len(lines) == 1 and "saved: the checkpoint of step" in lines[0], stderr

@@ -24,7 +24,7 @@ from neftune.experiments.executors import ArmsFailed, LocalExecutor, RayExecutor
 from neftune.experiments.run import ARM_FILE, RESULTS_FILE, NullProgress, run_experiment
 from neftune.finetune.training import RunError
 
-from conftest import cli, tiny_experiment
+from conftest import cli, interruptible_process, tiny_experiment
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("neftune_cache")
@@ -256,18 +256,16 @@ def test_ctrl_c_stops_a_ray_compare_cleanly(tmp_path, tmp_path_factory):
     env = {**os.environ, "NEFTUNE_CACHE": str(_cache_dir(tmp_path_factory)), "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, "-m", "neftune.cli", "compare", *args]
-    proc = subprocess.Popen(
-        [*cmd, "--executor", "ray"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 300
-    runs = folder / "arms"
-    while not (runs.exists() and list(runs.glob("*/neftune_run.json"))):
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    runs, pipes = folder / "arms", {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with interruptible_process([*cmd, "--executor", "ray"], env=env, **pipes) as proc:
+        deadline = time.monotonic() + 300
+        while not (runs.exists() and list(runs.glob("*/neftune_run.json"))):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
     text = " ".join((out + err).decode().split())
     assert proc.returncode == 130, text[-3000:]
     assert "Traceback" not in text  # (typer turns Ctrl-C into exit code 130 itself)
